@@ -1,0 +1,81 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"platform-api/store"
+)
+
+// Error is a client error: an HTTP status and a description that says what to
+// fix. Handlers return it (or a store error); errorStatus turns either into
+// the contract's error body.
+type Error struct {
+	Status      int
+	Description string
+}
+
+func (e *Error) Error() string { return e.Description }
+
+func errorf(status int, format string, a ...any) error {
+	return &Error{Status: status, Description: fmt.Sprintf(format, a...)}
+}
+
+func badRequest(format string, a ...any) error { return errorf(http.StatusBadRequest, format, a...) }
+
+// errorBody is the one error shape of the contract.
+type errorBody struct {
+	Code        int    `json:"code"`
+	Message     string `json:"message"`
+	Description string `json:"description"`
+}
+
+// errorStatus is the single table from error kinds to HTTP statuses. Anything
+// it does not know is a 500 whose cause is logged but never shown.
+func errorStatus(err error) (int, string) {
+	var apiErr *Error
+	var maxErr *http.MaxBytesError
+	switch {
+	case errors.As(err, &apiErr):
+		return apiErr.Status, apiErr.Description
+	case errors.As(err, &maxErr):
+		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than the limit of %d bytes", maxErr.Limit)
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound, err.Error()
+	case errors.Is(err, store.ErrConflict):
+		return http.StatusConflict, err.Error()
+	case errors.Is(err, store.ErrInvalid):
+		return http.StatusBadRequest, err.Error()
+	case errors.Is(err, store.ErrBadToken):
+		return http.StatusUnauthorized, "the api-key header does not hold a valid gateway token"
+	}
+	return http.StatusInternalServerError, "internal error: the server could not complete the request; see the server log"
+}
+
+// writeError writes err as the contract's error body and records it for the
+// access log.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	status, desc := errorStatus(err)
+	if status >= 500 {
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeJSON(w, status, errorBody{Code: status, Message: http.StatusText(status), Description: desc})
+}
+
+// writeJSON encodes v into a buffer first, so that an encoding failure can
+// still become a clean 500 instead of a half-written body.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+		status = http.StatusInternalServerError
+		buf.Reset()
+		json.NewEncoder(&buf).Encode(errorBody{Code: status, Message: http.StatusText(status), Description: "internal error: response could not be encoded"})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}

@@ -1,0 +1,157 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"platform-api/store"
+)
+
+// testEnv is the real handler on a real TLS listener over a real SQLite file.
+type testEnv struct {
+	t      testing.TB
+	srv    *httptest.Server
+	db     *store.DB
+	key    *ecdsa.PrivateKey
+	client *http.Client
+	api    *Server
+}
+
+func newEnv(t testing.TB) *testEnv {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := store.Open(context.Background(), filepath.Join(dir, "platform.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	key, err := LoadOrCreateSigningKey(filepath.Join(dir, "jwt.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	auth, err := NewAuthenticator(context.Background(), AuthConfig{LocalKey: key}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Options{Store: db, Auth: auth, Logger: log, MaxBodyBytes: 64 << 10})
+	srv := httptest.NewUnstartedServer(s)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return &testEnv{t: t, srv: srv, db: db, key: key, client: srv.Client(), api: s}
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+// token mints a valid JWT for org.
+func (e *testEnv) token(org string) string {
+	e.t.Helper()
+	tok, err := MintToken(e.key, TokenRequest{OrganizationID: org, Subject: "test", TTL: time.Hour})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return tok
+}
+
+// newOrg registers an organization and returns its ID and a token for it.
+func (e *testEnv) newOrg() (string, string) {
+	e.t.Helper()
+	org := uuid.NewString()
+	tok := e.token(org)
+	e.must(http.StatusCreated, "POST", "/api/v1/organizations", tok,
+		map[string]string{"handle": "o" + org[:8], "name": "Org " + org[:8], "region": "eu"}, nil)
+	return org, tok
+}
+
+// do sends a request; body is JSON-encoded unless it is a string or nil.
+func (e *testEnv) do(method, path, token string, body any) (int, []byte) {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = bytes.NewBufferString(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		data, err := json.Marshal(b)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := e.client.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp.StatusCode, data
+}
+
+// must sends a request, fails the test unless the status is want, and
+// decodes the answer into out when out is not nil.
+func (e *testEnv) must(want int, method, path, token string, body, out any) []byte {
+	e.t.Helper()
+	code, data := e.do(method, path, token, body)
+	if code != want {
+		e.t.Fatalf("%s %s = %d %s; want %d", method, path, code, data, want)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			e.t.Fatalf("%s %s: decode %s: %v", method, path, data, err)
+		}
+	}
+	return data
+}
+
+// wantError checks the contract's error body: status, message and a
+// description containing substr.
+func wantError(t testing.TB, code int, data []byte, wantCode int, substr string) {
+	t.Helper()
+	var b errorBody
+	if err := json.Unmarshal(data, &b); err != nil {
+		t.Fatalf("error body %s is not JSON: %v", data, err)
+	}
+	if code != wantCode || b.Code != wantCode || b.Message != http.StatusText(wantCode) {
+		t.Fatalf("got %d %s; want %d", code, data, wantCode)
+	}
+	if !bytes.Contains([]byte(b.Description), []byte(substr)) {
+		t.Fatalf("description %q does not mention %q", b.Description, substr)
+	}
+}
+
+// httpsServer serves body on every path over TLS.
+func httpsServer(t testing.TB, body []byte) *httptest.Server {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
+	t.Cleanup(srv.Close)
+	return srv
+}

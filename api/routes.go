@@ -1,0 +1,23 @@
+package api
+
+import "net/http"
+
+// routes is the whole HTTP surface, in the contract's order.
+func (s *Server) routes() {
+	m := s.mux
+	m.Handle("GET /health", s.handle(s.health))
+
+	m.Handle("POST /api/v1/organizations", s.user(s.createOrganization))
+	m.Handle("GET /api/v1/organizations", s.user(s.getOrganization))
+
+	m.Handle("POST /api/v1/projects", s.user(s.createProject))
+	m.Handle("GET /api/v1/projects", s.user(s.listProjects))
+	m.Handle("GET /api/v1/projects/{projectId}", s.user(s.getProject))
+	m.Handle("PUT /api/v1/projects/{projectId}", s.user(s.updateProject))
+	m.Handle("DELETE /api/v1/projects/{projectId}", s.user(s.deleteProject))
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}

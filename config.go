@@ -1,0 +1,187 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is every setting of the server, read once at start from flags and
+// environment (flags win) and passed down. Nothing reads the environment later.
+type Config struct {
+	Addr            string        // PLATFORM_ADDR: listen address; default ":8443"
+	DataDir         string        // PLATFORM_DATA_DIR: database, TLS files, signing key; default "./data"
+	DBPath          string        // PLATFORM_DB: SQLite file; default "<data dir>/platform.db"
+	TLSCert         string        // PLATFORM_TLS_CERT: PEM certificate; empty means self-signed
+	TLSKey          string        // PLATFORM_TLS_KEY: PEM key matching TLSCert
+	TLSHosts        []string      // PLATFORM_TLS_HOSTS: extra names for the self-signed certificate
+	JWKS            string        // PLATFORM_JWT_JWKS: JWKS file path or https URL
+	HMACSecret      string        // PLATFORM_JWT_HMAC_SECRET: HS256 secret, at least 32 bytes
+	JWTIssuer       string        // PLATFORM_JWT_ISSUER: required iss claim, if set
+	JWTAudience     string        // PLATFORM_JWT_AUDIENCE: required aud claim, if set
+	JWTLocalKey     bool          // PLATFORM_JWT_LOCAL_KEY: trust the server's own key; default true
+	JWTInsecure     bool          // PLATFORM_JWT_INSECURE_SKIP_VERIFY: accept unsigned JWTs; default false
+	LogLevel        slog.Level    // PLATFORM_LOG_LEVEL: debug|info|warn|error; default info
+	LogFormat       string        // PLATFORM_LOG_FORMAT: text|json; default text
+	MaxBodyBytes    int64         // PLATFORM_MAX_BODY_BYTES: JSON body limit; default 1 MiB
+	CORSOrigins     []string      // PLATFORM_CORS_ORIGINS: allowed browser origins; default none
+	ShutdownTimeout time.Duration // PLATFORM_SHUTDOWN_TIMEOUT: grace for in-flight work; default 15s
+}
+
+// setting binds one Config field to an environment variable and a flag.
+type setting struct {
+	env, flag, def, help string
+	set                  func(c *Config, v string) error
+}
+
+func settings() []setting {
+	return []setting{
+		{"PLATFORM_ADDR", "addr", ":8443", "listen address (host:port)", func(c *Config, v string) error {
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return fmt.Errorf("want host:port such as :8443 or 127.0.0.1:8443")
+			}
+			c.Addr = v
+			return nil
+		}},
+		{"PLATFORM_DATA_DIR", "data-dir", "./data", "directory for the database, TLS files and the JWT signing key", func(c *Config, v string) error {
+			if v == "" {
+				return errors.New("must not be empty")
+			}
+			c.DataDir = v
+			return nil
+		}},
+		{"PLATFORM_DB", "db", "", "SQLite database file (default <data dir>/platform.db)", setString(func(c *Config) *string { return &c.DBPath })},
+		{"PLATFORM_TLS_CERT", "tls-cert", "", "PEM certificate file (default: a self-signed one in the data dir)", setString(func(c *Config) *string { return &c.TLSCert })},
+		{"PLATFORM_TLS_KEY", "tls-key", "", "PEM private key file for -tls-cert", setString(func(c *Config) *string { return &c.TLSKey })},
+		{"PLATFORM_TLS_HOSTS", "tls-hosts", "", "comma-separated extra DNS names or IPs for the self-signed certificate", func(c *Config, v string) error {
+			c.TLSHosts = splitList(v)
+			return nil
+		}},
+		{"PLATFORM_JWT_JWKS", "jwt-jwks", "", "JWKS file path or https URL whose keys sign trusted JWTs", setString(func(c *Config) *string { return &c.JWKS })},
+		{"PLATFORM_JWT_HMAC_SECRET", "jwt-hmac-secret", "", "HS256 shared secret (at least 32 bytes; prefer the environment variable)", func(c *Config, v string) error {
+			if v != "" && len(v) < 32 {
+				return errors.New("must be at least 32 bytes")
+			}
+			c.HMACSecret = v
+			return nil
+		}},
+		{"PLATFORM_JWT_ISSUER", "jwt-issuer", "", "required iss claim (unchecked when empty)", setString(func(c *Config) *string { return &c.JWTIssuer })},
+		{"PLATFORM_JWT_AUDIENCE", "jwt-audience", "", "required aud claim (unchecked when empty)", setString(func(c *Config) *string { return &c.JWTAudience })},
+		{"PLATFORM_JWT_LOCAL_KEY", "jwt-local-key", "on", "trust JWTs signed with the server's own key (on|off)", setBool(func(c *Config) *bool { return &c.JWTLocalKey })},
+		{"PLATFORM_JWT_INSECURE_SKIP_VERIFY", "jwt-insecure-skip-verify", "false", "DEVELOPMENT ONLY: accept JWTs without checking signatures", setBool(func(c *Config) *bool { return &c.JWTInsecure })},
+		{"PLATFORM_LOG_LEVEL", "log-level", "info", "log level: debug, info, warn or error", func(c *Config, v string) error {
+			return c.LogLevel.UnmarshalText([]byte(v))
+		}},
+		{"PLATFORM_LOG_FORMAT", "log-format", "text", "log format: text or json", func(c *Config, v string) error {
+			if v != "text" && v != "json" {
+				return errors.New("want text or json")
+			}
+			c.LogFormat = v
+			return nil
+		}},
+		{"PLATFORM_MAX_BODY_BYTES", "max-body-bytes", "1048576", "largest JSON request body in bytes", func(c *Config, v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 1024 || n > 64<<20 {
+				return errors.New("want a whole number of bytes from 1024 to 67108864")
+			}
+			c.MaxBodyBytes = n
+			return nil
+		}},
+		{"PLATFORM_CORS_ORIGINS", "cors-origins", "", "comma-separated browser origins allowed by CORS (none when empty)", func(c *Config, v string) error {
+			c.CORSOrigins = splitList(v)
+			return nil
+		}},
+		{"PLATFORM_SHUTDOWN_TIMEOUT", "shutdown-timeout", "15s", "how long shutdown waits for in-flight requests", setDuration(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+	}
+}
+
+func setString(field func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error { *field(c) = v; return nil }
+}
+
+func setBool(field func(*Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		switch strings.ToLower(v) {
+		case "1", "true", "on", "yes":
+			*field(c) = true
+		case "0", "false", "off", "no":
+			*field(c) = false
+		default:
+			return errors.New("want on or off (true or false)")
+		}
+		return nil
+	}
+}
+
+func setDuration(field func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return errors.New("want a positive Go duration such as 20s or 1m")
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// parseConfig builds the Config from defaults, then the environment, then the
+// flags in args, and validates it. fs may carry extra flags of a subcommand;
+// it is parsed here. A bad value is an error naming the setting.
+func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config, error) {
+	c := &Config{}
+	all := settings()
+	for _, s := range all {
+		if err := s.set(c, s.def); err != nil {
+			panic(fmt.Sprintf("default of %s: %v", s.env, err))
+		}
+	}
+	for _, s := range all {
+		if v := getenv(s.env); v != "" {
+			if err := s.set(c, v); err != nil {
+				return nil, fmt.Errorf("%s=%q: %w", s.env, v, err)
+			}
+		}
+	}
+	for _, s := range all {
+		fs.Func(s.flag, fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def), func(v string) error {
+			return s.set(c, v)
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.DBPath == "" {
+		c.DBPath = filepath.Join(c.DataDir, "platform.db")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return nil, errors.New("PLATFORM_TLS_CERT and PLATFORM_TLS_KEY must be set together")
+	}
+	return c, nil
+}
+
+// newFlagSet makes a flag set whose usage lists every setting.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}

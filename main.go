@@ -1,0 +1,230 @@
+// Command platform-api is the control plane for a fleet of API gateways: one
+// static binary serving the REST API and the gateways' WebSocket channel over
+// TLS, with its state in SQLite.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+
+	"platform-api/api"
+	"platform-api/store"
+	"platform-api/tlsgen"
+)
+
+// version is set at build time with -ldflags "-X main.version=..."; when it is
+// not, the VCS revision from the build info is used.
+var version = ""
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "platform-api:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// run is the whole program; main only gives it the process's context,
+// arguments, environment and output.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && (args[0] == "serve" || args[0] == "token" || args[0] == "version") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "version":
+		fmt.Fprintln(stdout, "platform-api", buildVersion())
+		return nil
+	case "token":
+		return runToken(args, getenv, stdout, stderr)
+	}
+	fs := newFlagSet("platform-api [serve]", stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: platform-api [serve] [flags]\n       platform-api token -org <uuid> [-ttl 1h] [-sub name]\n       platform-api version\n\nEvery flag can also be set by the environment variable shown.\n\n")
+		fs.PrintDefaults()
+	}
+	cfg, err := parseConfig(fs, args, getenv)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, stdout, newLogger(cfg, stderr))
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				return "dev-" + s.Value[:12]
+			}
+		}
+	}
+	return "dev"
+}
+
+func newLogger(cfg *Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func signingKeyPath(cfg *Config) string { return filepath.Join(cfg.DataDir, "jwt-signing-key.pem") }
+
+// runToken prints a JWT signed with the server's own key, for curl.
+func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("platform-api token", stderr)
+	org := fs.String("org", "", "organization UUID to put in the token (required)")
+	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+	sub := fs.String("sub", "admin", "subject (who the token is for)")
+	cfg, err := parseConfig(fs, args, getenv)
+	if err != nil {
+		return err
+	}
+	if _, err := uuid.Parse(*org); err != nil || len(*org) != 36 {
+		return errors.New("-org must be an organization UUID, for example -org " + uuid.NewString())
+	}
+	if *ttl <= 0 || *ttl > 366*24*time.Hour {
+		return errors.New("-ttl must be positive and at most a year")
+	}
+	if !cfg.JWTLocalKey {
+		fmt.Fprintln(stderr, "warning: PLATFORM_JWT_LOCAL_KEY is off, so the server will not accept this token")
+	}
+	key, err := api.LoadOrCreateSigningKey(signingKeyPath(cfg))
+	if err != nil {
+		return fmt.Errorf("signing key: %w", err)
+	}
+	tok, err := api.MintToken(key, api.TokenRequest{
+		OrganizationID: *org, Subject: *sub, TTL: *ttl, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+// serve runs the server until ctx is done, then shuts down in order: stop
+// accepting, let in-flight requests finish within the timeout, close the
+// database.
+func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("PLATFORM_DATA_DIR: %w", err)
+	}
+	cert, err := loadCertificate(cfg, log)
+	if err != nil {
+		return err
+	}
+	db, err := store.Open(ctx, cfg.DBPath)
+	if err != nil {
+		return fmt.Errorf("PLATFORM_DB %s: %w", cfg.DBPath, err)
+	}
+	defer db.Close()
+
+	authCfg := api.AuthConfig{
+		JWKS:               cfg.JWKS,
+		HMACSecret:         []byte(cfg.HMACSecret),
+		Issuer:             cfg.JWTIssuer,
+		Audience:           cfg.JWTAudience,
+		InsecureSkipVerify: cfg.JWTInsecure,
+	}
+	if cfg.JWTLocalKey {
+		if authCfg.LocalKey, err = api.LoadOrCreateSigningKey(signingKeyPath(cfg)); err != nil {
+			return fmt.Errorf("JWT signing key: %w", err)
+		}
+	}
+	auth, err := api.NewAuthenticator(ctx, authCfg, log)
+	if err != nil {
+		return err
+	}
+	handler := api.New(api.Options{
+		Store:        db,
+		Auth:         auth,
+		Logger:       log,
+		MaxBodyBytes: cfg.MaxBodyBytes,
+		CORSOrigins:  cfg.CORSOrigins,
+	})
+
+	srv := &http.Server{
+		Handler: handler,
+		TLSConfig: &tls.Config{
+			MinVersion:   tls.VersionTLS12,
+			Certificates: []tls.Certificate{cert},
+		},
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("PLATFORM_ADDR: %w", err)
+	}
+	log.Info("platform-api started", "version", buildVersion(), "addr", ln.Addr().String(), "db", cfg.DBPath)
+	fmt.Fprintf(stdout, "platform-api listening on https://%s\n", ln.Addr())
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("in-flight requests did not finish in time", "err", err)
+		srv.Close()
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// loadCertificate loads the configured pair or makes (and keeps) a
+// self-signed one in the data directory.
+func loadCertificate(cfg *Config, log *slog.Logger) (tls.Certificate, error) {
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return cert, fmt.Errorf("PLATFORM_TLS_CERT/PLATFORM_TLS_KEY: %w", err)
+		}
+		log.Info("TLS certificate loaded", "file", cfg.TLSCert, "sha256", tlsgen.Fingerprint(cert.Certificate[0]))
+		return cert, nil
+	}
+	res, err := tlsgen.Ensure(tlsgen.Options{Dir: cfg.DataDir, Hosts: cfg.TLSHosts})
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("self-signed certificate: %w", err)
+	}
+	if res.Generated {
+		log.Info("self-signed TLS certificate generated", "reason", res.Reason, "file", res.CertFile,
+			"expires", res.Leaf.NotAfter, "sha256", res.Fingerprint)
+	} else {
+		log.Info("self-signed TLS certificate reused", "file", res.CertFile, "expires", res.Leaf.NotAfter, "sha256", res.Fingerprint)
+	}
+	return res.Certificate, nil
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+func envMap(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestParseConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		check   func(*Config) bool
+		wantErr string
+	}{
+		{name: "Defaults", check: func(c *Config) bool {
+			return c.Addr == ":8443" && c.DataDir == "./data" && c.DBPath == filepath.Join("data", "platform.db") &&
+				c.JWTLocalKey && !c.JWTInsecure && c.LogLevel == slog.LevelInfo && c.LogFormat == "text" &&
+				c.MaxBodyBytes == 1<<20 && c.ShutdownTimeout == 15*time.Second && c.CORSOrigins == nil
+		}},
+		{name: "Env", env: map[string]string{
+			"PLATFORM_ADDR": "127.0.0.1:9000", "PLATFORM_DATA_DIR": "/var/lib/pa", "PLATFORM_TLS_HOSTS": "a.example, 10.0.0.1,",
+			"PLATFORM_JWT_LOCAL_KEY": "off", "PLATFORM_LOG_LEVEL": "debug", "PLATFORM_LOG_FORMAT": "json",
+			"PLATFORM_MAX_BODY_BYTES": "2048", "PLATFORM_JWT_HMAC_SECRET": strings.Repeat("s", 32),
+		}, check: func(c *Config) bool {
+			return c.Addr == "127.0.0.1:9000" && c.DBPath == "/var/lib/pa/platform.db" && len(c.TLSHosts) == 2 &&
+				c.TLSHosts[1] == "10.0.0.1" && !c.JWTLocalKey && c.LogLevel == slog.LevelDebug && c.LogFormat == "json" &&
+				c.MaxBodyBytes == 2048 && c.HMACSecret == strings.Repeat("s", 32)
+		}},
+		{name: "FlagsBeatEnv", env: map[string]string{"PLATFORM_ADDR": ":1", "PLATFORM_DB": "/env.db"},
+			args:  []string{"-addr", ":2", "-db", "/flag.db", "-jwt-insecure-skip-verify", "true"},
+			check: func(c *Config) bool { return c.Addr == ":2" && c.DBPath == "/flag.db" && c.JWTInsecure }},
+		{name: "BadAddr", env: map[string]string{"PLATFORM_ADDR": "8443"}, wantErr: "PLATFORM_ADDR"},
+		{name: "BadBool", env: map[string]string{"PLATFORM_JWT_LOCAL_KEY": "maybe"}, wantErr: "PLATFORM_JWT_LOCAL_KEY"},
+		{name: "BadLevel", env: map[string]string{"PLATFORM_LOG_LEVEL": "loud"}, wantErr: "PLATFORM_LOG_LEVEL"},
+		{name: "BadFormat", env: map[string]string{"PLATFORM_LOG_FORMAT": "xml"}, wantErr: "PLATFORM_LOG_FORMAT"},
+		{name: "BadBodyLimit", env: map[string]string{"PLATFORM_MAX_BODY_BYTES": "12"}, wantErr: "PLATFORM_MAX_BODY_BYTES"},
+		{name: "ShortSecret", env: map[string]string{"PLATFORM_JWT_HMAC_SECRET": "short"}, wantErr: "PLATFORM_JWT_HMAC_SECRET"},
+		{name: "BadDuration", env: map[string]string{"PLATFORM_SHUTDOWN_TIMEOUT": "5"}, wantErr: "PLATFORM_SHUTDOWN_TIMEOUT"},
+		{name: "CertWithoutKey", env: map[string]string{"PLATFORM_TLS_CERT": "/c.pem"}, wantErr: "PLATFORM_TLS_KEY"},
+		{name: "BadFlag", args: []string{"-addr", "nope"}, wantErr: "-addr"},
+		{name: "UnknownFlag", args: []string{"-bogus"}, wantErr: "bogus"},
+		{name: "StrayArgument", args: []string{"extra"}, wantErr: "extra"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(newFlagSet("test", io.Discard), tt.args, envMap(tt.env))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v; want one naming %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(c) {
+				t.Fatalf("config %+v", c)
+			}
+		})
+	}
+}
+
+func TestHelpListsEverySetting(t *testing.T) {
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"-help"}, envMap(nil), io.Discard, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err = %v", err)
+	}
+	for _, s := range settings() {
+		if !strings.Contains(out.String(), "-"+s.flag) || !strings.Contains(out.String(), s.env) {
+			t.Errorf("help does not list -%s / %s", s.flag, s.env)
+		}
+	}
+}
+
+// lineWriter hands each written line to a channel.
+type lineWriter struct{ lines chan string }
+
+func (w lineWriter) Write(p []byte) (int, error) {
+	sc := bufio.NewScanner(bytes.NewReader(p))
+	for sc.Scan() {
+		select {
+		case w.lines <- sc.Text():
+		default:
+		}
+	}
+	return len(p), nil
+}
+
+// TestServeEndToEnd runs the real program on port 0: self-signed TLS, a token
+// from the token command, an organization over HTTPS, and a clean shutdown.
+func TestServeEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	env := envMap(map[string]string{"PLATFORM_DATA_DIR": dir, "PLATFORM_ADDR": "127.0.0.1:0"})
+
+	org := uuid.NewString()
+	var tok bytes.Buffer
+	if err := run(context.Background(), []string{"token", "-org", org, "-ttl", "5m"}, env, &tok, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	stdout := lineWriter{make(chan string, 10)}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, env, stdout, io.Discard) }()
+	var base string
+	select {
+	case line := <-stdout.lines:
+		base = strings.TrimPrefix(line, "platform-api listening on ")
+	case err := <-done:
+		t.Fatalf("run ended early: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not report its address")
+	}
+
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	body := strings.NewReader(`{"handle":"acme","name":"Acme","region":"eu"}`)
+	req, _ := http.NewRequest("POST", base+"/api/v1/organizations", body)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(tok.String()))
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o struct{ ID string }
+	json.NewDecoder(resp.Body).Decode(&o)
+	resp.Body.Close()
+	if resp.StatusCode != 201 || o.ID != org {
+		t.Fatalf("create organization: %d %+v", resp.StatusCode, o)
+	}
+	if v := resp.TLS.Version; v < tls.VersionTLS12 {
+		t.Fatalf("TLS version %x", v)
+	}
+	client.CloseIdleConnections()
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not stop")
+	}
+}
+
+func TestTokenCommandErrors(t *testing.T) {
+	env := envMap(map[string]string{"PLATFORM_DATA_DIR": t.TempDir()})
+	for _, args := range [][]string{{"token"}, {"token", "-org", "acme"}, {"token", "-org", uuid.NewString(), "-ttl", "-1h"}} {
+		if err := run(context.Background(), args, env, io.Discard, io.Discard); err == nil {
+			t.Errorf("%v: no error", args)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, envMap(nil), &out, io.Discard); err != nil || !strings.HasPrefix(out.String(), "platform-api ") {
+		t.Fatalf("version: %q %v", out.String(), err)
+	}
+}

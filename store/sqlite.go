@@ -1,0 +1,188 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Open opens (creating if needed) the SQLite database at path and brings its
+// schema up to date. A database whose schema is newer than this binary knows
+// is refused, so that an older binary never writes to a newer schema.
+func Open(ctx context.Context, path string) (*DB, error) {
+	base := "file:" + (&url.URL{Path: path}).EscapedPath()
+	// Per-connection settings live in the DSN so that every pooled connection
+	// gets them, not only the first one.
+	common := url.Values{}
+	common.Add("_pragma", "foreign_keys(1)")
+	common.Add("_pragma", "busy_timeout(10000)")
+	common.Add("_pragma", "journal_mode(WAL)")
+	common.Add("_pragma", "synchronous(NORMAL)")
+
+	w := url.Values{}
+	for k, v := range common {
+		w[k] = append([]string(nil), v...)
+	}
+	w.Set("_txlock", "immediate")
+	write, err := sql.Open("sqlite", base+"?"+w.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	// One writer connection: SQLite allows one writer at a time anyway, and
+	// queueing in database/sql is cheaper and fairer than busy-waiting.
+	write.SetMaxOpenConns(1)
+	write.SetConnMaxIdleTime(0)
+
+	r := url.Values{}
+	for k, v := range common {
+		r[k] = append([]string(nil), v...)
+	}
+	r.Add("_pragma", "query_only(1)")
+	read, err := sql.Open("sqlite", base+"?"+r.Encode())
+	if err != nil {
+		write.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	n := max(4, 2*runtime.GOMAXPROCS(0))
+	read.SetMaxOpenConns(n)
+	read.SetMaxIdleConns(n)
+
+	db := &DB{write: write, read: read, Now: time.Now}
+	if err := db.checkWAL(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := db.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func (db *DB) checkWAL(ctx context.Context) error {
+	var mode string
+	if err := db.write.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("open database: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("open database: journal_mode is %q, want wal (is the file on a file system that supports shared memory?)", mode)
+	}
+	return nil
+}
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+func loadMigrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFiles, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("migration %s: name must start with a number and '_'", e.Name())
+		}
+		body, err := migrationFiles.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: e.Name(), sql: string(body)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	for i, m := range ms {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("migration %s: expected version %d", m.name, i+1)
+		}
+	}
+	return ms, nil
+}
+
+// SchemaVersion is the schema version this binary writes.
+func SchemaVersion() int {
+	ms, _ := loadMigrations()
+	return len(ms)
+}
+
+// migrate applies, in order and each in its own transaction, the embedded
+// migrations that the database has not seen.
+func (db *DB) migrate(ctx context.Context) error {
+	ms, err := loadMigrations()
+	if err != nil {
+		return err
+	}
+	if _, err := db.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY,
+		name TEXT NOT NULL,
+		applied_at TEXT NOT NULL)`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	var current int
+	if err := db.write.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&current); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if current > len(ms) {
+		return fmt.Errorf("database schema version %d is newer than this binary supports (%d): run a newer platform-api, or restore a backup", current, len(ms))
+	}
+	for _, m := range ms[current:] {
+		err := db.writeTx(ctx, func(tx *sql.Tx, now time.Time) error {
+			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+				m.version, m.name, formatTime(now))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migration %s: %w", m.name, err)
+		}
+	}
+	return nil
+}
+
+// constraint tells which kind of constraint an error from the driver broke,
+// from the driver's extended result code (never from the message text).
+type constraint int
+
+const (
+	noConstraint constraint = iota
+	uniqueViolation
+	foreignKeyViolation
+	checkViolation
+)
+
+func constraintOf(err error) constraint {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return noConstraint
+	}
+	switch se.Code() {
+	case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+		return uniqueViolation
+	case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+		return foreignKeyViolation
+	case sqlite3.SQLITE_CONSTRAINT_CHECK:
+		return checkViolation
+	}
+	return noConstraint
+}

@@ -1,0 +1,182 @@
+// Package store keeps platform-api's state in a SQL database.
+//
+// SQLite (through the pure-Go modernc.org/sqlite driver) is the default. The
+// repositories use only portable SQL: numbered placeholders ($1, $2, ...),
+// TEXT timestamps in a fixed-width UTC format that sorts as it reads, and
+// constraints (UNIQUE, FOREIGN KEY, CHECK) rather than read-then-write checks,
+// so that a PostgreSQL driver can be added by supplying another Open and
+// another constraint-code table (see sqlite.go) without touching the queries.
+//
+// Every public method opens its own transaction; lower-case helpers take the
+// *sql.Tx. Methods that take an organization ID answer ErrNotFound both for a
+// missing row and for a row that belongs to another organization.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Sentinel kinds of error. Use errors.Is; the concrete error carries a
+// description fit for an API client.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+	ErrInvalid  = errors.New("invalid")
+	// ErrBadToken is returned when a gateway token does not verify: malformed,
+	// unknown, revoked, or of a deleted gateway. The reason is never told apart
+	// to the caller.
+	ErrBadToken = errors.New("bad gateway token")
+)
+
+// Error is an error of one of the sentinel kinds with a message that tells
+// an API client what went wrong.
+type Error struct {
+	kind error
+	msg  string
+}
+
+func (e *Error) Error() string { return e.msg }
+func (e *Error) Unwrap() error { return e.kind }
+
+func notFound(format string, a ...any) error {
+	return &Error{kind: ErrNotFound, msg: fmt.Sprintf(format, a...)}
+}
+
+func conflict(format string, a ...any) error {
+	return &Error{kind: ErrConflict, msg: fmt.Sprintf(format, a...)}
+}
+
+func invalid(format string, a ...any) error {
+	return &Error{kind: ErrInvalid, msg: fmt.Sprintf(format, a...)}
+}
+
+// DB is the handle on the database. It holds two pools: one connection for
+// writes, whose transactions start with BEGIN IMMEDIATE, so that writers queue
+// in Go instead of failing with "database is locked", and several read-only
+// connections, which WAL lets run beside the writer.
+type DB struct {
+	write *sql.DB
+	read  *sql.DB
+	// Now gives the time stamped on rows; tests may replace it.
+	Now func() time.Time
+}
+
+// Close closes both pools.
+func (db *DB) Close() error {
+	return errors.Join(db.write.Close(), db.read.Close())
+}
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error {
+	return db.read.PingContext(ctx)
+}
+
+// Page selects a window of a list.
+type Page struct {
+	Offset int
+	Limit  int
+}
+
+// writeTx runs fn in a write transaction and commits it when fn returns nil.
+// The deferred rollback also runs when fn panics.
+func (db *DB) writeTx(ctx context.Context, fn func(tx *sql.Tx, now time.Time) error) error {
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin write: %w", err)
+	}
+	defer tx.Rollback()
+	// Truncated to what the timestamp columns keep, so a value returned
+	// before a read-back equals the one read back.
+	if err := fn(tx, db.Now().UTC().Truncate(time.Microsecond)); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// readTx runs fn in a read-only transaction, so that the queries it makes see
+// one snapshot (a count and the page it counts agree).
+func (db *DB) readTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("begin read: %w", err)
+	}
+	defer tx.Rollback()
+	return fn(tx)
+}
+
+// newID returns a random (version 4) UUID in canonical lower-case form.
+func newID() string { return uuid.NewString() }
+
+// timeLayout is fixed-width, so that TEXT comparison orders times correctly.
+const timeLayout = "2006-01-02T15:04:05.000000Z"
+
+func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
+
+// dbTime scans a TEXT timestamp written by formatTime; NULL gives the zero time.
+type dbTime struct{ t *time.Time }
+
+func (d dbTime) Scan(src any) error {
+	var s string
+	switch v := src.(type) {
+	case nil:
+		*d.t = time.Time{}
+		return nil
+	case string:
+		s = v
+	case []byte:
+		s = string(v)
+	default:
+		return fmt.Errorf("timestamp: unexpected type %T", src)
+	}
+	t, err := time.Parse(timeLayout, s)
+	if err != nil {
+		return fmt.Errorf("timestamp %q: %w", s, err)
+	}
+	*d.t = t
+	return nil
+}
+
+// dbTimePtr scans a nullable TEXT timestamp into a *time.Time.
+type dbTimePtr struct{ t **time.Time }
+
+func (d dbTimePtr) Scan(src any) error {
+	if src == nil {
+		*d.t = nil
+		return nil
+	}
+	var t time.Time
+	if err := (dbTime{&t}).Scan(src); err != nil {
+		return err
+	}
+	*d.t = &t
+	return nil
+}
+
+func nullTime(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return formatTime(*t)
+}
+
+// placeholders returns "$start, $start+1, ..." for n arguments.
+func placeholders(start, n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d", start+i)
+	}
+	return b.String()
+}
