@@ -39,19 +39,24 @@ type errorBody struct {
 func errorStatus(err error) (int, string) {
 	var apiErr *Error
 	var maxErr *http.MaxBytesError
+	var storeErr *store.Error
 	switch {
 	case errors.As(err, &apiErr):
 		return apiErr.Status, apiErr.Description
 	case errors.As(err, &maxErr):
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than the limit of %d bytes", maxErr.Limit)
-	case errors.Is(err, store.ErrNotFound):
-		return http.StatusNotFound, err.Error()
-	case errors.Is(err, store.ErrConflict):
-		return http.StatusConflict, err.Error()
-	case errors.Is(err, store.ErrInvalid):
-		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, store.ErrBadToken):
 		return http.StatusUnauthorized, "the api-key header does not hold a valid gateway token"
+	case errors.As(err, &storeErr):
+		// The store's message, without the wrapping callers added.
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return http.StatusNotFound, storeErr.Error()
+		case errors.Is(err, store.ErrConflict):
+			return http.StatusConflict, storeErr.Error()
+		case errors.Is(err, store.ErrInvalid):
+			return http.StatusBadRequest, storeErr.Error()
+		}
 	}
 	return http.StatusInternalServerError, "internal error: the server could not complete the request; see the server log"
 }

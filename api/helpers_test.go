@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -155,3 +156,5 @@ func httpsServer(t testing.TB, body []byte) *httptest.Server {
 	t.Cleanup(srv.Close)
 	return srv
 }
+
+func runtimeProcs() int { return runtime.GOMAXPROCS(0) }

@@ -15,6 +15,18 @@ func (s *Server) routes() {
 	m.Handle("GET /api/v1/projects/{projectId}", s.user(s.getProject))
 	m.Handle("PUT /api/v1/projects/{projectId}", s.user(s.updateProject))
 	m.Handle("DELETE /api/v1/projects/{projectId}", s.user(s.deleteProject))
+
+	m.Handle("POST /api/v1/gateways", s.user(s.createGateway))
+	m.Handle("GET /api/v1/gateways", s.user(s.listGateways))
+	m.Handle("GET /api/v1/gateways/{gatewayId}", s.user(s.getGateway))
+	m.Handle("PUT /api/v1/gateways/{gatewayId}", s.user(s.updateGateway))
+	m.Handle("DELETE /api/v1/gateways/{gatewayId}", s.user(s.deleteGateway))
+
+	m.Handle("POST /api/v1/gateways/{gatewayId}/tokens", s.user(s.issueToken))
+	m.Handle("GET /api/v1/gateways/{gatewayId}/tokens", s.user(s.listTokens))
+	m.Handle("DELETE /api/v1/gateways/{gatewayId}/tokens/{tokenId}", s.user(s.revokeToken))
+
+	m.Handle("GET /api/v1/status/gateways", s.user(s.gatewayStatuses))
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) error {

@@ -29,6 +29,8 @@ type Options struct {
 	// CORSOrigins are the browser origins allowed to call the API; none by
 	// default. "*" allows any origin.
 	CORSOrigins []string
+	// Hub is the live gateway connections; nil means none.
+	Hub Hub
 }
 
 // Server is the HTTP handler of platform-api.
@@ -38,6 +40,7 @@ type Server struct {
 	log     *slog.Logger
 	maxBody int64
 	origins []string
+	hub     Hub
 	mux     *http.ServeMux
 }
 
@@ -52,7 +55,11 @@ func New(o Options) *Server {
 		log:     o.Logger,
 		maxBody: o.MaxBodyBytes,
 		origins: o.CORSOrigins,
+		hub:     o.Hub,
 		mux:     http.NewServeMux(),
+	}
+	if s.hub == nil {
+		s.hub = noHub{}
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBodyBytes
