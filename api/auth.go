@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -60,7 +61,24 @@ type Authenticator struct {
 	mu        sync.Mutex
 	keys      map[string]crypto.PublicKey // JWKS keys by kid
 	fetchedAt time.Time
+
+	// verified remembers tokens whose signature and claims checked out, by
+	// SHA-256 of the token, until they expire, so that a client sending the
+	// same token on every request pays for one signature check, not one per
+	// request (an ES256 or RS256 verification costs far more than the rest
+	// of a typical request).
+	cacheMu  sync.Mutex
+	verified map[[32]byte]cachedPrincipal
 }
+
+type cachedPrincipal struct {
+	p     Principal
+	until time.Time
+}
+
+// maxVerifiedCache bounds the cache; when full it is emptied, which costs a
+// signature check per token once and never lets the cache grow.
+const maxVerifiedCache = 10_000
 
 // refetchEvery bounds how often an unknown kid makes us fetch a JWKS URL again
 // (the identity provider rotated its keys), so bad tokens cannot make us
@@ -120,6 +138,29 @@ type claims struct {
 // Authenticate verifies a bearer token and returns its principal. The error
 // says why in words fit for a 401 body; it never repeats the token.
 func (a *Authenticator) Authenticate(raw string) (Principal, error) {
+	key := sha256.Sum256([]byte(raw))
+	now := a.cfg.Now()
+	a.cacheMu.Lock()
+	hit, ok := a.verified[key]
+	a.cacheMu.Unlock()
+	if ok && now.Before(hit.until) {
+		return hit.p, nil
+	}
+	p, exp, err := a.authenticate(raw)
+	if err != nil || exp.IsZero() {
+		return p, err
+	}
+	a.cacheMu.Lock()
+	if a.verified == nil || len(a.verified) >= maxVerifiedCache {
+		a.verified = make(map[[32]byte]cachedPrincipal)
+	}
+	a.verified[key] = cachedPrincipal{p: p, until: exp}
+	a.cacheMu.Unlock()
+	return p, nil
+}
+
+// authenticate verifies a token and returns its principal and expiry.
+func (a *Authenticator) authenticate(raw string) (Principal, time.Time, error) {
 	var c claims
 	var err error
 	if a.cfg.InsecureSkipVerify {
@@ -131,15 +172,19 @@ func (a *Authenticator) Authenticate(raw string) (Principal, error) {
 		_, err = a.parser.ParseWithClaims(raw, &c, a.keyFor)
 	}
 	if err != nil {
-		return Principal{}, describeJWTError(err)
+		return Principal{}, time.Time{}, describeJWTError(err)
 	}
 	if c.Organization == "" {
-		return Principal{}, errors.New("the token has no organization claim")
+		return Principal{}, time.Time{}, errors.New("the token has no organization claim")
 	}
 	if _, err := uuid.Parse(c.Organization); err != nil {
-		return Principal{}, errors.New("the token's organization claim is not a UUID")
+		return Principal{}, time.Time{}, errors.New("the token's organization claim is not a UUID")
 	}
-	return Principal{OrganizationID: strings.ToLower(c.Organization), Subject: c.Subject}, nil
+	var exp time.Time
+	if c.ExpiresAt != nil {
+		exp = c.ExpiresAt.Time
+	}
+	return Principal{OrganizationID: strings.ToLower(c.Organization), Subject: c.Subject}, exp, nil
 }
 
 func describeJWTError(err error) error {

@@ -16,6 +16,12 @@ func (s *Server) routes() {
 	m.Handle("PUT /api/v1/projects/{projectId}", s.user(s.updateProject))
 	m.Handle("DELETE /api/v1/projects/{projectId}", s.user(s.deleteProject))
 
+	m.Handle("POST /api/v1/apis", s.user(s.createAPI))
+	m.Handle("GET /api/v1/apis", s.user(s.listAPIs))
+	m.Handle("GET /api/v1/apis/{apiId}", s.user(s.getAPI))
+	m.Handle("PUT /api/v1/apis/{apiId}", s.user(s.updateAPI))
+	m.Handle("DELETE /api/v1/apis/{apiId}", s.user(s.deleteAPI))
+
 	m.Handle("POST /api/v1/gateways", s.user(s.createGateway))
 	m.Handle("GET /api/v1/gateways", s.user(s.listGateways))
 	m.Handle("GET /api/v1/gateways/{gatewayId}", s.user(s.getGateway))

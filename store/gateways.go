@@ -38,7 +38,7 @@ func scanGateway(row interface{ Scan(...any) error }) (*Gateway, error) {
 // registrations cannot both win); an unregistered organization is ErrInvalid.
 func (db *DB) CreateGateway(ctx context.Context, g *Gateway) error {
 	g.ID = newID()
-	return db.writeTx(ctx, func(tx *sql.Tx, now time.Time) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		g.CreatedAt, g.UpdatedAt = now, now
 		_, err := tx.ExecContext(ctx, `INSERT INTO gateways (`+gatewayColumns+`)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)`,
@@ -60,7 +60,7 @@ func (db *DB) CreateGateway(ctx context.Context, g *Gateway) error {
 func (db *DB) Gateways(ctx context.Context, orgID string, page Page) ([]*Gateway, int, error) {
 	list := []*Gateway{}
 	var total int
-	err := db.readTx(ctx, func(tx *sql.Tx) error {
+	err := db.readTx(ctx, func(tx *Tx) error {
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM gateways WHERE organization_id = $1`, orgID).Scan(&total); err != nil {
 			return err
 		}
@@ -88,7 +88,7 @@ func (db *DB) Gateways(ctx context.Context, orgID string, page Page) ([]*Gateway
 // Gateway returns one gateway of the organization. A gateway of another
 // organization is ErrNotFound, exactly like a missing one.
 func (db *DB) Gateway(ctx context.Context, orgID, id string) (*Gateway, error) {
-	return findGateway(ctx, db.read, orgID, id)
+	return findGateway(ctx, db.rstmts, orgID, id)
 }
 
 func findGateway(ctx context.Context, q queryer, orgID, id string) (*Gateway, error) {
@@ -107,7 +107,7 @@ func findGateway(ctx context.Context, q queryer, orgID, id string) (*Gateway, er
 // error), and stores the result, all in one transaction.
 func (db *DB) UpdateGateway(ctx context.Context, orgID, id string, change func(*Gateway) error) (*Gateway, error) {
 	var g *Gateway
-	err := db.writeTx(ctx, func(tx *sql.Tx, now time.Time) error {
+	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		var err error
 		if g, err = findGateway(ctx, tx, orgID, id); err != nil {
 			return err
@@ -130,7 +130,7 @@ func (db *DB) UpdateGateway(ctx context.Context, orgID, id string, change func(*
 // DeleteGateway removes the gateway with its tokens and deployments (the
 // foreign keys cascade inside the one statement's transaction).
 func (db *DB) DeleteGateway(ctx context.Context, orgID, id string) error {
-	return db.writeTx(ctx, func(tx *sql.Tx, now time.Time) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM gateways WHERE id = $1 AND organization_id = $2`, id, orgID)
 		if err != nil {
 			return fmt.Errorf("delete gateway: %w", err)
@@ -158,7 +158,7 @@ func (db *DB) GatewayStatuses(ctx context.Context, orgID, gatewayID string, page
 	if gatewayID != "" {
 		cond, args = cond+` AND g.id = $2`, append(args, gatewayID)
 	}
-	err := db.readTx(ctx, func(tx *sql.Tx) error {
+	err := db.readTx(ctx, func(tx *Tx) error {
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM gateways g WHERE `+cond, args...).Scan(&total); err != nil {
 			return err
 		}

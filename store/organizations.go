@@ -24,7 +24,7 @@ const DefaultProjectName = "default"
 // CreateOrganization stores o and its default project in one transaction and
 // sets o's timestamps. An ID or handle already taken is ErrConflict.
 func (db *DB) CreateOrganization(ctx context.Context, o *Organization) error {
-	return db.writeTx(ctx, func(tx *sql.Tx, now time.Time) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		o.CreatedAt, o.UpdatedAt = now, now
 		_, err := tx.ExecContext(ctx, `INSERT INTO organizations (id, handle, name, region, created_at, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $5)`, o.ID, o.Handle, o.Name, o.Region, formatTime(now))
@@ -42,7 +42,7 @@ func (db *DB) CreateOrganization(ctx context.Context, o *Organization) error {
 // Organization returns the organization with the given ID.
 func (db *DB) Organization(ctx context.Context, id string) (*Organization, error) {
 	var o Organization
-	err := db.read.QueryRowContext(ctx, `SELECT id, handle, name, region, created_at, updated_at
+	err := db.rstmts.QueryRowContext(ctx, `SELECT id, handle, name, region, created_at, updated_at
 		FROM organizations WHERE id = $1`, id).
 		Scan(&o.ID, &o.Handle, &o.Name, &o.Region, dbTime{&o.CreatedAt}, dbTime{&o.UpdatedAt})
 	if errors.Is(err, sql.ErrNoRows) {

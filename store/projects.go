@@ -37,12 +37,12 @@ func scanProject(row interface{ Scan(...any) error }) (*Project, error) {
 // is ErrInvalid.
 func (db *DB) CreateProject(ctx context.Context, p *Project) error {
 	p.ID = newID()
-	return db.writeTx(ctx, func(tx *sql.Tx, now time.Time) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		return insertProject(ctx, tx, p, now)
 	})
 }
 
-func insertProject(ctx context.Context, tx *sql.Tx, p *Project, now time.Time) error {
+func insertProject(ctx context.Context, tx *Tx, p *Project, now time.Time) error {
 	p.CreatedAt, p.UpdatedAt = now, now
 	_, err := tx.ExecContext(ctx, `INSERT INTO projects (`+projectColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $5)`, p.ID, p.Name, p.OrganizationID, p.Description, formatTime(now))
@@ -62,7 +62,7 @@ func insertProject(ctx context.Context, tx *sql.Tx, p *Project, now time.Time) e
 func (db *DB) Projects(ctx context.Context, orgID string, page Page) ([]*Project, int, error) {
 	list := []*Project{}
 	var total int
-	err := db.readTx(ctx, func(tx *sql.Tx) error {
+	err := db.readTx(ctx, func(tx *Tx) error {
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM projects WHERE organization_id = $1`, orgID).Scan(&total); err != nil {
 			return err
 		}
@@ -90,7 +90,7 @@ func (db *DB) Projects(ctx context.Context, orgID string, page Page) ([]*Project
 // Project returns one project of the organization. A project of another
 // organization is ErrNotFound, exactly like a missing one.
 func (db *DB) Project(ctx context.Context, orgID, id string) (*Project, error) {
-	return findProject(ctx, db.read, orgID, id)
+	return findProject(ctx, db.rstmts, orgID, id)
 }
 
 type queryer interface {
@@ -113,7 +113,7 @@ func findProject(ctx context.Context, q queryer, orgID, id string) (*Project, er
 // A rename onto a name in use is ErrConflict.
 func (db *DB) UpdateProject(ctx context.Context, orgID, id string, u ProjectUpdate) (*Project, error) {
 	var p *Project
-	err := db.writeTx(ctx, func(tx *sql.Tx, now time.Time) error {
+	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		var err error
 		if p, err = findProject(ctx, tx, orgID, id); err != nil {
 			return err
@@ -142,7 +142,7 @@ func (db *DB) UpdateProject(ctx context.Context, orgID, id string, u ProjectUpda
 // organization's last project, is ErrConflict. The APIs check is the foreign
 // key itself, so an API created concurrently can never be orphaned.
 func (db *DB) DeleteProject(ctx context.Context, orgID, id string) error {
-	return db.writeTx(ctx, func(tx *sql.Tx, now time.Time) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		if _, err := findProject(ctx, tx, orgID, id); err != nil {
 			return err
 		}

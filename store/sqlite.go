@@ -62,7 +62,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
 
-	db := &DB{write: write, read: read, Now: time.Now}
+	db := &DB{write: write, read: read, wstmts: newStmtCache(write), rstmts: newStmtCache(read), Now: time.Now}
 	if err := db.checkWAL(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -145,7 +145,7 @@ func (db *DB) migrate(ctx context.Context) error {
 		return fmt.Errorf("database schema version %d is newer than this binary supports (%d): run a newer platform-api, or restore a backup", current, len(ms))
 	}
 	for _, m := range ms[current:] {
-		err := db.writeTx(ctx, func(tx *sql.Tx, now time.Time) error {
+		err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
 				return err
 			}

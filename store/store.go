@@ -62,14 +62,18 @@ func invalid(format string, a ...any) error {
 // in Go instead of failing with "database is locked", and several read-only
 // connections, which WAL lets run beside the writer.
 type DB struct {
-	write *sql.DB
-	read  *sql.DB
+	write  *sql.DB
+	read   *sql.DB
+	wstmts *stmtCache // prepared statements of the write pool
+	rstmts *stmtCache // prepared statements of the read pool
 	// Now gives the time stamped on rows; tests may replace it.
 	Now func() time.Time
 }
 
 // Close closes both pools.
 func (db *DB) Close() error {
+	db.wstmts.close()
+	db.rstmts.close()
 	return errors.Join(db.write.Close(), db.read.Close())
 }
 
@@ -86,7 +90,7 @@ type Page struct {
 
 // writeTx runs fn in a write transaction and commits it when fn returns nil.
 // The deferred rollback also runs when fn panics.
-func (db *DB) writeTx(ctx context.Context, fn func(tx *sql.Tx, now time.Time) error) error {
+func (db *DB) writeTx(ctx context.Context, fn func(tx *Tx, now time.Time) error) error {
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin write: %w", err)
@@ -94,24 +98,33 @@ func (db *DB) writeTx(ctx context.Context, fn func(tx *sql.Tx, now time.Time) er
 	defer tx.Rollback()
 	// Truncated to what the timestamp columns keep, so a value returned
 	// before a read-back equals the one read back.
-	if err := fn(tx, db.Now().UTC().Truncate(time.Microsecond)); err != nil {
-		return err
+	err = fn(&Tx{tx, db.wstmts}, db.Now().UTC().Truncate(time.Microsecond))
+	if err == nil {
+		if err = tx.Commit(); err != nil {
+			err = fmt.Errorf("commit: %w", err)
+		}
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+	tx.Rollback()
+	if db.wstmts.pending() {
+		db.wstmts.prepareQueued(ctx)
 	}
-	return nil
+	return err
 }
 
 // readTx runs fn in a read-only transaction, so that the queries it makes see
 // one snapshot (a count and the page it counts agree).
-func (db *DB) readTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (db *DB) readTx(ctx context.Context, fn func(tx *Tx) error) error {
 	tx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("begin read: %w", err)
 	}
 	defer tx.Rollback()
-	return fn(tx)
+	err = fn(&Tx{tx, db.rstmts})
+	tx.Rollback()
+	if db.rstmts.pending() {
+		db.rstmts.prepareQueued(ctx)
+	}
+	return err
 }
 
 // newID returns a random (version 4) UUID in canonical lower-case form.

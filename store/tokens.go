@@ -99,7 +99,7 @@ func (db *DB) IssueToken(ctx context.Context, orgID, gatewayID string) (*IssuedT
 	rand.Read(secret) // crypto/rand.Read never fails (Go 1.24+)
 	rand.Read(salt)
 	t := &IssuedToken{ID: newID()}
-	err := db.writeTx(ctx, func(tx *sql.Tx, now time.Time) error {
+	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		if _, err := findGateway(ctx, tx, orgID, gatewayID); err != nil {
 			return err
 		}
@@ -148,7 +148,7 @@ func (db *DB) IssueToken(ctx context.Context, orgID, gatewayID string) (*IssuedT
 // RevokeToken revokes a token of a gateway of the organization. Revoking a
 // revoked token succeeds (idempotent); an unknown token is ErrNotFound.
 func (db *DB) RevokeToken(ctx context.Context, orgID, gatewayID, tokenID string) error {
-	return db.writeTx(ctx, func(tx *sql.Tx, now time.Time) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		if _, err := findGateway(ctx, tx, orgID, gatewayID); err != nil {
 			return err
 		}
@@ -168,7 +168,7 @@ func (db *DB) RevokeToken(ctx context.Context, orgID, gatewayID, tokenID string)
 func (db *DB) Tokens(ctx context.Context, orgID, gatewayID string, page Page) ([]*TokenInfo, int, error) {
 	list := []*TokenInfo{}
 	var total int
-	err := db.readTx(ctx, func(tx *sql.Tx) error {
+	err := db.readTx(ctx, func(tx *Tx) error {
 		if _, err := findGateway(ctx, tx, orgID, gatewayID); err != nil {
 			return err
 		}
@@ -215,7 +215,7 @@ func (db *DB) VerifyToken(ctx context.Context, tok string) (*GatewayIdentity, er
 	var salt, hash []byte
 	var lastUsed *time.Time
 	ident := &GatewayIdentity{TokenID: id}
-	err := db.read.QueryRowContext(ctx, `SELECT t.salt, t.hash, t.last_used_at, g.id, g.organization_id
+	err := db.rstmts.QueryRowContext(ctx, `SELECT t.salt, t.hash, t.last_used_at, g.id, g.organization_id
 		FROM gateway_tokens t JOIN gateways g ON g.id = t.gateway_id
 		WHERE t.id = $1 AND t.active_slot IS NOT NULL`, id).
 		Scan(&salt, &hash, dbTimePtr{&lastUsed}, &ident.GatewayID, &ident.OrganizationID)
@@ -231,7 +231,7 @@ func (db *DB) VerifyToken(ctx context.Context, tok string) (*GatewayIdentity, er
 	now := db.Now().UTC()
 	if lastUsed == nil || now.Sub(*lastUsed) >= lastUsedEvery {
 		// Best effort: a failed write must not fail the verification.
-		db.write.ExecContext(ctx, `UPDATE gateway_tokens SET last_used_at = $1 WHERE id = $2`, formatTime(now), id)
+		db.wstmts.ExecContext(ctx, `UPDATE gateway_tokens SET last_used_at = $1 WHERE id = $2`, formatTime(now), id)
 	}
 	return ident, nil
 }

@@ -206,7 +206,7 @@ func seedTokens(tb testing.TB, db *DB, n int) string {
 	secret := make([]byte, 32)
 	salt := make([]byte, 16)
 	var last string
-	err := db.writeTx(ctx, func(tx *sql.Tx, now time.Time) error {
+	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		gs, err := tx.PrepareContext(ctx, `INSERT INTO gateways (`+gatewayColumns+`) VALUES ($1, $2, $3, $4, '', 'gw', FALSE, 'regular', $5, $5)`)
 		if err != nil {
 			return err

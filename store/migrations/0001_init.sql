@@ -94,8 +94,9 @@ CREATE TABLE api_backend_services (
 CREATE TABLE api_operations (
     api_id    TEXT NOT NULL REFERENCES apis (id) ON DELETE CASCADE,
     position  INTEGER NOT NULL,
-    method    TEXT NOT NULL,
-    path      TEXT NOT NULL,
+    method    TEXT NOT NULL
+              CHECK (method IN ('GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS')),
+    path      TEXT NOT NULL CHECK (path LIKE '/%'),
     config    TEXT NOT NULL,
     PRIMARY KEY (api_id, position)
 );

@@ -1,0 +1,133 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"reflect"
+	"strings"
+
+	"platform-api/store"
+)
+
+// apiRequest is the body of POST and PUT. The read-only timestamps shadow
+// the embedded ones so that whatever a client echoes back there is ignored
+// rather than parsed.
+type apiRequest struct {
+	store.API
+	CreatedAt any `json:"createdAt"`
+	UpdatedAt any `json:"updatedAt"`
+}
+
+func (s *Server) createAPI(w http.ResponseWriter, r *http.Request, p Principal) error {
+	var req apiRequest
+	if err := decode(w, r, s.maxBody, &req); err != nil {
+		return err
+	}
+	a := &req.API
+	a.ID, a.OrganizationID = "", p.OrganizationID
+	applyAPIDefaults(a)
+	if err := validateAPI(a); err != nil {
+		return err
+	}
+	stored, err := s.store.CreateAPI(r.Context(), a)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, stored)
+	return nil
+}
+
+func (s *Server) listAPIs(w http.ResponseWriter, r *http.Request, p Principal) error {
+	page, err := parsePage(r)
+	if err != nil {
+		return err
+	}
+	list, total, err := s.store.APIs(r.Context(), p.OrganizationID, r.URL.Query().Get("projectId"), page)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newList(list, total, page))
+	return nil
+}
+
+func (s *Server) getAPI(w http.ResponseWriter, r *http.Request, p Principal) error {
+	a, err := s.store.API(r.Context(), p.OrganizationID, r.PathValue("apiId"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a)
+	return nil
+}
+
+// immutableAPIFields may be sent in a PUT only with their stored values.
+var immutableAPIFields = []string{"name", "context", "version", "projectId"}
+
+// updateAPI replaces the top-level fields present in the body; the others
+// keep their stored values. The merged API is validated as a whole.
+func (s *Server) updateAPI(w http.ResponseWriter, r *http.Request, p Principal) error {
+	var raw json.RawMessage
+	if err := decode(w, r, s.maxBody, &raw); err != nil {
+		return err
+	}
+	var present map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &present); err != nil || present == nil {
+		return badRequest("request body must be a JSON object")
+	}
+	var req apiRequest
+	if err := json.Unmarshal(raw, &req); err != nil {
+		return jsonError(err)
+	}
+	stored, err := s.store.UpdateAPI(r.Context(), p.OrganizationID, r.PathValue("apiId"), func(a *store.API) error {
+		var errs fieldErrors
+		for _, name := range immutableAPIFields {
+			if _, ok := present[name]; ok && jsonField(&req.API, name).String() != jsonField(a, name).String() {
+				errs.add(name, "cannot be changed: name, context, version and projectId are immutable; create a new API or version instead")
+			}
+		}
+		if err := errs.err(); err != nil {
+			return err
+		}
+		for name := range present {
+			if f := jsonField(a, name); f.IsValid() && !readOnlyAPIField(name) {
+				f.Set(jsonField(&req.API, name))
+			}
+		}
+		applyAPIDefaults(a)
+		return validateAPI(a)
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, stored)
+	return nil
+}
+
+func readOnlyAPIField(name string) bool {
+	switch name {
+	case "id", "organizationId", "createdAt", "updatedAt":
+		return true
+	}
+	return false
+}
+
+// jsonField returns the field of a whose JSON name is name, or an invalid
+// Value when there is none.
+func jsonField(a *store.API, name string) reflect.Value {
+	v := reflect.ValueOf(a).Elem()
+	t := v.Type()
+	for i := range t.NumField() {
+		tag, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if tag == name {
+			return v.Field(i)
+		}
+	}
+	return reflect.Value{}
+}
+
+func (s *Server) deleteAPI(w http.ResponseWriter, r *http.Request, p Principal) error {
+	if err := s.store.DeleteAPI(r.Context(), p.OrganizationID, r.PathValue("apiId")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

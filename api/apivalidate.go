@@ -1,0 +1,350 @@
+package api
+
+import (
+	"bytes"
+	"fmt"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"platform-api/store"
+)
+
+// The rules below are the ones gateways apply when they load an API
+// document (contract §2 and §4), so nothing is accepted here that a gateway
+// would later drop. Every failure names the JSON path of the field.
+var (
+	apiNamePattern     = regexp.MustCompile(`^[A-Za-z0-9 ._-]{1,100}$`)
+	versionPattern     = regexp.MustCompile(`^v?\d+(\.\d+)?(\.\d+)?$`)
+	contextPattern     = regexp.MustCompile(`^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$`)
+	backendNamePattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
+	tokenPattern       = regexp.MustCompile(`^[!#$%&'*+.^_` + "`" + `|~0-9A-Za-z-]{1,256}$`)
+	pathParamPattern   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
+
+	lifeCycleStatuses = []string{"CREATED", "STAGED", "PUBLISHED", "DEPRECATED", "RETIRED", "BLOCKED"}
+	apiTypes          = []string{"HTTP", "WS", "SOAPTOREST", "SOAP", "GRAPHQL", "WEBSUB", "SSE", "WEBHOOK", "ASYNC"}
+	transports        = []string{"http", "https", "ws", "wss"}
+	methods           = []string{"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"}
+	timeUnits         = []string{"second", "minute", "hour"}
+)
+
+// Limits on what one API may hold, so that one request cannot make the
+// server store or render something unbounded.
+const (
+	maxOperations      = 1000
+	maxBackendServices = 100
+	maxEndpoints       = 100
+	maxPolicies        = 50
+	maxScopes          = 100
+	maxPathLen         = 1000
+	maxPEMLen          = 64 << 10
+)
+
+// field is a named string field, for checks that run over several.
+type field struct{ name, value string }
+
+// applyAPIDefaults fills what the contract says an omitted field means.
+func applyAPIDefaults(a *store.API) {
+	if a.Provider == "" {
+		a.Provider = "admin"
+	}
+	if a.Type == "" {
+		a.Type = "HTTP"
+	}
+	if a.Transport == nil {
+		a.Transport = []string{"http", "https"}
+	}
+	if a.LifeCycleStatus == "" {
+		a.LifeCycleStatus = "CREATED"
+	}
+	if a.BackendServices == nil {
+		a.BackendServices = []store.BackendService{}
+	}
+	if len(a.Operations) == 0 {
+		a.Operations = nil
+		for _, m := range []string{"GET", "POST", "PATCH", "DELETE"} {
+			a.Operations = append(a.Operations, store.Operation{Request: &store.OperationRequest{Method: m, Path: "/*"}})
+		}
+	}
+}
+
+// validateAPI checks a whole API definition, defaults applied.
+func validateAPI(a *store.API) error {
+	var e fieldErrors
+	if !apiNamePattern.MatchString(a.Name) {
+		e.add("name", "must be 1 to 100 characters of letters, digits, space, '.', '_' and '-'")
+	}
+	checkText(&e, "displayName", a.DisplayName, false, 200)
+	checkText(&e, "description", a.Description, false, 4096)
+	switch {
+	case a.Context == "":
+		e.add("context", "is required, for example /payments")
+	case len(a.Context) > 200:
+		e.add("context", "must be at most 200 characters")
+	case !contextPattern.MatchString(a.Context) || strings.Contains(a.Context, "//"):
+		e.add("context", "must start with '/' and hold only URL path characters, with no empty segment")
+	case a.Context != "/" && strings.HasSuffix(a.Context, "/"):
+		e.add("context", "must not end with '/' (unless it is exactly '/')")
+	}
+	if !versionPattern.MatchString(a.Version) {
+		e.add("version", "must look like v1, 1.2 or v1.2.3")
+	}
+	checkText(&e, "provider", a.Provider, true, 200)
+	if _, err := uuid.Parse(a.ProjectID); err != nil {
+		e.add("projectId", "is required and must be a project UUID")
+	}
+	oneOf(&e, "lifeCycleStatus", a.LifeCycleStatus, lifeCycleStatuses)
+	oneOf(&e, "type", a.Type, apiTypes)
+	if len(a.Transport) == 0 {
+		e.add("transport", "must list at least one of %s", strings.Join(transports, ", "))
+	}
+	for i, t := range a.Transport {
+		oneOf(&e, fmt.Sprintf("transport[%d]", i), t, transports)
+		if slices.Index(a.Transport, t) != i {
+			e.add(fmt.Sprintf("transport[%d]", i), "%q is listed twice", t)
+		}
+	}
+	if a.RevisionID < 0 {
+		e.add("revisionId", "must not be negative")
+	}
+	if a.RevisionedAPIID != "" {
+		if _, err := uuid.Parse(a.RevisionedAPIID); err != nil {
+			e.add("revisionedApiId", "must be an API UUID")
+		}
+	}
+	validateMTLS(&e, "mtls", a.MTLS)
+	if s := a.Security; s != nil {
+		if k := s.APIKey; k != nil {
+			for _, f := range []field{{"header", k.Header}, {"query", k.Query}, {"cookie", k.Cookie}} {
+				if f.value != "" && !tokenPattern.MatchString(f.value) {
+					e.add("security.apiKey."+f.name, "must be a header, query or cookie name without spaces or separators")
+				}
+			}
+		}
+		if o := s.OAuth2; o != nil {
+			if g := o.GrantTypes; g != nil {
+				checkCallback(&e, "security.oauth2.grantTypes.authorizationCode.callbackUrl", g.AuthorizationCode)
+				checkCallback(&e, "security.oauth2.grantTypes.implicit.callbackUrl", g.Implicit)
+			}
+			checkScopes(&e, "security.oauth2.scopes", o.Scopes)
+		}
+	}
+	if c := a.CORS; c != nil {
+		for _, f := range []field{{"allowOrigins", c.AllowOrigins}, {"allowMethods", c.AllowMethods},
+			{"allowHeaders", c.AllowHeaders}, {"exposeHeaders", c.ExposeHeaders}} {
+			checkText(&e, "cors."+f.name, f.value, false, 4096)
+		}
+		nonNegative(&e, "cors.maxAge", c.MaxAge)
+	}
+	if rl := a.RateLimiting; rl != nil {
+		nonNegative(&e, "api-rate-limiting.rateLimitCount", rl.RateLimitCount)
+		if rl.RateLimitTimeUnit != "" || rl.Enabled {
+			oneOf(&e, "api-rate-limiting.rateLimitTimeUnit", rl.RateLimitTimeUnit, timeUnits)
+		}
+		if rl.Enabled && rl.RateLimitCount == 0 {
+			e.add("api-rate-limiting.rateLimitCount", "must be at least 1 when rate limiting is enabled")
+		}
+	}
+
+	backends := map[string]int{}
+	if len(a.BackendServices) > maxBackendServices {
+		e.add("backend-services", "must hold at most %d backend services", maxBackendServices)
+	}
+	for i, b := range a.BackendServices {
+		p := fmt.Sprintf("backend-services[%d]", i)
+		if !backendNamePattern.MatchString(b.Name) {
+			e.add(p+".name", "must be 1 to 100 characters of letters, digits, '.', '_' and '-'")
+		} else if j, dup := backends[b.Name]; dup {
+			e.add(p+".name", "%q is already the name of backend-services[%d]; names must be unique within the API", b.Name, j)
+		} else {
+			backends[b.Name] = i
+		}
+		if len(b.Endpoints) == 0 {
+			e.add(p+".endpoints", "must hold at least one endpoint")
+		}
+		if len(b.Endpoints) > maxEndpoints {
+			e.add(p+".endpoints", "must hold at most %d endpoints", maxEndpoints)
+		}
+		for j, ep := range b.Endpoints {
+			ep := ep
+			validateEndpoint(&e, fmt.Sprintf("%s.endpoints[%d]", p, j), &ep)
+		}
+		if t := b.Timeout; t != nil {
+			nonNegative(&e, p+".timeout.connect", t.Connect)
+			nonNegative(&e, p+".timeout.read", t.Read)
+			nonNegative(&e, p+".timeout.write", t.Write)
+		}
+		if b.Retries < 0 || b.Retries > 100 {
+			e.add(p+".retries", "must be from 0 to 100")
+		}
+		if lb := b.LoadBalance; lb != nil {
+			checkText(&e, p+".loadBalance.algorithm", lb.Algorithm, false, 64)
+		}
+		if cb := b.CircuitBreaker; cb != nil {
+			nonNegative(&e, p+".circuitBreaker.maxConnections", cb.MaxConnections)
+			nonNegative(&e, p+".circuitBreaker.maxPendingRequests", cb.MaxPendingRequests)
+			nonNegative(&e, p+".circuitBreaker.maxRequests", cb.MaxRequests)
+			nonNegative(&e, p+".circuitBreaker.maxRetries", cb.MaxRetries)
+		}
+	}
+
+	if len(a.Operations) > maxOperations {
+		e.add("operations", "must hold at most %d operations", maxOperations)
+	}
+	seen := map[string]int{}
+	for i, op := range a.Operations {
+		p := fmt.Sprintf("operations[%d]", i)
+		checkText(&e, p+".name", op.Name, false, 200)
+		checkText(&e, p+".description", op.Description, false, 4096)
+		r := op.Request
+		if r == nil {
+			e.add(p+".request", "is required (with method and path)")
+			continue
+		}
+		p += ".request"
+		oneOf(&e, p+".method", r.Method, methods)
+		if msg := checkOperationPath(r.Path); msg != "" {
+			e.add(p+".path", "%s", msg)
+		}
+		key := r.Method + " " + r.Path
+		if j, dup := seen[key]; dup {
+			e.add(p, "%s is already operations[%d]; each method and path may appear once", key, j)
+		} else {
+			seen[key] = i
+		}
+		for j, ref := range r.BackendServices {
+			rp := fmt.Sprintf("%s.backend-services[%d]", p, j)
+			if _, ok := backends[ref.Name]; !ok {
+				e.add(rp+".name", "%q is not the name of a backend service of this API", ref.Name)
+			}
+			checkWeight(&e, rp+".weight", ref.Weight)
+		}
+		if au := r.Authentication; au != nil {
+			checkScopes(&e, p+".authentication.scopes", au.Scopes)
+		}
+		checkPolicies(&e, p+".requestPolicies", r.RequestPolicies)
+		checkPolicies(&e, p+".responsePolicies", r.ResponsePolicies)
+	}
+	return e.err()
+}
+
+func validateEndpoint(e *fieldErrors, p string, ep *store.Endpoint) {
+	u, err := url.Parse(ep.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil {
+		e.add(p+".url", "must be an http or https URL with a host, such as https://backend.internal:8080")
+	} else if len(ep.URL) > 2048 {
+		e.add(p+".url", "must be at most 2048 characters")
+	}
+	checkText(e, p+".description", ep.Description, false, 1024)
+	checkWeight(e, p+".weight", ep.Weight)
+	if h := ep.HealthCheck; h != nil {
+		nonNegative(e, p+".healthCheck.interval", h.Interval)
+		nonNegative(e, p+".healthCheck.timeout", h.Timeout)
+		nonNegative(e, p+".healthCheck.unhealthyThreshold", h.UnhealthyThreshold)
+		nonNegative(e, p+".healthCheck.healthyThreshold", h.HealthyThreshold)
+	}
+	validateMTLS(e, p+".mtls", ep.MTLS)
+}
+
+func validateMTLS(e *fieldErrors, p string, m *store.MTLS) {
+	if m == nil {
+		return
+	}
+	for _, f := range []field{{"clientCert", m.ClientCert}, {"clientKey", m.ClientKey}, {"caCert", m.CACert}} {
+		if len(f.value) > maxPEMLen {
+			e.add(p+"."+f.name, "must be at most %d bytes", maxPEMLen)
+		} else if !utf8.ValidString(f.value) {
+			e.add(p+"."+f.name, "must be PEM text")
+		}
+	}
+}
+
+// checkOperationPath returns what is wrong with an operation path, or "".
+func checkOperationPath(path string) string {
+	switch {
+	case path == "":
+		return "is required, for example /orders/{orderId}"
+	case path[0] != '/':
+		return "must start with '/'"
+	case len(path) > maxPathLen:
+		return fmt.Sprintf("must be at most %d characters", maxPathLen)
+	case strings.ContainsAny(path, " \t\r\n?#"):
+		return "must not contain spaces, '?' or '#'"
+	}
+	rest := path
+	for {
+		open := strings.IndexAny(rest, "{}")
+		if open < 0 {
+			return ""
+		}
+		if rest[open] == '}' {
+			return "has a '}' without a matching '{'"
+		}
+		end := strings.IndexAny(rest[open+1:], "{}")
+		if end < 0 || rest[open+1+end] == '{' {
+			return "has a '{' without a matching '}' (parameters cannot nest)"
+		}
+		if name := rest[open+1 : open+1+end]; !pathParamPattern.MatchString(name) {
+			return fmt.Sprintf("parameter {%s} must be a name of letters, digits and '_'", name)
+		}
+		rest = rest[open+end+2:]
+	}
+}
+
+func checkWeight(e *fieldErrors, p string, w *int) {
+	if w != nil && (*w < 0 || *w > 100) {
+		e.add(p, "must be from 0 to 100")
+	}
+}
+
+func checkCallback(e *fieldErrors, p string, g *store.RedirectGrant) {
+	if g == nil || g.CallbackURL == "" {
+		return
+	}
+	u, err := url.Parse(g.CallbackURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		e.add(p, "must be an http or https URL")
+	}
+}
+
+func checkScopes(e *fieldErrors, p string, scopes []string) {
+	if len(scopes) > maxScopes {
+		e.add(p, "must hold at most %d scopes", maxScopes)
+	}
+	for i, s := range scopes {
+		if s == "" || len(s) > 256 || strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			e.add(fmt.Sprintf("%s[%d]", p, i), "must be a non-empty scope without spaces")
+		}
+	}
+}
+
+func checkPolicies(e *fieldErrors, p string, ps []store.Policy) {
+	if len(ps) > maxPolicies {
+		e.add(p, "must hold at most %d policies", maxPolicies)
+	}
+	for i, pol := range ps {
+		pp := fmt.Sprintf("%s[%d]", p, i)
+		if !backendNamePattern.MatchString(pol.Name) {
+			e.add(pp+".name", "must be 1 to 100 characters of letters, digits, '.', '_' and '-'")
+		}
+		if raw := bytes.TrimSpace(pol.Params); len(raw) > 0 && raw[0] != '{' && !bytes.Equal(raw, []byte("null")) {
+			e.add(pp+".params", "must be a JSON object")
+		}
+	}
+}
+
+func oneOf(e *fieldErrors, p, v string, allowed []string) {
+	if !slices.Contains(allowed, v) {
+		e.add(p, "must be one of %s, not %q", strings.Join(allowed, ", "), v)
+	}
+}
+
+func nonNegative(e *fieldErrors, p string, v int) {
+	if v < 0 {
+		e.add(p, "must not be negative")
+	}
+}

@@ -1,0 +1,155 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"platform-api/store"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata")
+
+// storedFixture decodes a testdata API body the way the server stores it.
+func storedFixture(t *testing.T, name string) *store.API {
+	t.Helper()
+	data, err := os.ReadFile("../testdata/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a store.API
+	if err := json.Unmarshal(data, &a); err != nil {
+		t.Fatal(err)
+	}
+	a.ID = "0b0e7a4c-5a43-4d6e-9c4f-2f1a3b5c7d9e"
+	applyAPIDefaults(&a)
+	return &a
+}
+
+func TestRenderDocumentGolden(t *testing.T) {
+	for _, name := range []string{"api_maximal", "api_minimal"} {
+		t.Run(name, func(t *testing.T) {
+			a := storedFixture(t, name+".json")
+			got, err := RenderDocument(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden := "../testdata/" + name + ".yaml"
+			if *update {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./api -run Golden -update to create it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("document differs from %s:\n--- got\n%s\n--- want\n%s", golden, got, want)
+			}
+			again, _ := RenderDocument(a)
+			if !bytes.Equal(again, got) {
+				t.Fatal("rendering is not deterministic")
+			}
+		})
+	}
+}
+
+// TestRenderDocumentParsesBack reads the YAML with a YAML parser and checks
+// the values against the API and the contract's key order.
+func TestRenderDocumentParsesBack(t *testing.T) {
+	a := storedFixture(t, "api_maximal.json")
+	out, err := RenderDocument(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Kind    string `yaml:"kind"`
+		Version string `yaml:"version"`
+		Data    struct {
+			ID, Name, Version, Description, Context, Provider string
+			DisplayName                                       string `yaml:"displayName"`
+			Upstream                                          []map[string]any
+			Operations                                        []map[string]any
+		} `yaml:"data"`
+	}
+	if err := yaml.Unmarshal(out, &doc); err != nil {
+		t.Fatal(err)
+	}
+	d := doc.Data
+	if doc.Kind != "http/rest" || doc.Version != "api-platform.wso2.com/v1" || d.ID != a.ID || d.Name != a.Name ||
+		d.DisplayName != a.DisplayName || d.Description != a.Description || d.Context != a.Context ||
+		d.Version != a.Version || d.Provider != a.Provider {
+		t.Fatalf("parsed back %+v", doc)
+	}
+	if len(d.Upstream) != 3 || d.Upstream[0]["url"] != "https://pay-1.internal:8443/v2" || d.Upstream[0]["weight"] != 70 ||
+		d.Upstream[2]["url"] != "https://audit.internal" {
+		t.Fatalf("upstream %+v", d.Upstream)
+	}
+	if len(d.Operations) != 4 || d.Operations[1]["path"] != "/payments/{paymentId}" {
+		t.Fatalf("operations %+v", d.Operations)
+	}
+	params := d.Operations[0]["requestPolicies"].([]any)[0].(map[string]any)["params"].(map[string]any)
+	if params["big"] != 9007199254740993 || params["ratio"] != 0.25 || params["nested"].(map[string]any)["k"] != "v: #x" {
+		t.Fatalf("params %+v", params)
+	}
+	// Keys in the contract's order.
+	var node yaml.Node
+	yaml.Unmarshal(out, &node)
+	var keys []string
+	data := node.Content[0].Content[5]
+	for i := 0; i < len(data.Content); i += 2 {
+		keys = append(keys, data.Content[i].Value)
+	}
+	want := "id name displayName version description context provider upstream operations"
+	if strings.Join(keys, " ") != want {
+		t.Fatalf("data keys %v, want %s", keys, want)
+	}
+}
+
+// TestDocumentQuoting proves that hostile strings survive the YAML round trip.
+func TestDocumentQuoting(t *testing.T) {
+	for _, s := range []string{
+		"a: b", "# comment", "x #y", `"quoted"`, "'single'", "line\nbreak", "trailing\n", " leading space",
+		"unicode ✓ 支払い 🚀", "yes", "no", "null", "~", "1.0", "0x10", "true", "- item", "[a, b]", "{a: b}",
+		"&anchor", "*alias", "!tag", "%percent", "@at", "`tick`", "|", ">", "a\tb", "\u00a0nbsp", "---", "...",
+	} {
+		a := storedFixture(t, "api_minimal.json")
+		a.Name, a.DisplayName, a.Description = s, s, s
+		a.Operations[0].Request.RequestPolicies = []store.Policy{{Name: "p", Params: mustJSON(map[string]string{s: s})}}
+		out, err := RenderDocument(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Data struct {
+				Name, Description string
+				DisplayName       string `yaml:"displayName"`
+				Operations        []struct {
+					RequestPolicies []struct{ Params map[string]string } `yaml:"requestPolicies"`
+				}
+			}
+		}
+		if err := yaml.Unmarshal(out, &doc); err != nil {
+			t.Fatalf("%q: %v\n%s", s, err, out)
+		}
+		got := []string{doc.Data.Name, doc.Data.DisplayName, doc.Data.Description, doc.Data.Operations[0].RequestPolicies[0].Params[s]}
+		if !reflect.DeepEqual(got, []string{s, s, s, s}) {
+			t.Fatalf("%q came back as %q\n%s", s, got, out)
+		}
+	}
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

@@ -1,0 +1,495 @@
+package store
+
+// Storage shape of an API definition. The apis row holds, as columns,
+// everything that is looked up or constrained: identity, project and
+// organization, the (project, name, version) and (organization, context,
+// version) uniqueness rules, and the fields lists sort or filter on. Backend
+// services and operations are child rows, because they are constrained per
+// row (backend names unique within the API) and because an operation's
+// method and path are what a future query for "who serves GET /x" needs.
+// What no query ever looks inside — mtls, security, cors, rate limiting,
+// and the leaf settings of each backend and operation — is JSON in one TEXT
+// column per row. All rows of an API are written in one transaction.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// API is a REST API definition, exactly as the contract's JSON.
+type API struct {
+	ID               string           `json:"id"`
+	Name             string           `json:"name"`
+	DisplayName      string           `json:"displayName"`
+	Description      string           `json:"description"`
+	Context          string           `json:"context"`
+	Version          string           `json:"version"`
+	Provider         string           `json:"provider"`
+	ProjectID        string           `json:"projectId"`
+	OrganizationID   string           `json:"organizationId"`
+	CreatedAt        time.Time        `json:"createdAt"`
+	UpdatedAt        time.Time        `json:"updatedAt"`
+	LifeCycleStatus  string           `json:"lifeCycleStatus"`
+	HasThumbnail     bool             `json:"hasThumbnail"`
+	IsDefaultVersion bool             `json:"isDefaultVersion"`
+	IsRevision       bool             `json:"isRevision"`
+	RevisionedAPIID  string           `json:"revisionedApiId"`
+	RevisionID       int              `json:"revisionId"`
+	Type             string           `json:"type"`
+	Transport        []string         `json:"transport"`
+	MTLS             *MTLS            `json:"mtls,omitempty"`
+	Security         *Security        `json:"security,omitempty"`
+	CORS             *CORS            `json:"cors,omitempty"`
+	BackendServices  []BackendService `json:"backend-services"`
+	RateLimiting     *RateLimiting    `json:"api-rate-limiting,omitempty"`
+	Operations       []Operation      `json:"operations"`
+}
+
+// MTLS configures mutual TLS, for an API or for a backend endpoint.
+type MTLS struct {
+	Enabled                    bool   `json:"enabled" yaml:"enabled"`
+	EnforceIfClientCertPresent bool   `json:"enforceIfClientCertPresent" yaml:"enforceIfClientCertPresent"`
+	VerifyClient               bool   `json:"verifyClient" yaml:"verifyClient"`
+	ClientCert                 string `json:"clientCert,omitempty" yaml:"clientCert,omitempty"`
+	ClientKey                  string `json:"clientKey,omitempty" yaml:"clientKey,omitempty"`
+	CACert                     string `json:"caCert,omitempty" yaml:"caCert,omitempty"`
+}
+
+// Security configures how clients of the API authenticate.
+type Security struct {
+	Enabled bool    `json:"enabled"`
+	APIKey  *APIKey `json:"apiKey,omitempty"`
+	OAuth2  *OAuth2 `json:"oauth2,omitempty"`
+}
+
+// APIKey says where a client's API key is read from.
+type APIKey struct {
+	Enabled bool   `json:"enabled"`
+	Header  string `json:"header,omitempty"`
+	Query   string `json:"query,omitempty"`
+	Cookie  string `json:"cookie,omitempty"`
+}
+
+// OAuth2 lists the allowed grant types and scopes.
+type OAuth2 struct {
+	GrantTypes *GrantTypes `json:"grantTypes,omitempty"`
+	Scopes     []string    `json:"scopes,omitempty"`
+}
+
+// GrantTypes are the OAuth 2 grants an API accepts.
+type GrantTypes struct {
+	AuthorizationCode *RedirectGrant `json:"authorizationCode,omitempty"`
+	Implicit          *RedirectGrant `json:"implicit,omitempty"`
+	Password          *Grant         `json:"password,omitempty"`
+	ClientCredentials *Grant         `json:"clientCredentials,omitempty"`
+}
+
+// Grant is an OAuth 2 grant switched on or off.
+type Grant struct {
+	Enabled bool `json:"enabled"`
+}
+
+// RedirectGrant is a grant with a callback URL.
+type RedirectGrant struct {
+	Enabled     bool   `json:"enabled"`
+	CallbackURL string `json:"callbackUrl,omitempty"`
+}
+
+// CORS is the API's CORS policy; the lists are comma-separated strings.
+type CORS struct {
+	Enabled          bool   `json:"enabled"`
+	AllowOrigins     string `json:"allowOrigins,omitempty"`
+	AllowMethods     string `json:"allowMethods,omitempty"`
+	AllowHeaders     string `json:"allowHeaders,omitempty"`
+	ExposeHeaders    string `json:"exposeHeaders,omitempty"`
+	MaxAge           int    `json:"maxAge,omitempty"`
+	AllowCredentials bool   `json:"allowCredentials"`
+}
+
+// BackendService is a named group of upstream endpoints.
+type BackendService struct {
+	Name           string          `json:"name"`
+	IsDefault      bool            `json:"isDefault"`
+	Endpoints      []Endpoint      `json:"endpoints"`
+	Timeout        *Timeout        `json:"timeout,omitempty"`
+	Retries        int             `json:"retries,omitempty"`
+	LoadBalance    *LoadBalance    `json:"loadBalance,omitempty"`
+	CircuitBreaker *CircuitBreaker `json:"circuitBreaker,omitempty"`
+}
+
+// Endpoint is one upstream URL.
+type Endpoint struct {
+	URL         string       `json:"url"`
+	Description string       `json:"description,omitempty"`
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
+	Weight      *int         `json:"weight,omitempty"`
+	MTLS        *MTLS        `json:"mtls,omitempty"`
+}
+
+// HealthCheck probes an endpoint; times in seconds.
+type HealthCheck struct {
+	Enabled            bool `json:"enabled" yaml:"enabled"`
+	Interval           int  `json:"interval,omitempty" yaml:"interval,omitempty"`
+	Timeout            int  `json:"timeout,omitempty" yaml:"timeout,omitempty"`
+	UnhealthyThreshold int  `json:"unhealthyThreshold,omitempty" yaml:"unhealthyThreshold,omitempty"`
+	HealthyThreshold   int  `json:"healthyThreshold,omitempty" yaml:"healthyThreshold,omitempty"`
+}
+
+// Timeout bounds upstream calls, in milliseconds.
+type Timeout struct {
+	Connect int `json:"connect,omitempty"`
+	Read    int `json:"read,omitempty"`
+	Write   int `json:"write,omitempty"`
+}
+
+// LoadBalance spreads calls across endpoints.
+type LoadBalance struct {
+	Algorithm string `json:"algorithm,omitempty"`
+	Failover  bool   `json:"failover"`
+}
+
+// CircuitBreaker limits calls to a failing backend.
+type CircuitBreaker struct {
+	Enabled            bool `json:"enabled"`
+	MaxConnections     int  `json:"maxConnections,omitempty"`
+	MaxPendingRequests int  `json:"maxPendingRequests,omitempty"`
+	MaxRequests        int  `json:"maxRequests,omitempty"`
+	MaxRetries         int  `json:"maxRetries,omitempty"`
+}
+
+// RateLimiting is the API-wide rate limit.
+type RateLimiting struct {
+	Enabled           bool   `json:"enabled"`
+	RateLimitCount    int    `json:"rateLimitCount,omitempty"`
+	RateLimitTimeUnit string `json:"rateLimitTimeUnit,omitempty"`
+	StopOnQuotaReach  bool   `json:"stopOnQuotaReach"`
+}
+
+// Operation is one resource of the API.
+type Operation struct {
+	Name        string            `json:"name,omitempty"`
+	Description string            `json:"description,omitempty"`
+	Request     *OperationRequest `json:"request"`
+}
+
+// OperationRequest says what an operation matches and how it is served.
+type OperationRequest struct {
+	Method           string          `json:"method"`
+	Path             string          `json:"path"`
+	BackendServices  []BackendRef    `json:"backend-services,omitempty"`
+	Authentication   *Authentication `json:"authentication,omitempty"`
+	RequestPolicies  []Policy        `json:"requestPolicies,omitempty"`
+	ResponsePolicies []Policy        `json:"responsePolicies,omitempty"`
+}
+
+// BackendRef names a backend service of the API, with a routing weight.
+type BackendRef struct {
+	Name   string `json:"name" yaml:"name"`
+	Weight *int   `json:"weight,omitempty" yaml:"weight,omitempty"`
+}
+
+// Authentication is an operation's authentication requirement.
+type Authentication struct {
+	Required bool     `json:"required" yaml:"required"`
+	Scopes   []string `json:"scopes,omitempty" yaml:"scopes,omitempty"`
+}
+
+// Policy is a named policy with free-form parameters, kept byte for byte.
+type Policy struct {
+	Name   string          `json:"name"`
+	Params json.RawMessage `json:"params,omitempty"`
+}
+
+// apiSettings is the JSON column of the apis row.
+type apiSettings struct {
+	MTLS         *MTLS         `json:"mtls,omitempty"`
+	Security     *Security     `json:"security,omitempty"`
+	CORS         *CORS         `json:"cors,omitempty"`
+	RateLimiting *RateLimiting `json:"rateLimiting,omitempty"`
+}
+
+const apiColumns = `id, organization_id, project_id, name, display_name, description, context, version, provider,
+	lifecycle_status, type, transport, has_thumbnail, is_default_version, is_revision, revisioned_api_id,
+	revision_id, settings, created_at, updated_at`
+
+// CreateAPI stores a validated API with all of its children in one
+// transaction and returns it as read back after the commit. A project that
+// is not the organization's is ErrInvalid; a (project, name, version) or
+// (organization, context, version) clash is ErrConflict.
+func (db *DB) CreateAPI(ctx context.Context, a *API) (*API, error) {
+	a.ID = newID()
+	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		if _, err := findProject(ctx, tx, a.OrganizationID, a.ProjectID); errors.Is(err, ErrNotFound) {
+			return invalid("projectId: project %s not found in this organization", a.ProjectID)
+		} else if err != nil {
+			return err
+		}
+		a.CreatedAt, a.UpdatedAt = now, now
+		row, err := apiRowArgs(a)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO apis (`+apiColumns+`) VALUES (
+			$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`, row...)
+		if constraintOf(err) == uniqueViolation {
+			return db.apiConflict(ctx, tx, a)
+		}
+		if err != nil {
+			return fmt.Errorf("insert api: %w", err)
+		}
+		return insertAPIChildren(ctx, tx, a)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return db.API(ctx, a.OrganizationID, a.ID)
+}
+
+// apiConflict tells which uniqueness rule a failed insert or update broke.
+// The 409 itself comes from the constraint; this only words the message.
+func (db *DB) apiConflict(ctx context.Context, tx *Tx, a *API) error {
+	var n int
+	tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM apis WHERE project_id = $1 AND name = $2 AND version = $3 AND id <> $4`,
+		a.ProjectID, a.Name, a.Version, a.ID).Scan(&n)
+	if n > 0 {
+		return conflict("an API named %q with version %q already exists in this project", a.Name, a.Version)
+	}
+	return conflict("context %q with version %q is already used by another API of this organization", a.Context, a.Version)
+}
+
+func apiRowArgs(a *API) ([]any, error) {
+	transport, err := json.Marshal(a.Transport)
+	if err != nil {
+		return nil, err
+	}
+	settings, err := json.Marshal(apiSettings{MTLS: a.MTLS, Security: a.Security, CORS: a.CORS, RateLimiting: a.RateLimiting})
+	if err != nil {
+		return nil, err
+	}
+	return []any{a.ID, a.OrganizationID, a.ProjectID, a.Name, a.DisplayName, a.Description, a.Context, a.Version,
+		a.Provider, a.LifeCycleStatus, a.Type, string(transport), a.HasThumbnail, a.IsDefaultVersion, a.IsRevision,
+		a.RevisionedAPIID, a.RevisionID, string(settings), formatTime(a.CreatedAt), formatTime(a.UpdatedAt)}, nil
+}
+
+// insertAPIChildren writes the backend services and operations of a.
+func insertAPIChildren(ctx context.Context, tx *Tx, a *API) error {
+	for i, b := range a.BackendServices {
+		cfg, err := json.Marshal(b)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO api_backend_services (api_id, position, name, config) VALUES ($1, $2, $3, $4)`,
+			a.ID, i, b.Name, string(cfg))
+		if constraintOf(err) == uniqueViolation {
+			return invalid("backend-services[%d].name: %q is used by another backend service of this API", i, b.Name)
+		}
+		if err != nil {
+			return fmt.Errorf("insert backend service %d: %w", i, err)
+		}
+	}
+	for i, op := range a.Operations {
+		cfg, err := json.Marshal(op)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO api_operations (api_id, position, method, path, config) VALUES ($1, $2, $3, $4, $5)`,
+			a.ID, i, op.Request.Method, op.Request.Path, string(cfg))
+		if err != nil {
+			return fmt.Errorf("insert operation %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// API returns one API of the organization with all of its children. An API
+// of another organization is ErrNotFound, exactly like a missing one.
+func (db *DB) API(ctx context.Context, orgID, id string) (*API, error) {
+	var a *API
+	err := db.readTx(ctx, func(tx *Tx) error {
+		list, err := queryAPIs(ctx, tx, `WHERE id = $1 AND organization_id = $2`, id, orgID)
+		if err != nil {
+			return err
+		}
+		if len(list) == 0 {
+			return notFound("API %s not found", id)
+		}
+		a = list[0]
+		return nil
+	})
+	return a, err
+}
+
+// APIs lists the organization's APIs (of one project, when projectID is not
+// empty), newest first, with their children, and the total. It makes four
+// queries whatever the page size: count, page, backends, operations.
+func (db *DB) APIs(ctx context.Context, orgID, projectID string, page Page) ([]*API, int, error) {
+	var list []*API
+	var total int
+	cond, args := `WHERE organization_id = $1`, []any{orgID}
+	if projectID != "" {
+		cond, args = cond+` AND project_id = $2`, append(args, projectID)
+	}
+	err := db.readTx(ctx, func(tx *Tx) error {
+		if projectID != "" {
+			if _, err := findProject(ctx, tx, orgID, projectID); err != nil {
+				return err
+			}
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM apis `+cond, args...).Scan(&total); err != nil {
+			return err
+		}
+		n := len(args)
+		var err error
+		list, err = queryAPIs(ctx, tx, fmt.Sprintf(`%s ORDER BY created_at DESC, id DESC LIMIT $%d OFFSET $%d`, cond, n+1, n+2),
+			append(args, page.Limit, page.Offset)...)
+		return err
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("list APIs: %w", err)
+	}
+	return list, total, nil
+}
+
+// queryAPIs loads the apis rows matching where, then their backend services
+// and operations with one query each.
+func queryAPIs(ctx context.Context, tx *Tx, where string, args ...any) ([]*API, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT `+apiColumns+` FROM apis `+where, args...)
+	if err != nil {
+		return nil, err
+	}
+	list := []*API{}
+	byID := map[string]*API{}
+	for rows.Next() {
+		var a API
+		var transport, settings string
+		if err := rows.Scan(&a.ID, &a.OrganizationID, &a.ProjectID, &a.Name, &a.DisplayName, &a.Description,
+			&a.Context, &a.Version, &a.Provider, &a.LifeCycleStatus, &a.Type, &transport, &a.HasThumbnail,
+			&a.IsDefaultVersion, &a.IsRevision, &a.RevisionedAPIID, &a.RevisionID, &settings,
+			dbTime{&a.CreatedAt}, dbTime{&a.UpdatedAt}); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		var s apiSettings
+		if err := errors.Join(json.Unmarshal([]byte(transport), &a.Transport), json.Unmarshal([]byte(settings), &s)); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("api %s: %w", a.ID, err)
+		}
+		a.MTLS, a.Security, a.CORS, a.RateLimiting = s.MTLS, s.Security, s.CORS, s.RateLimiting
+		a.BackendServices, a.Operations = []BackendService{}, []Operation{}
+		list = append(list, &a)
+		byID[a.ID] = &a
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(list) == 0 {
+		return list, err
+	}
+	ids := make([]any, len(list))
+	for i, a := range list {
+		ids[i] = a.ID
+	}
+	in := `api_id IN (` + placeholders(1, len(ids)) + `) ORDER BY api_id, position`
+	err = eachConfig(ctx, tx, `SELECT api_id, config FROM api_backend_services WHERE `+in, ids, func(a *API, cfg []byte) error {
+		var b BackendService
+		if err := json.Unmarshal(cfg, &b); err != nil {
+			return err
+		}
+		a.BackendServices = append(a.BackendServices, b)
+		return nil
+	}, byID)
+	if err != nil {
+		return nil, err
+	}
+	err = eachConfig(ctx, tx, `SELECT api_id, config FROM api_operations WHERE `+in, ids, func(a *API, cfg []byte) error {
+		var op Operation
+		if err := json.Unmarshal(cfg, &op); err != nil {
+			return err
+		}
+		a.Operations = append(a.Operations, op)
+		return nil
+	}, byID)
+	return list, err
+}
+
+func eachConfig(ctx context.Context, tx *Tx, query string, args []any, add func(*API, []byte) error, byID map[string]*API) error {
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var cfg []byte
+		if err := rows.Scan(&id, &cfg); err != nil {
+			return err
+		}
+		if err := add(byID[id], cfg); err != nil {
+			return fmt.Errorf("api %s: %w", id, err)
+		}
+	}
+	return rows.Err()
+}
+
+// UpdateAPI reads the API, lets change modify it (or refuse with an error),
+// and replaces the stored row and children in one transaction. It returns
+// the API as read back after the commit.
+func (db *DB) UpdateAPI(ctx context.Context, orgID, id string, change func(*API) error) (*API, error) {
+	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		list, err := queryAPIs(ctx, tx, `WHERE id = $1 AND organization_id = $2`, id, orgID)
+		if err != nil {
+			return err
+		}
+		if len(list) == 0 {
+			return notFound("API %s not found", id)
+		}
+		a := list[0]
+		created := a.CreatedAt
+		if err := change(a); err != nil {
+			return err
+		}
+		a.ID, a.OrganizationID, a.CreatedAt, a.UpdatedAt = id, orgID, created, now
+		row, err := apiRowArgs(a)
+		if err != nil {
+			return err
+		}
+		// Identity columns (id, organization, project, name, context, version
+		// and created_at) are not in the SET list: they never change.
+		res, err := tx.ExecContext(ctx, `UPDATE apis SET display_name = $5, description = $6, provider = $9,
+			lifecycle_status = $10, type = $11, transport = $12, has_thumbnail = $13, is_default_version = $14,
+			is_revision = $15, revisioned_api_id = $16, revision_id = $17, settings = $18, updated_at = $20
+			WHERE id = $1 AND organization_id = $2 AND project_id = $3 AND name = $4 AND context = $7
+			AND version = $8 AND created_at = $19`, row...)
+		if err != nil {
+			return fmt.Errorf("update api: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("update api %s: identity fields were changed", id)
+		}
+		for _, table := range []string{"api_backend_services", "api_operations"} {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE api_id = $1`, id); err != nil {
+				return fmt.Errorf("update api: %w", err)
+			}
+		}
+		return insertAPIChildren(ctx, tx, a)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return db.API(ctx, orgID, id)
+}
+
+// DeleteAPI removes an API and its children.
+func (db *DB) DeleteAPI(ctx context.Context, orgID, id string) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM apis WHERE id = $1 AND organization_id = $2`, id, orgID)
+		if err != nil {
+			return fmt.Errorf("delete api: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return notFound("API %s not found", id)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,143 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"sync"
+)
+
+// stmtCache keeps prepared statements by query text, so that a hot query is
+// parsed once per connection rather than on every call (SQL parsing was the
+// largest single cost of an API create before it). Queries whose text varies
+// without bound are not cached once the cache is full.
+//
+// Preparing on the pool needs a free connection. Inside a transaction the
+// write pool has none (it has one connection, held by the transaction), so
+// a query first seen in a transaction runs unprepared and is only queued;
+// prepareQueued prepares it once the transaction has ended.
+type stmtCache struct {
+	pool   *sql.DB
+	mu     sync.Mutex
+	m      map[string]*sql.Stmt
+	queued map[string]bool
+}
+
+const maxCachedStmts = 256
+
+func newStmtCache(pool *sql.DB) *stmtCache {
+	return &stmtCache{pool: pool, m: map[string]*sql.Stmt{}, queued: map[string]bool{}}
+}
+
+// lookup returns the prepared statement for q, or nil after queueing q to be
+// prepared by prepareQueued.
+func (c *stmtCache) lookup(q string) *sql.Stmt {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s, ok := c.m[q]; ok {
+		return s
+	}
+	if len(c.m)+len(c.queued) < maxCachedStmts {
+		c.queued[q] = true
+	}
+	return nil
+}
+
+// prepareQueued prepares the queued queries. Call it with no transaction of
+// this pool open in the calling goroutine.
+//
+// c.mu is not held while preparing: preparing waits for a connection, and
+// the goroutine holding that connection may be waiting for c.mu in lookup.
+func (c *stmtCache) prepareQueued(ctx context.Context) {
+	c.mu.Lock()
+	var qs []string
+	for q := range c.queued {
+		qs = append(qs, q)
+		delete(c.queued, q)
+	}
+	c.mu.Unlock()
+	for _, q := range qs {
+		s, err := c.pool.PrepareContext(ctx, q)
+		if err != nil {
+			continue // the query keeps running unprepared, and reports its error itself
+		}
+		c.mu.Lock()
+		if _, dup := c.m[q]; dup || c.m == nil {
+			s.Close()
+		} else {
+			c.m[q] = s
+		}
+		c.mu.Unlock()
+	}
+}
+
+// get returns the prepared statement for q outside a transaction, preparing
+// it if needed; nil means run q unprepared.
+func (c *stmtCache) get(ctx context.Context, q string) *sql.Stmt {
+	if s := c.lookup(q); s != nil {
+		return s
+	}
+	c.prepareQueued(ctx)
+	return c.lookup(q)
+}
+
+// pending reports whether queries wait to be prepared.
+func (c *stmtCache) pending() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.queued) > 0
+}
+
+func (c *stmtCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.m {
+		s.Close()
+	}
+	c.m = nil
+}
+
+// QueryRowContext runs a one-row query on the pool with a cached statement.
+func (c *stmtCache) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	if s := c.get(ctx, q); s != nil {
+		return s.QueryRowContext(ctx, args...)
+	}
+	return c.pool.QueryRowContext(ctx, q, args...)
+}
+
+// ExecContext runs a statement on the pool with a cached statement.
+func (c *stmtCache) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	if s := c.get(ctx, q); s != nil {
+		return s.ExecContext(ctx, args...)
+	}
+	return c.pool.ExecContext(ctx, q, args...)
+}
+
+// Tx is a transaction whose queries use the cached statements of its pool.
+type Tx struct {
+	*sql.Tx
+	stmts *stmtCache
+}
+
+// ExecContext runs a statement in the transaction.
+func (t *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	if s := t.stmts.lookup(q); s != nil {
+		return t.Tx.StmtContext(ctx, s).ExecContext(ctx, args...)
+	}
+	return t.Tx.ExecContext(ctx, q, args...)
+}
+
+// QueryContext runs a query in the transaction.
+func (t *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if s := t.stmts.lookup(q); s != nil {
+		return t.Tx.StmtContext(ctx, s).QueryContext(ctx, args...)
+	}
+	return t.Tx.QueryContext(ctx, q, args...)
+}
+
+// QueryRowContext runs a one-row query in the transaction.
+func (t *Tx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	if s := t.stmts.lookup(q); s != nil {
+		return t.Tx.StmtContext(ctx, s).QueryRowContext(ctx, args...)
+	}
+	return t.Tx.QueryRowContext(ctx, q, args...)
+}
