@@ -33,6 +33,13 @@ type Config struct {
 	MaxBodyBytes    int64         // PLATFORM_MAX_BODY_BYTES: JSON body limit; default 1 MiB
 	CORSOrigins     []string      // PLATFORM_CORS_ORIGINS: allowed browser origins; default none
 	ShutdownTimeout time.Duration // PLATFORM_SHUTDOWN_TIMEOUT: grace for in-flight work; default 15s
+
+	WSPingInterval       time.Duration // PLATFORM_WS_PING_INTERVAL: heartbeat ping period; default 20s
+	WSTimeout            time.Duration // PLATFORM_WS_TIMEOUT: close a connection silent this long; default 30s
+	WSMaxConnections     int           // PLATFORM_WS_MAX_CONNECTIONS: live gateway connections in all; default 10000
+	WSMaxPerGateway      int           // PLATFORM_WS_MAX_CONNECTIONS_PER_GATEWAY: replicas of one gateway; default 32
+	WSRateLimitPerMinute int           // PLATFORM_WS_RATE_LIMIT_PER_MINUTE: connect attempts per client address; default 600
+	TrustForwardedFor    bool          // PLATFORM_TRUST_FORWARDED_FOR: take the client address from X-Forwarded-For; default false
 }
 
 // setting binds one Config field to an environment variable and a flag.
@@ -98,7 +105,13 @@ func settings() []setting {
 			c.CORSOrigins = splitList(v)
 			return nil
 		}},
-		{"PLATFORM_SHUTDOWN_TIMEOUT", "shutdown-timeout", "15s", "how long shutdown waits for in-flight requests", setDuration(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+		{"PLATFORM_SHUTDOWN_TIMEOUT", "shutdown-timeout", "15s", "how long shutdown waits for in-flight requests and gateway connections", setDuration(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+		{"PLATFORM_WS_PING_INTERVAL", "ws-ping-interval", "20s", "how often gateways are pinged", setDuration(func(c *Config) *time.Duration { return &c.WSPingInterval })},
+		{"PLATFORM_WS_TIMEOUT", "ws-timeout", "30s", "close a gateway connection silent this long (must exceed the ping interval)", setDuration(func(c *Config) *time.Duration { return &c.WSTimeout })},
+		{"PLATFORM_WS_MAX_CONNECTIONS", "ws-max-connections", "10000", "most live gateway connections in all", setPositive(func(c *Config) *int { return &c.WSMaxConnections })},
+		{"PLATFORM_WS_MAX_CONNECTIONS_PER_GATEWAY", "ws-max-connections-per-gateway", "32", "most live connections (replicas) of one gateway", setPositive(func(c *Config) *int { return &c.WSMaxPerGateway })},
+		{"PLATFORM_WS_RATE_LIMIT_PER_MINUTE", "ws-rate-limit-per-minute", "600", "gateway connection attempts allowed per client address per minute", setPositive(func(c *Config) *int { return &c.WSRateLimitPerMinute })},
+		{"PLATFORM_TRUST_FORWARDED_FOR", "trust-forwarded-for", "false", "take the client address from X-Forwarded-For (only behind a proxy that sets it)", setBool(func(c *Config) *bool { return &c.TrustForwardedFor })},
 	}
 }
 
@@ -127,6 +140,17 @@ func setDuration(field func(*Config) *time.Duration) func(*Config, string) error
 			return errors.New("want a positive Go duration such as 20s or 1m")
 		}
 		*field(c) = d
+		return nil
+	}
+}
+
+func setPositive(field func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return errors.New("want a whole number of 1 or more")
+		}
+		*field(c) = n
 		return nil
 	}
 }
@@ -172,6 +196,9 @@ func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*
 	}
 	if c.DBPath == "" {
 		c.DBPath = filepath.Join(c.DataDir, "platform.db")
+	}
+	if c.WSTimeout <= c.WSPingInterval {
+		return nil, fmt.Errorf("PLATFORM_WS_TIMEOUT (%s) must be longer than PLATFORM_WS_PING_INTERVAL (%s), or live gateways are dropped", c.WSTimeout, c.WSPingInterval)
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return nil, errors.New("PLATFORM_TLS_CERT and PLATFORM_TLS_KEY must be set together")

@@ -23,6 +23,7 @@ import (
 	"github.com/google/uuid"
 
 	"platform-api/api"
+	"platform-api/hub"
 	"platform-api/store"
 	"platform-api/tlsgen"
 )
@@ -35,9 +36,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "platform-api:", err)
+		if errors.Is(err, flag.ErrHelp) {
+			return // -help printed the usage; that is success
 		}
+		fmt.Fprintln(os.Stderr, "platform-api:", err)
 		os.Exit(1)
 	}
 }
@@ -164,6 +166,14 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 		Logger:       log,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		CORSOrigins:  cfg.CORSOrigins,
+		Hub: hub.Config{
+			PingInterval:   cfg.WSPingInterval,
+			Timeout:        cfg.WSTimeout,
+			MaxConnections: cfg.WSMaxConnections,
+			MaxPerGateway:  cfg.WSMaxPerGateway,
+		},
+		WSRateLimitPerMinute: cfg.WSRateLimitPerMinute,
+		TrustForwardedFor:    cfg.TrustForwardedFor,
 	})
 
 	srv := &http.Server{
@@ -200,6 +210,11 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("in-flight requests did not finish in time", "err", err)
 		srv.Close()
+	}
+	// http.Server.Shutdown does not touch hijacked connections: each gateway
+	// gets its 1001 close frame here, and we wait for its goroutines.
+	if err := handler.Hub().Shutdown(sctx); err != nil {
+		log.Warn("gateway connections did not close in time", "err", err)
 	}
 	log.Info("stopped")
 	return nil

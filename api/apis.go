@@ -124,9 +124,15 @@ func jsonField(a *store.API, name string) reflect.Value {
 	return reflect.Value{}
 }
 
+// deleteAPI deletes the API with its deployments in one transaction, then
+// tells the gateways that ran it to undeploy it.
 func (s *Server) deleteAPI(w http.ResponseWriter, r *http.Request, p Principal) error {
-	if err := s.store.DeleteAPI(r.Context(), p.OrganizationID, r.PathValue("apiId")); err != nil {
+	deps, err := s.store.DeleteAPIDeployments(r.Context(), p.OrganizationID, r.PathValue("apiId"))
+	if err != nil {
 		return err
+	}
+	for _, d := range deps {
+		s.hub.Deliver(d.GatewayID, undeployedEvent(d.APIID, d.Vhost))
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

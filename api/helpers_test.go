@@ -31,6 +31,12 @@ type testEnv struct {
 
 func newEnv(t testing.TB) *testEnv {
 	t.Helper()
+	return newEnvWith(t, nil)
+}
+
+// newEnvWith is newEnv with changed options (hub timing, limits).
+func newEnvWith(t testing.TB, mod func(*Options)) *testEnv {
+	t.Helper()
 	dir := t.TempDir()
 	db, err := store.Open(context.Background(), filepath.Join(dir, "platform.db"))
 	if err != nil {
@@ -46,11 +52,20 @@ func newEnv(t testing.TB) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(Options{Store: db, Auth: auth, Logger: log, MaxBodyBytes: 64 << 10})
+	opts := Options{Store: db, Auth: auth, Logger: log, MaxBodyBytes: 64 << 10}
+	if mod != nil {
+		mod(&opts)
+	}
+	s := New(opts)
 	srv := httptest.NewUnstartedServer(s)
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
-	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Hub().Shutdown(ctx)
+		srv.Close()
+	})
 	return &testEnv{t: t, srv: srv, db: db, key: key, client: srv.Client(), api: s}
 }
 

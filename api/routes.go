@@ -22,6 +22,11 @@ func (s *Server) routes() {
 	m.Handle("PUT /api/v1/apis/{apiId}", s.user(s.updateAPI))
 	m.Handle("DELETE /api/v1/apis/{apiId}", s.user(s.deleteAPI))
 
+	m.Handle("POST /api/v1/apis/{apiId}/deploy-revision", s.user(s.deploy))
+	m.Handle("DELETE /api/v1/apis/{apiId}/deployments/{gatewayId}", s.user(s.undeploy))
+	m.Handle("GET /api/v1/apis/{apiId}/deployments", s.user(s.listDeployments))
+	m.Handle("GET /api/v1/apis/{apiId}/gateways", s.user(s.listAPIGateways))
+
 	m.Handle("POST /api/v1/gateways", s.user(s.createGateway))
 	m.Handle("GET /api/v1/gateways", s.user(s.listGateways))
 	m.Handle("GET /api/v1/gateways/{gatewayId}", s.user(s.getGateway))
@@ -32,7 +37,13 @@ func (s *Server) routes() {
 	m.Handle("GET /api/v1/gateways/{gatewayId}/tokens", s.user(s.listTokens))
 	m.Handle("DELETE /api/v1/gateways/{gatewayId}/tokens/{tokenId}", s.user(s.revokeToken))
 
+	m.Handle("GET /api/v1/gateways/{gatewayId}/live-proxy-artifacts", s.user(s.liveProxyArtifacts))
 	m.Handle("GET /api/v1/status/gateways", s.user(s.gatewayStatuses))
+
+	m.Handle("GET /api/internal/v1/ws/gateways/connect", s.handle(s.connectGateway))
+	m.Handle("GET /api/internal/v1/apis", s.gateway(s.gatewayAPIs))
+	m.Handle("GET /api/internal/v1/apis/{apiId}", s.gateway(s.gatewayAPI))
+	m.Handle("POST /api/internal/v1/apis/{apiId}/gateway-deployments", s.gateway(s.reportGatewayDeployment))
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) error {

@@ -7,15 +7,18 @@
 package api
 
 import (
+	"bufio"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
 	"time"
 
+	"platform-api/hub"
 	"platform-api/store"
 )
 
@@ -29,19 +32,27 @@ type Options struct {
 	// CORSOrigins are the browser origins allowed to call the API; none by
 	// default. "*" allows any origin.
 	CORSOrigins []string
-	// Hub is the live gateway connections; nil means none.
-	Hub Hub
+	// Hub configures the gateway channel; its OnConnect is set by New.
+	Hub hub.Config
+	// WSRateLimitPerMinute caps gateway connection attempts per client
+	// address (0: the default).
+	WSRateLimitPerMinute int
+	// TrustForwardedFor takes the client address from X-Forwarded-For, for
+	// a server behind a reverse proxy that sets it.
+	TrustForwardedFor bool
 }
 
 // Server is the HTTP handler of platform-api.
 type Server struct {
-	store   *store.DB
-	auth    *Authenticator
-	log     *slog.Logger
-	maxBody int64
-	origins []string
-	hub     Hub
-	mux     *http.ServeMux
+	store    *store.DB
+	auth     *Authenticator
+	log      *slog.Logger
+	maxBody  int64
+	origins  []string
+	hub      *hub.Hub
+	limiter  *rateLimiter
+	trustXFF bool
+	mux      *http.ServeMux
 }
 
 // DefaultMaxBodyBytes is the contract's default JSON body limit.
@@ -50,16 +61,13 @@ const DefaultMaxBodyBytes = 1 << 20
 // New builds the handler.
 func New(o Options) *Server {
 	s := &Server{
-		store:   o.Store,
-		auth:    o.Auth,
-		log:     o.Logger,
-		maxBody: o.MaxBodyBytes,
-		origins: o.CORSOrigins,
-		hub:     o.Hub,
-		mux:     http.NewServeMux(),
-	}
-	if s.hub == nil {
-		s.hub = noHub{}
+		store:    o.Store,
+		auth:     o.Auth,
+		log:      o.Logger,
+		maxBody:  o.MaxBodyBytes,
+		origins:  o.CORSOrigins,
+		mux:      http.NewServeMux(),
+		trustXFF: o.TrustForwardedFor,
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBodyBytes
@@ -67,9 +75,20 @@ func New(o Options) *Server {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	hc := o.Hub
+	hc.OnConnect = s.initialState
+	s.hub = hub.New(hc, s.log)
+	rate := o.WSRateLimitPerMinute
+	if rate <= 0 {
+		rate = DefaultWSRateLimitPerMinute
+	}
+	s.limiter = newRateLimiter(rate, time.Minute)
 	s.routes()
 	return s
 }
+
+// Hub is the gateway connection registry, for shutdown and metrics.
+func (s *Server) Hub() *hub.Hub { return s.hub }
 
 // handlerFunc is a handler that returns its failure instead of writing it.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
@@ -209,6 +228,16 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Hijack hands the connection to the WebSocket upgrade; the access log then
+// records 101 and the connection's lifetime.
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, buf, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.status, w.wroteHeader = http.StatusSwitchingProtocols, true
+	}
+	return conn, buf, err
+}
 
 func (w *statusWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {

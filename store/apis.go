@@ -222,25 +222,7 @@ const apiColumns = `id, organization_id, project_id, name, display_name, descrip
 func (db *DB) CreateAPI(ctx context.Context, a *API) (*API, error) {
 	a.ID = newID()
 	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
-		if _, err := findProject(ctx, tx, a.OrganizationID, a.ProjectID); errors.Is(err, ErrNotFound) {
-			return invalid("projectId: project %s not found in this organization", a.ProjectID)
-		} else if err != nil {
-			return err
-		}
-		a.CreatedAt, a.UpdatedAt = now, now
-		row, err := apiRowArgs(a)
-		if err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO apis (`+apiColumns+`) VALUES (
-			$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`, row...)
-		if constraintOf(err) == uniqueViolation {
-			return db.apiConflict(ctx, tx, a)
-		}
-		if err != nil {
-			return fmt.Errorf("insert api: %w", err)
-		}
-		return insertAPIChildren(ctx, tx, a)
+		return insertAPI(ctx, tx, a, now)
 	})
 	if err != nil {
 		return nil, err
@@ -248,9 +230,32 @@ func (db *DB) CreateAPI(ctx context.Context, a *API) (*API, error) {
 	return db.API(ctx, a.OrganizationID, a.ID)
 }
 
+// insertAPI writes a (whose ID is set) with its children.
+func insertAPI(ctx context.Context, tx *Tx, a *API, now time.Time) error {
+	if _, err := findProject(ctx, tx, a.OrganizationID, a.ProjectID); errors.Is(err, ErrNotFound) {
+		return invalid("projectId: project %s not found in this organization", a.ProjectID)
+	} else if err != nil {
+		return err
+	}
+	a.CreatedAt, a.UpdatedAt = now, now
+	row, err := apiRowArgs(a)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO apis (`+apiColumns+`) VALUES (
+		$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`, row...)
+	if constraintOf(err) == uniqueViolation {
+		return apiConflict(ctx, tx, a)
+	}
+	if err != nil {
+		return fmt.Errorf("insert api: %w", err)
+	}
+	return insertAPIChildren(ctx, tx, a)
+}
+
 // apiConflict tells which uniqueness rule a failed insert or update broke.
 // The 409 itself comes from the constraint; this only words the message.
-func (db *DB) apiConflict(ctx context.Context, tx *Tx, a *API) error {
+func apiConflict(ctx context.Context, tx *Tx, a *API) error {
 	var n int
 	tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM apis WHERE project_id = $1 AND name = $2 AND version = $3 AND id <> $4`,
 		a.ProjectID, a.Name, a.Version, a.ID).Scan(&n)
@@ -480,16 +485,19 @@ func (db *DB) UpdateAPI(ctx context.Context, orgID, id string, change func(*API)
 	return db.API(ctx, orgID, id)
 }
 
-// DeleteAPI removes an API and its children.
+// DeleteAPI removes an API with its children, revisions and deployments.
 func (db *DB) DeleteAPI(ctx context.Context, orgID, id string) error {
-	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM apis WHERE id = $1 AND organization_id = $2`, id, orgID)
-		if err != nil {
-			return fmt.Errorf("delete api: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return notFound("API %s not found", id)
-		}
-		return nil
-	})
+	_, err := db.DeleteAPIDeployments(ctx, orgID, id)
+	return err
+}
+
+func deleteAPI(ctx context.Context, tx *Tx, orgID, id string) error {
+	res, err := tx.ExecContext(ctx, `DELETE FROM apis WHERE id = $1 AND organization_id = $2`, id, orgID)
+	if err != nil {
+		return fmt.Errorf("delete api: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFound("API %s not found", id)
+	}
+	return nil
 }

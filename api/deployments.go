@@ -1,0 +1,215 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+
+	"platform-api/hub"
+	"platform-api/store"
+)
+
+type deployItem struct {
+	GatewayID          string `json:"gatewayId"`
+	Vhost              string `json:"vhost"`
+	DisplayOnDevportal bool   `json:"displayOnDevportal"`
+}
+
+type deployItems []deployItem
+
+// maxDeployItems bounds one deploy request.
+const maxDeployItems = 1000
+
+func (items deployItems) validate() error {
+	var e fieldErrors
+	if len(items) == 0 {
+		return badRequest("request body must be a non-empty JSON array of {\"gatewayId\",\"vhost\",\"displayOnDevportal\"}")
+	}
+	if len(items) > maxDeployItems {
+		return badRequest("at most %d gateways per deploy request", maxDeployItems)
+	}
+	seen := map[string]int{}
+	for i, it := range items {
+		p := fmt.Sprintf("[%d]", i)
+		if _, err := uuid.Parse(it.GatewayID); err != nil || len(it.GatewayID) != 36 {
+			e.add(p+".gatewayId", "is required and must be a gateway UUID")
+		} else if j, dup := seen[it.GatewayID]; dup {
+			e.add(p+".gatewayId", "gateway %s is already item [%d]", it.GatewayID, j)
+		} else {
+			seen[it.GatewayID] = i
+		}
+		if it.Vhost != "" && !validHostname(it.Vhost) {
+			e.add(p+".vhost", "must be a host name such as api.example.com (or empty for the gateway's own)")
+		}
+	}
+	return e.err()
+}
+
+// deployable refuses a definition gateways would drop: they need at least
+// one upstream and one operation.
+func deployable(a *store.API) error {
+	for _, b := range a.BackendServices {
+		if len(b.Endpoints) > 0 {
+			if len(a.Operations) == 0 {
+				return badRequest("the API has no operation: gateways cannot run it; add operations and deploy again")
+			}
+			return nil
+		}
+	}
+	return badRequest("the API has no backend service with an endpoint: gateways cannot run an API without an upstream; add backend-services and deploy again")
+}
+
+type deployResult struct {
+	RevisionID           string    `json:"revisionId"`
+	GatewayID            string    `json:"gatewayId"`
+	Status               string    `json:"status"`
+	Vhost                string    `json:"vhost"`
+	DisplayOnDevportal   bool      `json:"displayOnDevportal"`
+	DeployedTime         time.Time `json:"deployedTime"`
+	DeliveredConnections int       `json:"deliveredConnections"`
+}
+
+// Event types and environment of the contract (§3).
+const (
+	eventDeployed   = "api.deployed"
+	eventUndeployed = "api.undeployed"
+	environment     = "production"
+)
+
+func deployedEvent(apiID, revisionID, vhost string) hub.Event {
+	return hub.Event{Type: eventDeployed, APIID: apiID, Payload: map[string]string{
+		"apiId": apiID, "revisionId": revisionID, "vhost": vhost, "environment": environment}}
+}
+
+func undeployedEvent(apiID, vhost string) hub.Event {
+	return hub.Event{Type: eventUndeployed, APIID: apiID, Payload: map[string]string{
+		"apiId": apiID, "vhost": vhost, "environment": environment}}
+}
+
+// deploy validates every item, records the deployments in one transaction,
+// and only after the commit sends api.deployed to the live connections.
+func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p Principal) error {
+	var items deployItems
+	if err := decode(w, r, s.maxBody, &items); err != nil {
+		return err
+	}
+	targets := make([]store.DeployTarget, len(items))
+	for i, it := range items {
+		targets[i] = store.DeployTarget{GatewayID: it.GatewayID, Vhost: it.Vhost, DisplayOnDevportal: it.DisplayOnDevportal}
+	}
+	apiID := r.PathValue("apiId")
+	rev, deps, err := s.store.Deploy(r.Context(), p.OrganizationID, apiID, r.URL.Query().Get("revisionId"), targets, deployable)
+	if err != nil {
+		return err
+	}
+	out := make([]deployResult, len(deps))
+	var delivered []string
+	for i, d := range deps {
+		n := s.hub.Deliver(d.GatewayID, deployedEvent(apiID, rev.ID, d.Vhost))
+		out[i] = deployResult{RevisionID: rev.ID, GatewayID: d.GatewayID, Status: store.StatusPending, Vhost: d.Vhost,
+			DisplayOnDevportal: d.DisplayOnDevportal, DeployedTime: d.DeployedTime, DeliveredConnections: n}
+		if n > 0 {
+			out[i].Status = store.StatusDelivered
+			delivered = append(delivered, d.GatewayID)
+		}
+	}
+	if err := s.store.MarkDelivered(r.Context(), apiID, rev.ID, delivered); err != nil {
+		s.log.Warn("could not record delivery", "api", apiID, "err", err)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) undeploy(w http.ResponseWriter, r *http.Request, p Principal) error {
+	d, err := s.store.Undeploy(r.Context(), p.OrganizationID, r.PathValue("apiId"), r.PathValue("gatewayId"))
+	if err != nil {
+		return err
+	}
+	s.hub.Deliver(d.GatewayID, undeployedEvent(d.APIID, d.Vhost))
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request, p Principal) error {
+	list, err := s.store.Deployments(r.Context(), p.OrganizationID, r.PathValue("apiId"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newList(list, len(list), store.Page{Limit: max(len(list), defaultLimit)}))
+	return nil
+}
+
+func (s *Server) listAPIGateways(w http.ResponseWriter, r *http.Request, p Principal) error {
+	list, err := s.store.DeployedGateways(r.Context(), p.OrganizationID, r.PathValue("apiId"))
+	if err != nil {
+		return err
+	}
+	for _, g := range list {
+		s.withPresence(g)
+	}
+	writeJSON(w, http.StatusOK, newList(list, len(list), store.Page{Limit: max(len(list), defaultLimit)}))
+	return nil
+}
+
+type proxyArtifact struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	DisplayName string    `json:"displayName"`
+	Type        string    `json:"type"`
+	SubType     string    `json:"subType"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+}
+
+// subTypes maps an API type to the contract's artifact sub-type.
+var subTypes = map[string]string{
+	"HTTP": "REST", "GRAPHQL": "GQL", "WS": "WEBSOCKET", "SOAP": "SOAP", "SOAPTOREST": "SOAP",
+	"ASYNC": "ASYNC", "WEBSUB": "ASYNC", "SSE": "ASYNC", "WEBHOOK": "ASYNC",
+}
+
+func (s *Server) liveProxyArtifacts(w http.ResponseWriter, r *http.Request, p Principal) error {
+	kind := r.URL.Query().Get("artifactType")
+	switch kind {
+	case "", "API", "MCP", "API_PRODUCT":
+	default:
+		return badRequest("artifactType: must be API, MCP or API_PRODUCT, not %q", kind)
+	}
+	apis, err := s.store.DeployedAPIs(r.Context(), p.OrganizationID, r.PathValue("gatewayId"))
+	if err != nil {
+		return err
+	}
+	out := []proxyArtifact{}
+	if kind == "" || kind == "API" {
+		for _, a := range apis {
+			out = append(out, proxyArtifact{ID: a.ID, Name: a.Name, DisplayName: a.DisplayName, Type: "API",
+				SubType: subTypes[a.Type], CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt})
+		}
+	}
+	writeJSON(w, http.StatusOK, newList(out, len(out), store.Page{Limit: max(len(out), defaultLimit)}))
+	return nil
+}
+
+// initialState gives a new connection an api.deployed for every API deployed
+// to its gateway; once they are all handed to the writer, PENDING
+// deployments are marked DELIVERED.
+func (s *Server) initialState(ctx context.Context, c *hub.Conn) ([]hub.Event, func()) {
+	state, err := s.store.GatewayState(ctx, c.Identity.GatewayID, "")
+	if err != nil {
+		s.log.Warn("could not load a gateway's deployments", "gateway", c.Identity.GatewayID, "err", err)
+		return nil, nil
+	}
+	events := make([]hub.Event, len(state))
+	for i, d := range state {
+		events[i] = deployedEvent(d.APIID, d.RevisionID, d.Vhost)
+	}
+	return events, func() {
+		for _, d := range state {
+			if d.Status == store.StatusPending {
+				s.store.MarkDelivered(ctx, d.APIID, d.RevisionID, []string{d.GatewayID})
+			}
+		}
+	}
+}

@@ -1,0 +1,138 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestSlowConnectionIsDisconnected(t *testing.T) {
+	h := New(Config{PingInterval: time.Hour, Timeout: 2 * time.Hour, QueueSize: 2}, nil)
+	tr := newBlockedTransport()
+	done := make(chan struct{})
+	go func() { h.Serve(context.Background(), tr, Identity{GatewayID: "g", TokenID: "t"}); close(done) }()
+	<-tr.firstSend // the ack is being written, and the write never ends
+	took := 0
+	for range 10 {
+		took += h.Deliver("g", Event{Type: "x"})
+	}
+	if took > 2 || h.Dropped.Load() != 1 {
+		t.Fatalf("queued %d, dropped %d; want at most the queue size and one drop", took, h.Dropped.Load())
+	}
+	tr.unblock()
+	<-done
+	if n, _ := h.Presence("g"); n != 0 {
+		t.Fatal("slow connection still registered")
+	}
+}
+
+// blockedTransport's writes block until unblock, like a gateway whose TCP
+// window is full. It stands in for a socket only to reach the full-queue
+// path deterministically; the real transport is tested above.
+type blockedTransport struct {
+	firstSend chan struct{}
+	once      sync.Once
+	release   chan struct{}
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+func newBlockedTransport() *blockedTransport {
+	return &blockedTransport{firstSend: make(chan struct{}), release: make(chan struct{}), closed: make(chan struct{})}
+}
+
+func (b *blockedTransport) Send([]byte, time.Time) error {
+	b.once.Do(func() { close(b.firstSend) })
+	<-b.release
+	return io.ErrClosedPipe
+}
+func (b *blockedTransport) Ping(time.Time) error    { return nil }
+func (b *blockedTransport) Receive() error          { <-b.closed; return io.EOF }
+func (b *blockedTransport) LastActivity() time.Time { return time.Now() }
+func (b *blockedTransport) Close(int, time.Time) error {
+	b.closeOnce.Do(func() { close(b.closed) })
+	return nil
+}
+func (b *blockedTransport) unblock() { close(b.release) }
+
+// fakeTransport is an idle, well-behaved connection.
+type fakeTransport struct {
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newFakeTransport() *fakeTransport { return &fakeTransport{closed: make(chan struct{})} }
+
+func (f *fakeTransport) Send([]byte, time.Time) error { return nil }
+func (f *fakeTransport) Ping(time.Time) error         { return nil }
+func (f *fakeTransport) Receive() error               { <-f.closed; return io.EOF }
+func (f *fakeTransport) LastActivity() time.Time      { return time.Now() }
+func (f *fakeTransport) Close(int, time.Time) error {
+	f.once.Do(func() { close(f.closed) })
+	return nil
+}
+
+// TestRegistryUnderConcurrency connects and drops many replicas of a few
+// gateways at once and checks that the registry loses nothing and keeps
+// nothing.
+func TestRegistryUnderConcurrency(t *testing.T) {
+	h := New(Config{PingInterval: time.Hour, Timeout: 2 * time.Hour}, nil)
+	const gateways, replicas = 4, 25
+	var started, stopped sync.WaitGroup
+	ts := make([]*fakeTransport, 0, gateways*replicas)
+	for g := range gateways {
+		for range replicas {
+			tr := newFakeTransport()
+			ts = append(ts, tr)
+			started.Add(1)
+			stopped.Add(1)
+			go func() {
+				defer stopped.Done()
+				h.Serve(context.Background(), tr, Identity{GatewayID: fmt.Sprint(g), TokenID: fmt.Sprint("t", g)})
+			}()
+			go func() {
+				defer started.Done()
+				waitUntil(t, func() bool { n, _ := h.Presence(fmt.Sprint(g)); return n > 0 })
+			}()
+		}
+	}
+	started.Wait()
+	waitUntil(t, func() bool { return h.Count() == gateways*replicas })
+	for g := range gateways {
+		if n, _ := h.Presence(fmt.Sprint(g)); n != replicas {
+			t.Fatalf("gateway %d has %d connections, want %d", g, n, replicas)
+		}
+		if got := h.Deliver(fmt.Sprint(g), Event{Type: "x"}); got != replicas {
+			t.Fatalf("delivered to %d, want %d", got, replicas)
+		}
+	}
+	// Drop every other replica concurrently, then the rest by token.
+	for i, tr := range ts {
+		if i%2 == 0 {
+			go tr.Close(CloseNormal, time.Time{})
+		}
+	}
+	waitUntil(t, func() bool { return h.Count() == gateways*replicas/2 })
+	for g := range gateways {
+		h.CloseToken(fmt.Sprint("t", g))
+	}
+	stopped.Wait()
+	if h.Count() != 0 {
+		t.Fatalf("%d connections left", h.Count())
+	}
+	h.gateways.Range(func(k, _ any) bool { t.Fatalf("gateway %v left in the registry", k); return false })
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Error("condition not met within 5s")
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,383 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Revision is an immutable snapshot of an API definition.
+type Revision struct {
+	ID        string
+	APIID     string
+	Number    int
+	API       *API // the definition as it was when the revision was made
+	CreatedAt time.Time
+}
+
+// Deployment is the revision of an API that one gateway runs.
+type Deployment struct {
+	APIID              string     `json:"-"`
+	GatewayID          string     `json:"gatewayId"`
+	RevisionID         string     `json:"revisionId"`
+	Vhost              string     `json:"vhost"`
+	DisplayOnDevportal bool       `json:"-"`
+	Status             string     `json:"status"`
+	DeployedTime       time.Time  `json:"deployedTime"`
+	DeliveredAt        *time.Time `json:"deliveredAt"`
+	FetchedAt          *time.Time `json:"fetchedAt"`
+}
+
+// Deployment statuses.
+const (
+	StatusPending   = "PENDING"
+	StatusDelivered = "DELIVERED"
+)
+
+// DeployTarget is one item of a deploy request.
+type DeployTarget struct {
+	GatewayID          string
+	Vhost              string
+	DisplayOnDevportal bool
+}
+
+// Deploy records, in one transaction, that each target gateway now runs a
+// revision of the API: a new revision snapshotting the current definition
+// when revisionID is empty, or the named earlier revision (rollback). check
+// is called with the definition to deploy and may refuse it. Every target
+// gateway must belong to the organization (ErrInvalid naming the item
+// otherwise), so a bad item records nothing. Statuses start as PENDING.
+func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targets []DeployTarget, check func(*API) error) (*Revision, []*Deployment, error) {
+	var rev *Revision
+	var deps []*Deployment
+	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		list, err := queryAPIs(ctx, tx, `WHERE id = $1 AND organization_id = $2`, apiID, orgID)
+		if err != nil {
+			return err
+		}
+		if len(list) == 0 {
+			return notFound("API %s not found", apiID)
+		}
+		for i, t := range targets {
+			g, err := findGateway(ctx, tx, orgID, t.GatewayID)
+			if errors.Is(err, ErrNotFound) {
+				return invalid("[%d].gatewayId: gateway %s not found in this organization", i, t.GatewayID)
+			} else if err != nil {
+				return err
+			}
+			if t.Vhost == "" {
+				targets[i].Vhost = g.Vhost
+			}
+		}
+		if revisionID == "" {
+			rev, err = insertRevision(ctx, tx, list[0], now)
+		} else {
+			rev, err = findRevision(ctx, tx, apiID, revisionID)
+		}
+		if err != nil {
+			return err
+		}
+		if err := check(rev.API); err != nil {
+			return err
+		}
+		for _, t := range targets {
+			d := &Deployment{APIID: apiID, GatewayID: t.GatewayID, RevisionID: rev.ID, Vhost: t.Vhost,
+				DisplayOnDevportal: t.DisplayOnDevportal, Status: StatusPending, DeployedTime: now}
+			_, err := tx.ExecContext(ctx, `INSERT INTO deployments (api_id, gateway_id, revision_id, vhost,
+				display_on_devportal, status, deployed_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+				ON CONFLICT (api_id, gateway_id) DO UPDATE SET revision_id = excluded.revision_id,
+				vhost = excluded.vhost, display_on_devportal = excluded.display_on_devportal,
+				status = excluded.status, deployed_at = excluded.deployed_at, delivered_at = NULL, fetched_at = NULL`,
+				apiID, t.GatewayID, rev.ID, t.Vhost, t.DisplayOnDevportal, StatusPending, formatTime(now))
+			if err != nil {
+				return fmt.Errorf("record deployment: %w", err)
+			}
+			deps = append(deps, d)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return rev, deps, nil
+}
+
+func insertRevision(ctx context.Context, tx *Tx, a *API, now time.Time) (*Revision, error) {
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(number), 0) FROM api_revisions WHERE api_id = $1`, a.ID).Scan(&n); err != nil {
+		return nil, err
+	}
+	def, err := json.Marshal(a)
+	if err != nil {
+		return nil, err
+	}
+	rev := &Revision{ID: newID(), APIID: a.ID, Number: n + 1, API: a, CreatedAt: now}
+	_, err = tx.ExecContext(ctx, `INSERT INTO api_revisions (id, api_id, number, definition, created_at) VALUES ($1, $2, $3, $4, $5)`,
+		rev.ID, rev.APIID, rev.Number, string(def), formatTime(now))
+	if err != nil {
+		return nil, fmt.Errorf("insert revision: %w", err)
+	}
+	return rev, nil
+}
+
+func findRevision(ctx context.Context, q queryer, apiID, id string) (*Revision, error) {
+	rev := &Revision{}
+	var def string
+	err := q.QueryRowContext(ctx, `SELECT id, api_id, number, definition, created_at FROM api_revisions
+		WHERE id = $1 AND api_id = $2`, id, apiID).Scan(&rev.ID, &rev.APIID, &rev.Number, &def, dbTime{&rev.CreatedAt})
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound("revision %s of API %s not found", id, apiID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(def), &rev.API); err != nil {
+		return nil, fmt.Errorf("revision %s: %w", id, err)
+	}
+	return rev, nil
+}
+
+// MarkDelivered records that the deployments of the API to these gateways
+// reached at least one live connection. Only rows still on revisionID change,
+// so a slow mark cannot overwrite a newer deployment's status.
+func (db *DB) MarkDelivered(ctx context.Context, apiID, revisionID string, gatewayIDs []string) error {
+	if len(gatewayIDs) == 0 {
+		return nil
+	}
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		for _, g := range gatewayIDs {
+			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET status = $1, delivered_at = $2
+				WHERE api_id = $3 AND gateway_id = $4 AND revision_id = $5`,
+				StatusDelivered, formatTime(now), apiID, g, revisionID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Undeploy removes the deployment of an API from a gateway and returns it.
+func (db *DB) Undeploy(ctx context.Context, orgID, apiID, gatewayID string) (*Deployment, error) {
+	var d *Deployment
+	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		if _, err := findAPIRow(ctx, tx, orgID, apiID); err != nil {
+			return err
+		}
+		list, err := queryDeployments(ctx, tx, `WHERE d.api_id = $1 AND d.gateway_id = $2`, apiID, gatewayID)
+		if err != nil {
+			return err
+		}
+		if len(list) == 0 {
+			return notFound("API %s is not deployed to gateway %s", apiID, gatewayID)
+		}
+		d = list[0]
+		_, err = tx.ExecContext(ctx, `DELETE FROM deployments WHERE api_id = $1 AND gateway_id = $2`, apiID, gatewayID)
+		return err
+	})
+	return d, err
+}
+
+// findAPIRow checks that the API exists in the organization.
+func findAPIRow(ctx context.Context, q queryer, orgID, apiID string) (string, error) {
+	var id string
+	err := q.QueryRowContext(ctx, `SELECT id FROM apis WHERE id = $1 AND organization_id = $2`, apiID, orgID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", notFound("API %s not found", apiID)
+	}
+	return id, err
+}
+
+func queryDeployments(ctx context.Context, tx *Tx, where string, args ...any) ([]*Deployment, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT d.api_id, d.gateway_id, d.revision_id, d.vhost, d.display_on_devportal,
+		d.status, d.deployed_at, d.delivered_at, d.fetched_at FROM deployments d `+where+` ORDER BY d.deployed_at DESC, d.gateway_id`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	list := []*Deployment{}
+	for rows.Next() {
+		var d Deployment
+		if err := rows.Scan(&d.APIID, &d.GatewayID, &d.RevisionID, &d.Vhost, &d.DisplayOnDevportal, &d.Status,
+			dbTime{&d.DeployedTime}, dbTimePtr{&d.DeliveredAt}, dbTimePtr{&d.FetchedAt}); err != nil {
+			return nil, err
+		}
+		list = append(list, &d)
+	}
+	return list, rows.Err()
+}
+
+// Deployments lists where an API of the organization is deployed.
+func (db *DB) Deployments(ctx context.Context, orgID, apiID string) ([]*Deployment, error) {
+	var list []*Deployment
+	err := db.readTx(ctx, func(tx *Tx) error {
+		if _, err := findAPIRow(ctx, tx, orgID, apiID); err != nil {
+			return err
+		}
+		var err error
+		list, err = queryDeployments(ctx, tx, `WHERE d.api_id = $1`, apiID)
+		return err
+	})
+	return list, err
+}
+
+// DeployedGateways lists the gateways an API of the organization is deployed to.
+func (db *DB) DeployedGateways(ctx context.Context, orgID, apiID string) ([]*Gateway, error) {
+	list := []*Gateway{}
+	err := db.readTx(ctx, func(tx *Tx) error {
+		if _, err := findAPIRow(ctx, tx, orgID, apiID); err != nil {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT g.id, g.organization_id, g.name, g.display_name, g.description,
+			g.vhost, g.is_critical, g.functionality_type, g.created_at, g.updated_at
+			FROM deployments d JOIN gateways g ON g.id = d.gateway_id
+			WHERE d.api_id = $1 AND g.organization_id = $2 ORDER BY g.created_at DESC, g.id`, apiID, orgID)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			g, err := scanGateway(rows)
+			if err != nil {
+				return err
+			}
+			list = append(list, g)
+		}
+		return rows.Err()
+	})
+	return list, err
+}
+
+// GatewayDeployment is a deployment with the revision it runs.
+type GatewayDeployment struct {
+	Deployment
+	Revision *Revision
+}
+
+// GatewayState returns what a gateway must run: every deployment to it with
+// its revision's definition. An apiID that is not empty selects one API, and
+// ErrNotFound says it is not deployed to the gateway. Gateways see only
+// deployments to themselves, so never another organization's API.
+func (db *DB) GatewayState(ctx context.Context, gatewayID, apiID string) ([]*GatewayDeployment, error) {
+	var out []*GatewayDeployment
+	err := db.readTx(ctx, func(tx *Tx) error {
+		where, args := `WHERE d.gateway_id = $1`, []any{gatewayID}
+		if apiID != "" {
+			where, args = where+` AND d.api_id = $2`, append(args, apiID)
+		}
+		deps, err := queryDeployments(ctx, tx, where, args...)
+		if err != nil {
+			return err
+		}
+		for _, d := range deps {
+			rev, err := findRevision(ctx, tx, d.APIID, d.RevisionID)
+			if err != nil {
+				return err
+			}
+			out = append(out, &GatewayDeployment{Deployment: *d, Revision: rev})
+		}
+		return nil
+	})
+	if err == nil && apiID != "" && len(out) == 0 {
+		return nil, notFound("API %s is not deployed to this gateway", apiID)
+	}
+	return out, err
+}
+
+// MarkFetched records that a gateway downloaded its revisions of these APIs.
+func (db *DB) MarkFetched(ctx context.Context, gatewayID string, apiIDs []string) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		for _, id := range apiIDs {
+			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET fetched_at = $1 WHERE gateway_id = $2 AND api_id = $3`,
+				formatTime(now), gatewayID, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// DeployedAPIs lists the APIs (current definitions) deployed to a gateway of
+// the organization.
+func (db *DB) DeployedAPIs(ctx context.Context, orgID, gatewayID string) ([]*API, error) {
+	var list []*API
+	err := db.readTx(ctx, func(tx *Tx) error {
+		if _, err := findGateway(ctx, tx, orgID, gatewayID); err != nil {
+			return err
+		}
+		var err error
+		list, err = queryAPIs(ctx, tx, `WHERE organization_id = $1 AND id IN (SELECT api_id FROM deployments WHERE gateway_id = $2)
+			ORDER BY created_at DESC, id DESC`, orgID, gatewayID)
+		return err
+	})
+	return list, err
+}
+
+// DeleteAPIDeployments is DeleteAPI returning the deployments it removed, so
+// that the caller can undeploy them from live gateways after the commit.
+func (db *DB) DeleteAPIDeployments(ctx context.Context, orgID, id string) ([]*Deployment, error) {
+	var deps []*Deployment
+	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		var err error
+		if deps, err = queryDeployments(ctx, tx, `JOIN apis a ON a.id = d.api_id WHERE d.api_id = $1 AND a.organization_id = $2`, id, orgID); err != nil {
+			return err
+		}
+		return deleteAPI(ctx, tx, orgID, id)
+	})
+	return deps, err
+}
+
+// RecordGatewayDeployment stores what a gateway reports it deployed by
+// itself: the API (created in the organization's project named
+// projectName, unless an API with a.ID already exists there), a revision of
+// it, and the gateway's deployment, all in one transaction. created is false
+// when the gateway had already reported this API (a repeat).
+func (db *DB) RecordGatewayDeployment(ctx context.Context, gatewayID string, a *API, projectName string) (created bool, err error) {
+	err = db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		var exists int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployments WHERE api_id = $1 AND gateway_id = $2`,
+			a.ID, gatewayID).Scan(&exists); err != nil {
+			return err
+		}
+		if exists > 0 {
+			return nil
+		}
+		list, err := queryAPIs(ctx, tx, `WHERE id = $1`, a.ID)
+		if err != nil {
+			return err
+		}
+		stored := a
+		switch {
+		case len(list) > 0 && list[0].OrganizationID != a.OrganizationID:
+			return conflict("API id %s is already in use", a.ID)
+		case len(list) > 0:
+			stored = list[0]
+		default:
+			var pid string
+			err := tx.QueryRowContext(ctx, `SELECT id FROM projects WHERE organization_id = $1 AND name = $2`,
+				a.OrganizationID, projectName).Scan(&pid)
+			if errors.Is(err, sql.ErrNoRows) {
+				return invalid("projectIdentifier: this organization has no project named %q", projectName)
+			} else if err != nil {
+				return err
+			}
+			a.ProjectID = pid
+			if err := insertAPI(ctx, tx, a, now); err != nil {
+				return err
+			}
+		}
+		rev, err := insertRevision(ctx, tx, stored, now)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO deployments (api_id, gateway_id, revision_id, vhost,
+			display_on_devportal, status, deployed_at, delivered_at)
+			VALUES ($1, $2, $3, (SELECT vhost FROM gateways WHERE id = $2), FALSE, $4, $5, $5)`,
+			a.ID, gatewayID, rev.ID, StatusDelivered, formatTime(now))
+		created = err == nil
+		return err
+	})
+	return created, err
+}
