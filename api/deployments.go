@@ -20,8 +20,8 @@ type deployItem struct {
 
 type deployItems []deployItem
 
-// maxDeployItems bounds one deploy request.
-const maxDeployItems = 1000
+// maxDeployItems bounds one deploy request (a whole fleet fits in one).
+const maxDeployItems = 10_000
 
 func (items deployItems) validate() error {
 	var e fieldErrors
