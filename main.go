@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 
 	"platform-api/api"
 	"platform-api/hub"
+	"platform-api/simulate"
 	"platform-api/store"
 	"platform-api/tlsgen"
 )
@@ -48,7 +50,7 @@ func main() {
 // arguments, environment and output.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cmd := "serve"
-	if len(args) > 0 && (args[0] == "serve" || args[0] == "token" || args[0] == "version") {
+	if len(args) > 0 && (args[0] == "serve" || args[0] == "token" || args[0] == "version" || args[0] == "simulate") {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
@@ -57,10 +59,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	case "token":
 		return runToken(args, getenv, stdout, stderr)
+	case "simulate":
+		return runSimulate(ctx, args, getenv, stdout, stderr)
 	}
 	fs := newFlagSet("platform-api [serve]", stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: platform-api [serve] [flags]\n       platform-api token -org <uuid> [-ttl 1h] [-sub name]\n       platform-api version\n\nEvery flag can also be set by the environment variable shown.\n\n")
+		fmt.Fprintf(stderr, "Usage: platform-api [serve] [flags]\n       platform-api token -org <uuid> [-ttl 1h] [-sub name]\n       platform-api simulate -target https://host:8443 [-gateways 100] [-deploys 5] [-churn 0.2] [-json]\n       platform-api version\n\nEvery flag can also be set by the environment variable shown.\n\n")
 		fs.PrintDefaults()
 	}
 	cfg, err := parseConfig(fs, args, getenv)
@@ -124,6 +128,37 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 		return err
 	}
 	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+// runSimulate plays a fleet of gateways against a running server.
+func runSimulate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("platform-api simulate", stderr)
+	var o simulate.Options
+	fs.StringVar(&o.Target, "target", "https://localhost:8443", "base URL of the platform-api to play against")
+	fs.BoolVar(&o.Insecure, "insecure", false, "skip TLS certificate verification (self-signed servers)")
+	fs.StringVar(&o.Token, "token", getenv("PLATFORM_TOKEN"), "bearer JWT of the organization to use (env PLATFORM_TOKEN)")
+	fs.IntVar(&o.Gateways, "gateways", 100, "number of gateways in the fleet")
+	fs.IntVar(&o.Deploys, "deploys", 5, "number of deployments to the whole fleet")
+	fs.Float64Var(&o.Churn, "churn", 0, "fraction of gateways that drop and reconnect around each deployment (0 to 1)")
+	fs.IntVar(&o.Concurrency, "concurrency", 64, "parallel registrations and connection attempts")
+	fs.DurationVar(&o.Wait, "wait", 2*time.Minute, "how long one deployment may take to converge")
+	fs.BoolVar(&o.Keep, "keep", false, "keep the project, API and gateways the run created")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	o.Progress = stderr
+	rep, err := simulate.Run(ctx, o)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	rep.WriteTable(stdout)
 	return nil
 }
 

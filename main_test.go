@@ -177,3 +177,72 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("version: %q %v", out.String(), err)
 	}
 }
+
+// startServer runs the real program on port 0 and returns its base URL and
+// the data directory; the server stops when the test ends.
+func startServer(t *testing.T, extra map[string]string) (string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	vars := map[string]string{"PLATFORM_DATA_DIR": dir, "PLATFORM_ADDR": "127.0.0.1:0", "PLATFORM_LOG_LEVEL": "warn"}
+	for k, v := range extra {
+		vars[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stdout := lineWriter{make(chan string, 10)}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, envMap(vars), stdout, io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server: %v", err)
+		}
+	})
+	select {
+	case line := <-stdout.lines:
+		return strings.TrimPrefix(line, "platform-api listening on "), dir
+	case err := <-done:
+		t.Fatalf("server ended early: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not report its address")
+	}
+	return "", ""
+}
+
+// TestSimulate plays a small fleet with churn against the real server and
+// checks the JSON report: every gateway got every deployment and converged.
+func TestSimulate(t *testing.T) {
+	base, dir := startServer(t, map[string]string{"PLATFORM_WS_PING_INTERVAL": "1s", "PLATFORM_WS_TIMEOUT": "3s"})
+	var tok bytes.Buffer
+	env := envMap(map[string]string{"PLATFORM_DATA_DIR": dir})
+	if err := run(context.Background(), []string{"token", "-org", uuid.NewString()}, env, &tok, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	simEnv := envMap(map[string]string{"PLATFORM_TOKEN": strings.TrimSpace(tok.String())})
+	var out bytes.Buffer
+	args := []string{"simulate", "-target", base, "-insecure", "-gateways", "20", "-deploys", "3", "-churn", "0.25", "-wait", "20s", "-json"}
+	if err := run(context.Background(), args, simEnv, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Gateways     int
+		AllDelivered bool
+		AllConverged bool
+		Reconnects   int
+		Errors       []string
+		Deployments  []struct {
+			Delivered, Churned int
+			Converged          bool
+		}
+	}
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
+	}
+	if rep.Gateways != 20 || !rep.AllDelivered || !rep.AllConverged || len(rep.Errors) != 0 || len(rep.Deployments) != 3 || rep.Reconnects != 15 {
+		t.Fatalf("report: %s", out.String())
+	}
+	for _, d := range rep.Deployments {
+		if d.Delivered != 15 || d.Churned != 5 || !d.Converged {
+			t.Fatalf("deployment %+v", d)
+		}
+	}
+}

@@ -1,0 +1,517 @@
+// Package simulate plays a fleet of gateways against a running platform-api,
+// the way real gateways use it: it registers gateways, issues their tokens,
+// holds one WSS connection per gateway (api-key header, connection.ack,
+// pongs), downloads the API after every api.deployed, and measures how long
+// deployments take to reach and converge the fleet. With churn, part of the
+// fleet drops and reconnects around each deployment and must still converge.
+package simulate
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	mathrand "math/rand/v2"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/websocket"
+)
+
+// Options configure a run.
+type Options struct {
+	Target   string  // base URL, https://host:port
+	Insecure bool    // skip certificate verification
+	Token    string  // bearer JWT of the organization to work in
+	Gateways int     // fleet size
+	Deploys  int     // deployments to run
+	Churn    float64 // fraction of the fleet that drops and reconnects around each deployment
+	Keep     bool    // keep what the run created
+	// Concurrency bounds parallel registrations and connection attempts.
+	Concurrency int
+	// Wait bounds how long one deployment may take to converge.
+	Wait time.Duration
+	// Progress receives a progress line now and then; nil for none.
+	Progress io.Writer
+}
+
+// Report is what a run measured.
+type Report struct {
+	Target     string  `json:"target"`
+	Gateways   int     `json:"gateways"`
+	Deploys    int     `json:"deploys"`
+	Churn      float64 `json:"churn"`
+	ConnectSec float64 `json:"connectSeconds"`
+	// Delivery latency: deploy request sent -> api.deployed received, over
+	// every gateway connected during the deployment, in milliseconds.
+	DeliveryP50 float64 `json:"deliveryP50Ms"`
+	DeliveryP99 float64 `json:"deliveryP99Ms"`
+	DeliveryMax float64 `json:"deliveryMaxMs"`
+	// Convergence: deploy request sent -> the last gateway has downloaded
+	// the revision, churned gateways included; the worst deployment.
+	ConvergenceMax float64            `json:"convergenceMaxMs"`
+	Deployments    []DeploymentReport `json:"deployments"`
+	AllDelivered   bool               `json:"allDelivered"`
+	AllConverged   bool               `json:"allConverged"`
+	Reconnects     int                `json:"reconnects"`
+	Errors         []string           `json:"errors"`
+}
+
+// DeploymentReport is one deployment.
+type DeploymentReport struct {
+	RevisionID    string  `json:"revisionId"`
+	RequestMs     float64 `json:"requestMs"`
+	Delivered     int     `json:"delivered"` // items the server answered DELIVERED
+	Churned       int     `json:"churned"`
+	ConvergenceMs float64 `json:"convergenceMs"`
+	Converged     bool    `json:"converged"`
+}
+
+type runner struct {
+	opt    Options
+	http   *http.Client
+	tlsCfg *tls.Config
+	ws     string // wss URL of the channel
+
+	project, api string
+	gws          []*gateway
+
+	errMu  sync.Mutex
+	errors []string
+}
+
+type gateway struct {
+	id, key, name string
+	r             *runner
+
+	mu      sync.Mutex
+	ws      *websocket.Conn
+	got     map[string]time.Time // revision -> api.deployed received
+	fetched map[string]time.Time // revision -> download finished
+}
+
+func (r *runner) fail(format string, a ...any) {
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	if len(r.errors) < 50 {
+		r.errors = append(r.errors, fmt.Sprintf(format, a...))
+	}
+}
+
+func (r *runner) progress(format string, a ...any) {
+	if r.opt.Progress != nil {
+		fmt.Fprintf(r.opt.Progress, "\r%-70s", fmt.Sprintf(format, a...))
+	}
+}
+
+// Run plays the fleet and returns the report. An error means the run could
+// not be set up; failures during the run are in Report.Errors.
+func Run(ctx context.Context, opt Options) (*Report, error) {
+	if opt.Gateways < 1 || opt.Deploys < 0 || opt.Churn < 0 || opt.Churn > 1 {
+		return nil, errors.New("need -gateways >= 1, -deploys >= 0 and -churn from 0 to 1")
+	}
+	if opt.Token == "" {
+		return nil, errors.New("no bearer token: pass -token or set PLATFORM_TOKEN (mint one with platform-api token -org <uuid>)")
+	}
+	if opt.Concurrency <= 0 {
+		opt.Concurrency = 64
+	}
+	if opt.Wait <= 0 {
+		opt.Wait = 2 * time.Minute
+	}
+	target := strings.TrimSuffix(opt.Target, "/")
+	if !strings.HasPrefix(target, "https://") {
+		return nil, errors.New("-target must be an https:// URL")
+	}
+	opt.Target = target
+	r := &runner{opt: opt, tlsCfg: &tls.Config{InsecureSkipVerify: opt.Insecure}}
+	r.http = &http.Client{Timeout: time.Minute, Transport: &http.Transport{
+		TLSClientConfig: r.tlsCfg, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 256}}
+	r.ws = "wss://" + strings.TrimPrefix(target, "https://") + "/api/internal/v1/ws/gateways/connect"
+	rep := &Report{Target: target, Gateways: opt.Gateways, Deploys: opt.Deploys, Churn: opt.Churn, Errors: []string{}}
+
+	if err := r.setup(ctx); err != nil {
+		return nil, err
+	}
+	if !opt.Keep {
+		defer r.cleanup()
+	}
+	start := time.Now()
+	r.forEach(ctx, r.gws, func(g *gateway) {
+		if err := g.connect(ctx); err != nil {
+			r.fail("connect %s: %v", g.name, err)
+		}
+	}, "connecting")
+	rep.ConnectSec = time.Since(start).Seconds()
+
+	var latencies []float64
+	rep.AllDelivered, rep.AllConverged = true, true
+	for i := range opt.Deploys {
+		d, lat, reconnects := r.deployOnce(ctx, i)
+		rep.Deployments = append(rep.Deployments, d)
+		latencies = append(latencies, lat...)
+		rep.Reconnects += reconnects
+		rep.ConvergenceMax = max(rep.ConvergenceMax, d.ConvergenceMs)
+		rep.AllDelivered = rep.AllDelivered && d.Delivered == opt.Gateways-d.Churned
+		rep.AllConverged = rep.AllConverged && d.Converged
+	}
+	if len(latencies) > 0 {
+		slices.Sort(latencies)
+		at := func(q float64) float64 { return latencies[int(q*float64(len(latencies)-1))] }
+		rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax = at(0.5), at(0.99), latencies[len(latencies)-1]
+	}
+	r.progress("")
+	if opt.Progress != nil {
+		fmt.Fprint(opt.Progress, "\r")
+	}
+	rep.Errors = append(rep.Errors, r.errors...)
+	return rep, nil
+}
+
+// call makes an authenticated JSON request and decodes the answer into out.
+func (r *runner) call(ctx context.Context, method, path string, body, out any, want ...int) error {
+	var rd io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, r.opt.Target+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+r.opt.Token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := r.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if !slices.Contains(want, resp.StatusCode) {
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(data))
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+func randomSuffix() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// setup registers the organization if needed, a project, an API and the
+// gateways with their tokens.
+func (r *runner) setup(ctx context.Context) error {
+	suffix := randomSuffix()
+	if err := r.call(ctx, "GET", "/api/v1/organizations", nil, nil, 200); err != nil {
+		if err := r.call(ctx, "POST", "/api/v1/organizations", map[string]string{
+			"handle": "sim-" + suffix, "name": "Fleet simulator", "region": "local"}, nil, 201); err != nil {
+			return fmt.Errorf("register organization: %w", err)
+		}
+	}
+	var p struct{ ID string }
+	if err := r.call(ctx, "POST", "/api/v1/projects", map[string]string{"name": "simulate-" + suffix,
+		"description": "created by platform-api simulate"}, &p, 201); err != nil {
+		return fmt.Errorf("create project: %w", err)
+	}
+	r.project = p.ID
+	var a struct{ ID string }
+	err := r.call(ctx, "POST", "/api/v1/apis", map[string]any{
+		"name": "sim-" + suffix, "context": "/sim-" + suffix, "version": "v1", "projectId": p.ID,
+		"backend-services": []any{map[string]any{"name": "echo", "endpoints": []any{map[string]any{"url": "https://echo.internal"}}}},
+		"operations":       []any{map[string]any{"request": map[string]any{"method": "GET", "path": "/items/{id}"}}},
+	}, &a, 201)
+	if err != nil {
+		return fmt.Errorf("create API: %w", err)
+	}
+	r.api = a.ID
+	r.gws = make([]*gateway, r.opt.Gateways)
+	var failed atomic.Int64
+	for i := range r.gws {
+		r.gws[i] = &gateway{name: fmt.Sprintf("sim-%s-%d", suffix, i), r: r, got: map[string]time.Time{}, fetched: map[string]time.Time{}}
+	}
+	r.forEach(ctx, r.gws, func(g *gateway) {
+		var gw struct{ ID string }
+		if err := r.call(ctx, "POST", "/api/v1/gateways", map[string]any{"name": g.name, "displayName": g.name,
+			"vhost": "sim.example.com"}, &gw, 201); err != nil {
+			failed.Add(1)
+			r.fail("register %s: %v", g.name, err)
+			return
+		}
+		g.id = gw.ID
+		var tok struct{ Token string }
+		if err := r.call(ctx, "POST", "/api/v1/gateways/"+gw.ID+"/tokens", nil, &tok, 201); err != nil {
+			failed.Add(1)
+			r.fail("token for %s: %v", g.name, err)
+			return
+		}
+		g.key = tok.Token
+	}, "registering")
+	if n := failed.Load(); n > 0 {
+		return fmt.Errorf("%d of %d gateways could not be registered; first error: %s", n, len(r.gws), r.errors[0])
+	}
+	return nil
+}
+
+// forEach runs fn over gateways with bounded concurrency, reporting progress.
+func (r *runner) forEach(ctx context.Context, gws []*gateway, fn func(*gateway), what string) {
+	sem := make(chan struct{}, r.opt.Concurrency)
+	var wg sync.WaitGroup
+	var done atomic.Int64
+	for _, g := range gws {
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			fn(g)
+			if n := done.Add(1); n%100 == 0 || int(n) == len(gws) {
+				r.progress("%s %d/%d", what, n, len(gws))
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// connect opens the channel and waits for connection.ack, then reads.
+func (g *gateway) connect(ctx context.Context) error {
+	cfg, err := websocket.NewConfig(g.r.ws, g.r.opt.Target)
+	if err != nil {
+		return err
+	}
+	// A WebSocket needs HTTP/1.1: offer only that in ALPN (the shared
+	// config is mutated by http.Transport to offer h2 as well).
+	cfg.TlsConfig = &tls.Config{InsecureSkipVerify: g.r.opt.Insecure, NextProtos: []string{"http/1.1"}}
+	cfg.Header.Set("api-key", g.key)
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ws, err := cfg.DialContext(dctx)
+	if err != nil {
+		return err
+	}
+	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var ack struct{ Type, Message string }
+	if err := websocket.JSON.Receive(ws, &ack); err != nil {
+		ws.Close()
+		return fmt.Errorf("no connection.ack: %w", err)
+	}
+	if ack.Type != "connection.ack" {
+		ws.Close()
+		return fmt.Errorf("first frame is %q, not connection.ack: %s", ack.Type, ack.Message)
+	}
+	ws.SetReadDeadline(time.Time{})
+	g.mu.Lock()
+	g.ws = ws
+	g.mu.Unlock()
+	go g.read(ws)
+	return nil
+}
+
+// read handles events until the connection ends. Reading also answers the
+// server's pings (the library does it while it reads).
+func (g *gateway) read(ws *websocket.Conn) {
+	for {
+		var ev struct {
+			Type    string
+			Payload struct {
+				APIID      string `json:"apiId"`
+				RevisionID string `json:"revisionId"`
+			}
+		}
+		if err := websocket.JSON.Receive(ws, &ev); err != nil {
+			return
+		}
+		if ev.Type != "api.deployed" || ev.Payload.APIID != g.r.api {
+			continue
+		}
+		now := time.Now()
+		g.mu.Lock()
+		if _, seen := g.got[ev.Payload.RevisionID]; !seen {
+			g.got[ev.Payload.RevisionID] = now
+		}
+		g.mu.Unlock()
+		if err := g.download(); err != nil {
+			g.r.fail("download by %s: %v", g.name, err)
+			continue
+		}
+		g.mu.Lock()
+		g.fetched[ev.Payload.RevisionID] = time.Now()
+		g.mu.Unlock()
+	}
+}
+
+// download fetches the API's zip as the gateway and checks it holds the YAML.
+func (g *gateway) download() error {
+	req, _ := http.NewRequest("GET", g.r.opt.Target+"/api/internal/v1/apis/"+g.r.api, nil)
+	req.Header.Set("api-key", g.key)
+	resp, err := g.r.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		return err
+	}
+	if len(zr.File) != 1 || zr.File[0].Name != "api-"+g.r.api+".yaml" {
+		return errors.New("zip does not hold the API's YAML")
+	}
+	return nil
+}
+
+func (g *gateway) disconnect() {
+	g.mu.Lock()
+	ws := g.ws
+	g.ws = nil
+	g.mu.Unlock()
+	if ws != nil {
+		ws.Close()
+	}
+}
+
+func (g *gateway) times(rev string) (got, fetched time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.got[rev], g.fetched[rev]
+}
+
+// deployOnce drops the churn set, deploys to the whole fleet, reconnects the
+// churn set, and waits until every gateway has downloaded the revision.
+func (r *runner) deployOnce(ctx context.Context, n int) (DeploymentReport, []float64, int) {
+	var churned []*gateway
+	if r.opt.Churn > 0 {
+		for _, i := range mathrand.Perm(len(r.gws))[:int(r.opt.Churn*float64(len(r.gws)))] {
+			churned = append(churned, r.gws[i])
+		}
+		for _, g := range churned {
+			g.disconnect()
+		}
+	}
+	items := make([]map[string]any, len(r.gws))
+	for i, g := range r.gws {
+		items[i] = map[string]any{"gatewayId": g.id, "vhost": "sim.example.com"}
+	}
+	var out []struct{ RevisionID, GatewayID, Status string }
+	start := time.Now()
+	err := r.call(ctx, "POST", "/api/v1/apis/"+r.api+"/deploy-revision", items, &out, 200)
+	d := DeploymentReport{RequestMs: ms(time.Since(start)), Churned: len(churned)}
+	if err != nil {
+		r.fail("deploy %d: %v", n+1, err)
+		return d, nil, 0
+	}
+	d.RevisionID = out[0].RevisionID
+	for _, o := range out {
+		if o.Status == "DELIVERED" {
+			d.Delivered++
+		}
+	}
+	r.forEach(ctx, churned, func(g *gateway) {
+		if err := g.connect(ctx); err != nil {
+			r.fail("reconnect %s: %v", g.name, err)
+		}
+	}, fmt.Sprintf("deploy %d: reconnecting", n+1))
+
+	churnSet := map[*gateway]bool{}
+	for _, g := range churned {
+		churnSet[g] = true
+	}
+	deadline := time.Now().Add(r.opt.Wait)
+	var lat []float64
+	for {
+		lat = lat[:0]
+		waiting := 0
+		var last time.Time
+		for _, g := range r.gws {
+			got, fetched := g.times(d.RevisionID)
+			if fetched.IsZero() {
+				waiting++
+				continue
+			}
+			if !churnSet[g] {
+				lat = append(lat, ms(got.Sub(start)))
+			}
+			if fetched.After(last) {
+				last = fetched
+			}
+		}
+		r.progress("deploy %d/%d: %d of %d gateways converged", n+1, r.opt.Deploys, len(r.gws)-waiting, len(r.gws))
+		if waiting == 0 {
+			d.Converged, d.ConvergenceMs = true, ms(last.Sub(start))
+			return d, lat, len(churned)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			r.fail("deploy %d: %d gateways did not converge within %s", n+1, waiting, r.opt.Wait)
+			d.ConvergenceMs = ms(time.Since(start))
+			return d, lat, len(churned)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// cleanup deletes what the run created: the API (which undeploys it), the
+// gateways (which closes their connections) and the project.
+func (r *runner) cleanup() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for _, g := range r.gws {
+		g.disconnect()
+	}
+	if r.api != "" {
+		if err := r.call(ctx, "DELETE", "/api/v1/apis/"+r.api, nil, nil, 204); err != nil {
+			r.fail("cleanup: %v", err)
+		}
+	}
+	r.forEach(ctx, r.gws, func(g *gateway) {
+		if g.id != "" {
+			if err := r.call(ctx, "DELETE", "/api/v1/gateways/"+g.id, nil, nil, 204); err != nil {
+				r.fail("cleanup: %v", err)
+			}
+		}
+	}, "cleaning up")
+	if r.project != "" {
+		if err := r.call(ctx, "DELETE", "/api/v1/projects/"+r.project, nil, nil, 204); err != nil {
+			r.fail("cleanup: %v", err)
+		}
+	}
+}
+
+// WriteTable writes the report for a person.
+func (rep *Report) WriteTable(w io.Writer) {
+	fmt.Fprintf(w, "target            %s\n", rep.Target)
+	fmt.Fprintf(w, "gateways          %d (churn %.0f%% per deployment, %d reconnects)\n", rep.Gateways, rep.Churn*100, rep.Reconnects)
+	fmt.Fprintf(w, "fleet connected   %.2f s\n", rep.ConnectSec)
+	fmt.Fprintf(w, "delivery latency  p50 %.1f ms   p99 %.1f ms   max %.1f ms\n", rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax)
+	fmt.Fprintf(w, "convergence       worst %.1f ms (request sent -> last gateway downloaded)\n", rep.ConvergenceMax)
+	fmt.Fprintf(w, "\n%-4s %-38s %10s %10s %8s %14s %s\n", "#", "revision", "request", "delivered", "churned", "convergence", "ok")
+	for i, d := range rep.Deployments {
+		fmt.Fprintf(w, "%-4d %-38s %8.1fms %10d %8d %12.1fms %v\n", i+1, d.RevisionID, d.RequestMs, d.Delivered, d.Churned, d.ConvergenceMs, d.Converged)
+	}
+	fmt.Fprintf(w, "\nall delivered %v, all converged %v, %d errors\n", rep.AllDelivered, rep.AllConverged, len(rep.Errors))
+	for _, e := range rep.Errors {
+		fmt.Fprintf(w, "  error: %s\n", e)
+	}
+}
