@@ -143,6 +143,7 @@ func runSimulate(ctx context.Context, args []string, getenv func(string) string,
 	fs.Float64Var(&o.Churn, "churn", 0, "fraction of gateways that drop and reconnect around each deployment (0 to 1)")
 	fs.IntVar(&o.Concurrency, "concurrency", 64, "parallel registrations and connection attempts")
 	fs.DurationVar(&o.Wait, "wait", 2*time.Minute, "how long one deployment may take to converge")
+	fs.DurationVar(&o.Hold, "hold", 0, "keep the fleet connected this long after the deployments (to watch server memory or /metrics)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the project, API and gateways the run created")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
@@ -209,6 +210,8 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 		},
 		WSRateLimitPerMinute: cfg.WSRateLimitPerMinute,
 		TrustForwardedFor:    cfg.TrustForwardedFor,
+		MetricsToken:         cfg.MetricsToken,
+		Version:              buildVersion(),
 	})
 
 	srv := &http.Server{
@@ -240,6 +243,7 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 	case <-ctx.Done():
 	}
 	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	handler.SetShuttingDown() // /ready answers 503 from now on
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

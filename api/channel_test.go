@@ -266,7 +266,10 @@ func TestAnsweringClientStays(t *testing.T) {
 }
 
 func TestStalledClientDoesNotDelayOthers(t *testing.T) {
-	e := newEnvWith(t, fastHub)
+	// The 100 clients read nothing (not even pings) until every deploy is
+	// done, and dialing them can take over fastHub's 1 s silence timeout
+	// under -race on a small machine; this test is about the full queue.
+	e := newEnvWith(t, func(o *Options) { fastHub(o); o.Hub.Timeout = 30 * time.Second })
 	f := newFleet(t, e, 2)
 	// Gateway 0 has one connection that never reads; gateway 1 has 100.
 	stalled, _ := mustDial(t, e.srv.URL, f.keys[0])

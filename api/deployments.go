@@ -116,6 +116,8 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p Principal) err
 			delivered = append(delivered, d.GatewayID)
 		}
 	}
+	s.metrics.delivered.Add(int64(len(delivered)))
+	s.metrics.pending.Add(int64(len(deps) - len(delivered)))
 	if err := s.store.MarkDelivered(r.Context(), apiID, rev.ID, delivered); err != nil {
 		s.log.Warn("could not record delivery", "api", apiID, "err", err)
 	}

@@ -48,15 +48,19 @@ func (s *Server) verifyGateway(r *http.Request) (*store.GatewayIdentity, error) 
 // WebSocket upgrade. Every refusal before the upgrade is a JSON error.
 func (s *Server) connectGateway(w http.ResponseWriter, r *http.Request) error {
 	if !s.limiter.allow(s.clientAddr(r)) {
+		s.metrics.rateLimited.Add(1)
 		return errorf(http.StatusTooManyRequests, "too many connection attempts from this address; retry later with backoff")
 	}
 	g, err := s.verifyGateway(r)
 	if err != nil {
+		s.metrics.handshakeRefused(err)
 		return err
 	}
 	if ok, why := hub.CanUpgrade(w, r); !ok {
+		s.metrics.notWebSocket.Add(1)
 		return badRequest("%s", why)
 	}
+	// The hub counts the rest: registered (ok) or refused for a limit.
 	s.hub.Accept(w, r, hub.Identity{GatewayID: g.GatewayID, OrganizationID: g.OrganizationID, TokenID: g.TokenID})
 	return nil
 }

@@ -1,11 +1,17 @@
 package api
 
-import "net/http"
+import (
+	"context"
+	"net/http"
+	"time"
+)
 
 // routes is the whole HTTP surface, in the contract's order.
 func (s *Server) routes() {
 	m := s.mux
 	m.Handle("GET /health", s.handle(s.health))
+	m.Handle("GET /ready", s.handle(s.ready))
+	m.Handle("GET /metrics", s.handle(s.serveMetrics))
 
 	m.Handle("POST /api/v1/organizations", s.user(s.createOrganization))
 	m.Handle("GET /api/v1/organizations", s.user(s.getOrganization))
@@ -48,5 +54,21 @@ func (s *Server) routes() {
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// ready tells a load balancer whether to send traffic: unlike /health it
+// asks the database, and it fails as soon as shutdown begins.
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) error {
+	if s.shuttingDown.Load() {
+		return errorf(http.StatusServiceUnavailable, "the server is shutting down")
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		s.log.Warn("readiness check: database does not answer", "err", err)
+		return errorf(http.StatusServiceUnavailable, "the database does not answer")
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	return nil
 }

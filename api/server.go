@@ -16,6 +16,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"platform-api/hub"
@@ -40,6 +41,11 @@ type Options struct {
 	// TrustForwardedFor takes the client address from X-Forwarded-For, for
 	// a server behind a reverse proxy that sets it.
 	TrustForwardedFor bool
+	// MetricsToken, if set, is the bearer token GET /metrics requires;
+	// without it only loopback clients may read the metrics.
+	MetricsToken string
+	// Version is reported by platform_build_info.
+	Version string
 }
 
 // Server is the HTTP handler of platform-api.
@@ -53,6 +59,10 @@ type Server struct {
 	limiter  *rateLimiter
 	trustXFF bool
 	mux      *http.ServeMux
+
+	metrics      *metrics
+	metricsToken string
+	shuttingDown atomic.Bool
 }
 
 // DefaultMaxBodyBytes is the contract's default JSON body limit.
@@ -68,6 +78,9 @@ func New(o Options) *Server {
 		origins:  o.CORSOrigins,
 		mux:      http.NewServeMux(),
 		trustXFF: o.TrustForwardedFor,
+
+		metrics:      newMetrics(o.Version),
+		metricsToken: o.MetricsToken,
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBodyBytes
@@ -83,12 +96,20 @@ func New(o Options) *Server {
 		rate = DefaultWSRateLimitPerMinute
 	}
 	s.limiter = newRateLimiter(rate, time.Minute)
+	// A store already observed (shared by another Server) keeps its hook.
+	if o.Store != nil && o.Store.OnTx == nil {
+		o.Store.OnTx = s.metrics.observeTx
+	}
 	s.routes()
 	return s
 }
 
 // Hub is the gateway connection registry, for shutdown and metrics.
 func (s *Server) Hub() *hub.Hub { return s.hub }
+
+// SetShuttingDown makes GET /ready answer 503 from now on, so that a load
+// balancer stops sending traffic while in-flight requests finish.
+func (s *Server) SetShuttingDown() { s.shuttingDown.Store(true) }
 
 // handlerFunc is a handler that returns its failure instead of writing it.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
@@ -131,14 +152,19 @@ func bearerToken(r *http.Request) (string, bool) {
 	return tok, tok != ""
 }
 
-// ServeHTTP adds the request ID, the access log and CORS, answers unknown
-// routes and wrong methods with the JSON error body, and dispatches.
+// ServeHTTP adds the request ID, the access log, the request metrics and
+// CORS, answers unknown routes and wrong methods with the JSON error body,
+// and dispatches.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	id := newRequestID()
 	rec := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	rec.Header().Set("X-Request-Id", id)
+	// The mux pattern, never the path, labels the metrics: the label set
+	// stays bounded whatever clients request.
+	route := "unmatched"
 	defer func() {
+		s.metrics.observeRequest(route, rec.status, time.Since(start))
 		level := slog.LevelInfo
 		if rec.status >= 500 {
 			level = slog.LevelError
@@ -151,10 +177,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.cors(rec, r) {
 		return
 	}
-	if _, pattern := s.mux.Handler(r); pattern == "" {
+	_, pattern := s.mux.Handler(r)
+	if pattern == "" {
 		s.notRouted(rec, r)
 		return
 	}
+	route = pattern
 	s.mux.ServeHTTP(rec, r)
 }
 

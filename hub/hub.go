@@ -21,7 +21,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -126,7 +129,10 @@ type Hub struct {
 	Dropped      atomic.Int64 // gateways disconnected for a full queue
 	TimedOut     atomic.Int64 // connections closed for silence
 	EventsSent   atomic.Int64
-	RefusedLimit atomic.Int64
+	Accepted     atomic.Int64 // connections registered
+	RefusedLimit atomic.Int64 // connections refused for a connection limit
+
+	events eventCounts
 }
 
 type connSet struct{ conns []*Conn }
@@ -253,9 +259,11 @@ func (h *Hub) Deliver(gatewayID string, ev Event) int {
 	if len(conns) == 0 {
 		return 0
 	}
+	count := h.events.get(ev.Type)
 	frame, err := ev.Encode()
 	if err != nil {
 		h.log.Error("encode event", "type", ev.Type, "err", err)
+		count.dropped.Add(int64(len(conns)))
 		return 0
 	}
 	n := 0
@@ -264,7 +272,62 @@ func (h *Hub) Deliver(gatewayID string, ev Event) int {
 			n++
 		}
 	}
+	count.queued.Add(int64(n))
+	count.dropped.Add(int64(len(conns) - n))
 	return n
+}
+
+// EventCount is how many events of one type were queued to connections and
+// how many could not be (full queue, closing connection, encoding failure).
+type EventCount struct {
+	Type            string
+	Queued, Dropped int64
+}
+
+// EventCounts returns the counts of every event type seen, sorted by type.
+func (h *Hub) EventCounts() []EventCount {
+	var out []EventCount
+	for typ, c := range h.events.load() {
+		out = append(out, EventCount{Type: typ, Queued: c.queued.Load(), Dropped: c.dropped.Load()})
+	}
+	slices.SortFunc(out, func(a, b EventCount) int { return strings.Compare(a.Type, b.Type) })
+	return out
+}
+
+// eventCounts holds a counter pair per event type. Event types are a few
+// constants, so the map is read lock-free through an atomic pointer (no
+// allocation on the delivery path) and copied under mu when a new type
+// first appears.
+type eventCounts struct {
+	mu sync.Mutex
+	m  atomic.Pointer[map[string]*eventCount]
+}
+
+type eventCount struct{ queued, dropped atomic.Int64 }
+
+func (e *eventCounts) load() map[string]*eventCount {
+	if p := e.m.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (e *eventCounts) get(typ string) *eventCount {
+	if c, ok := e.load()[typ]; ok {
+		return c
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old := e.load()
+	if c, ok := old[typ]; ok {
+		return c
+	}
+	m := make(map[string]*eventCount, len(old)+1)
+	maps.Copy(m, old)
+	c := &eventCount{}
+	m[typ] = c
+	e.m.Store(&m)
+	return c
 }
 
 func (c *Conn) enqueue(apiID string, frame []byte) bool {
@@ -378,6 +441,7 @@ func (h *Hub) Serve(ctx context.Context, t Transport, id Identity) {
 	}
 	defer h.wg.Done()
 	defer h.unregister(c)
+	h.Accepted.Add(1)
 	c.log.Info("gateway connected")
 
 	// The ack is the first frame: it is queued before the writer starts.
@@ -490,13 +554,17 @@ func (c *Conn) sendInitialState() {
 		if c.hadLiveEvent(ev.APIID) {
 			continue // a newer event for this API already went out
 		}
+		count := c.hub.events.get(ev.Type)
 		frame, err := ev.Encode()
 		if err != nil {
+			count.dropped.Add(1)
 			continue
 		}
 		select {
 		case c.paced <- frame:
+			count.queued.Add(1)
 		case <-c.ctx.Done():
+			count.dropped.Add(1)
 			return
 		}
 	}

@@ -22,6 +22,11 @@ func TestSlowConnectionIsDisconnected(t *testing.T) {
 	if took > 2 || h.Dropped.Load() != 1 {
 		t.Fatalf("queued %d, dropped %d; want at most the queue size and one drop", took, h.Dropped.Load())
 	}
+	// Each event is counted once per connection: queued or dropped.
+	if ec := h.EventCounts(); len(ec) != 1 || ec[0].Type != "x" || ec[0].Queued != int64(took) || ec[0].Dropped < 1 ||
+		ec[0].Queued+ec[0].Dropped > 10 || h.Accepted.Load() != 1 {
+		t.Fatalf("event counts %+v, accepted %d", ec, h.Accepted.Load())
+	}
 	tr.unblock()
 	<-done
 	if n, _ := h.Presence("g"); n != 0 {

@@ -41,6 +41,9 @@ type Options struct {
 	Concurrency int
 	// Wait bounds how long one deployment may take to converge.
 	Wait time.Duration
+	// Hold keeps the fleet connected this long after the deployments, to
+	// watch the server with a connected fleet (memory, /metrics).
+	Hold time.Duration
 	// Progress receives a progress line now and then; nil for none.
 	Progress io.Writer
 }
@@ -164,6 +167,13 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		rep.ConvergenceMax = max(rep.ConvergenceMax, d.ConvergenceMs)
 		rep.AllDelivered = rep.AllDelivered && d.Delivered == opt.Gateways-d.Churned
 		rep.AllConverged = rep.AllConverged && d.Converged
+	}
+	if opt.Hold > 0 {
+		r.progress("holding %d connections for %s", opt.Gateways, opt.Hold)
+		select {
+		case <-time.After(opt.Hold):
+		case <-ctx.Done():
+		}
 	}
 	if len(latencies) > 0 {
 		slices.Sort(latencies)

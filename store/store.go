@@ -68,6 +68,10 @@ type DB struct {
 	rstmts *stmtCache // prepared statements of the read pool
 	// Now gives the time stamped on rows; tests may replace it.
 	Now func() time.Time
+	// OnTx, if set, is told how long each transaction took, from asking for
+	// a connection to commit or rollback, so that waiting for the single
+	// writer shows. kind is "read" or "write". Set it before first use.
+	OnTx func(kind string, d time.Duration)
 }
 
 // Close closes both pools.
@@ -91,8 +95,10 @@ type Page struct {
 // writeTx runs fn in a write transaction and commits it when fn returns nil.
 // The deferred rollback also runs when fn panics.
 func (db *DB) writeTx(ctx context.Context, fn func(tx *Tx, now time.Time) error) error {
+	start := time.Now()
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
+		db.observeTx("write", start)
 		return fmt.Errorf("begin write: %w", err)
 	}
 	defer tx.Rollback()
@@ -105,6 +111,7 @@ func (db *DB) writeTx(ctx context.Context, fn func(tx *Tx, now time.Time) error)
 		}
 	}
 	tx.Rollback()
+	db.observeTx("write", start)
 	if db.wstmts.pending() {
 		db.wstmts.prepareQueued(ctx)
 	}
@@ -114,17 +121,29 @@ func (db *DB) writeTx(ctx context.Context, fn func(tx *Tx, now time.Time) error)
 // readTx runs fn in a read-only transaction, so that the queries it makes see
 // one snapshot (a count and the page it counts agree).
 func (db *DB) readTx(ctx context.Context, fn func(tx *Tx) error) error {
+	start := time.Now()
 	tx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
+		db.observeTx("read", start)
 		return fmt.Errorf("begin read: %w", err)
 	}
 	defer tx.Rollback()
 	err = fn(&Tx{tx, db.rstmts})
 	tx.Rollback()
+	db.observeTx("read", start)
 	if db.rstmts.pending() {
 		db.rstmts.prepareQueued(ctx)
 	}
 	return err
+}
+
+// observeTx reports a transaction's duration to OnTx. Statement preparation
+// after the transaction is left out: it is cache warming, not the
+// transaction.
+func (db *DB) observeTx(kind string, start time.Time) {
+	if db.OnTx != nil {
+		db.OnTx(kind, time.Since(start))
+	}
 }
 
 // newID returns a random (version 4) UUID in canonical lower-case form.
