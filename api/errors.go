@@ -65,7 +65,7 @@ func errorStatus(err error) (int, string) {
 // access log.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	status, desc := errorStatus(err)
-	if status >= 500 {
+	if status >= 500 && status != http.StatusServiceUnavailable {
 		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	writeJSON(w, status, errorBody{Code: status, Message: http.StatusText(status), Description: desc})

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"sync"
 
 	"github.com/google/uuid"
 
@@ -61,47 +62,100 @@ func (s *Server) connectGateway(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("%s", why)
 	}
 	// The hub counts the rest: registered (ok) or refused for a limit.
-	s.hub.Accept(w, r, hub.Identity{GatewayID: g.GatewayID, OrganizationID: g.OrganizationID, TokenID: g.TokenID})
+	id := hub.Identity{GatewayID: g.GatewayID, OrganizationID: g.OrganizationID, TokenID: g.TokenID}
+	if err := s.hub.Accept(w, r, id); err != nil {
+		return fmt.Errorf("take over the gateway connection: %w", err)
+	}
 	return nil
 }
 
-// zipDocuments writes the YAML documents of the deployments as a zip.
-func zipDocuments(w http.ResponseWriter, filename string, deps []*store.GatewayDeployment) error {
+// zipDocuments renders the revisions' YAML documents into a zip, one entry
+// api-<apiId>.yaml each.
+func zipDocuments(revs []*store.Revision) ([]byte, error) {
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
-	for _, d := range deps {
-		doc, err := RenderDocument(d.Revision.API)
+	for _, rev := range revs {
+		doc, err := RenderDocument(rev.API)
 		if err != nil {
-			return fmt.Errorf("render API %s: %w", d.APIID, err)
+			return nil, fmt.Errorf("render API %s: %w", rev.APIID, err)
 		}
-		f, err := zw.CreateHeader(&zip.FileHeader{Name: "api-" + d.APIID + ".yaml", Method: zip.Deflate, Modified: d.Revision.CreatedAt})
+		f, err := zw.CreateHeader(&zip.FileHeader{Name: "api-" + rev.APIID + ".yaml", Method: zip.Deflate, Modified: rev.CreatedAt})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if _, err := f.Write(doc); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := zw.Close(); err != nil {
-		return err
+		return nil, err
 	}
-	w.Header().Set("Content-Type", "application/zip")
-	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s"`, filename))
-	w.Write(buf.Bytes())
-	return nil
+	return buf.Bytes(), nil
 }
 
-// gatewayAPI returns the revision of one API deployed to the calling gateway.
+func writeZip(w http.ResponseWriter, filename string, body []byte) {
+	w.Header().Set("Content-Type", "application/zip")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s"`, filename))
+	w.Write(body)
+}
+
+// zipCache keeps the zips of recent revisions. Revisions are immutable, so
+// an entry never goes stale; the oldest entry leaves when it is full.
+type zipCache struct {
+	mu    sync.Mutex
+	m     map[string][]byte
+	order []string
+}
+
+const zipCacheSize = 256
+
+func (c *zipCache) get(rev string) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b, ok := c.m[rev]
+	return b, ok
+}
+
+func (c *zipCache) put(rev string, b []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string][]byte{}
+	}
+	if _, ok := c.m[rev]; ok {
+		return
+	}
+	if len(c.order) >= zipCacheSize {
+		delete(c.m, c.order[0])
+		c.order = c.order[1:]
+	}
+	c.m[rev] = b
+	c.order = append(c.order, rev)
+}
+
+// gatewayAPI returns the revision of one API deployed to the calling
+// gateway. Revisions never change, so the zip is rendered once per revision
+// and served from the cache to the rest of the fleet.
 func (s *Server) gatewayAPI(w http.ResponseWriter, r *http.Request, g *store.GatewayIdentity) error {
 	apiID := r.PathValue("apiId")
-	deps, err := s.store.GatewayState(r.Context(), g.GatewayID, apiID)
+	revID, err := s.store.DeployedRevision(r.Context(), g.GatewayID, apiID)
 	if err != nil {
 		return err
 	}
-	if err := s.store.MarkFetched(r.Context(), g.GatewayID, []string{apiID}); err != nil {
-		s.log.Warn("could not record fetch", "gateway", g.GatewayID, "err", err)
+	body, ok := s.zips.get(revID)
+	if !ok {
+		rev, err := s.store.Revision(r.Context(), apiID, revID)
+		if err != nil {
+			return err
+		}
+		if body, err = zipDocuments([]*store.Revision{rev}); err != nil {
+			return err
+		}
+		s.zips.put(revID, body)
 	}
-	return zipDocuments(w, "api-"+apiID+".zip", deps)
+	s.store.MarkFetched(g.GatewayID, []string{apiID})
+	writeZip(w, "api-"+apiID+".zip", body)
+	return nil
 }
 
 // gatewayAPIs returns every API deployed to the calling gateway.
@@ -111,13 +165,17 @@ func (s *Server) gatewayAPIs(w http.ResponseWriter, r *http.Request, g *store.Ga
 		return err
 	}
 	ids := make([]string, len(deps))
+	revs := make([]*store.Revision, len(deps))
 	for i, d := range deps {
-		ids[i] = d.APIID
+		ids[i], revs[i] = d.APIID, d.Revision
 	}
-	if err := s.store.MarkFetched(r.Context(), g.GatewayID, ids); err != nil {
-		s.log.Warn("could not record fetch", "gateway", g.GatewayID, "err", err)
+	body, err := zipDocuments(revs)
+	if err != nil {
+		return err
 	}
-	return zipDocuments(w, "apis-org-"+g.OrganizationID+".zip", deps)
+	s.store.MarkFetched(g.GatewayID, ids)
+	writeZip(w, "apis-org-"+g.OrganizationID+".zip", body)
+	return nil
 }
 
 // gatewayDeploymentReport is what a gateway sends about an API it deployed

@@ -73,16 +73,14 @@ func observe(m map[string]*histogram, label string, d time.Duration) {
 	h.sum += v
 }
 
-// observeRequest records one answered request. A WebSocket upgrade (101) is
-// counted but kept out of the duration histogram: its "duration" is the
-// connection's lifetime, and it is recorded only when the connection ends.
+// observeRequest records one answered request. A WebSocket upgrade (101)
+// is recorded when the connection is handed to the hub, so its duration is
+// the verification and hand-over, not the connection's lifetime.
 func (m *metrics) observeRequest(route string, code int, d time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.requests[requestKey{route, code}]++
-	if code != http.StatusSwitchingProtocols {
-		observe(m.requestDur, route, d)
-	}
+	observe(m.requestDur, route, d)
 }
 
 // observeTx is the store's OnTx hook.

@@ -56,6 +56,7 @@ type Server struct {
 	maxBody  int64
 	origins  []string
 	hub      *hub.Hub
+	zips     zipCache // rendered revisions for gateway downloads
 	limiter  *rateLimiter
 	trustXFF bool
 	mux      *http.ServeMux
@@ -166,7 +167,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		s.metrics.observeRequest(route, rec.status, time.Since(start))
 		level := slog.LevelInfo
-		if rec.status >= 500 {
+		if rec.status >= 500 && rec.status != http.StatusServiceUnavailable {
 			level = slog.LevelError
 		}
 		// The path only: query strings and headers may carry secrets.
@@ -257,8 +258,8 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// Hijack hands the connection to the WebSocket upgrade; the access log then
-// records 101 and the connection's lifetime.
+// Hijack hands the connection to the WebSocket upgrade; the access log
+// records it as 101.
 func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, buf, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err == nil {

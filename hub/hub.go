@@ -60,7 +60,7 @@ const (
 	DefaultPingInterval = 20 * time.Second
 	DefaultTimeout      = 30 * time.Second
 	DefaultWriteTimeout = 10 * time.Second
-	DefaultQueueSize    = 64
+	DefaultQueueSize    = 32
 )
 
 // Identity is who a connection authenticated as.
@@ -403,11 +403,12 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Accept upgrades the request to a WebSocket and serves the gateway until
-// the connection ends. The caller has verified the gateway token and checked
-// CanUpgrade.
-func (h *Hub) Accept(w http.ResponseWriter, r *http.Request, id Identity) {
-	upgrade(w, r, func(t Transport) { h.Serve(r.Context(), t, id) })
+// Accept takes the request's connection, upgrades it to a WebSocket and
+// serves the gateway on goroutines of its own; it returns at once. The caller
+// has verified the gateway token and checked CanUpgrade.
+func (h *Hub) Accept(w http.ResponseWriter, r *http.Request, id Identity) error {
+	ctx := context.WithoutCancel(r.Context())
+	return upgrade(w, r, func(t Transport) { h.Serve(ctx, t, id) })
 }
 
 // Serve runs one connection on t until it ends: register (or refuse with an
@@ -476,12 +477,13 @@ func (h *Hub) Serve(ctx context.Context, t Transport, id Identity) {
 // writeLoop is the only writer of the socket.
 func (c *Conn) writeLoop() {
 	h := c.hub
-	ping := time.NewTicker(h.cfg.PingInterval)
-	defer ping.Stop()
-	// The silence check runs at least every second, so a connection is
-	// dropped close to Timeout after its last activity.
-	check := time.NewTicker(min(time.Second, h.cfg.Timeout/3))
-	defer check.Stop()
+	// One ticker serves both the pings and the silence check. Ticking every
+	// Timeout/6 (5 s with the defaults) drops a silent connection between
+	// Timeout and 7/6 of it, before a gateway's own 35 s limit, without
+	// waking every idle connection every second.
+	tick := time.NewTicker(min(h.cfg.PingInterval, h.cfg.Timeout/6))
+	defer tick.Stop()
+	lastPing := time.Now()
 	write := func(f []byte) bool {
 		if err := c.t.Send(f, time.Now().Add(h.cfg.WriteTimeout)); err != nil {
 			c.log.Info("write to gateway failed", "err", err)
@@ -520,12 +522,14 @@ func (c *Conn) writeLoop() {
 				c.finish()
 				return
 			}
-		case <-ping.C:
-			if err := c.t.Ping(time.Now().Add(h.cfg.WriteTimeout)); err != nil {
-				c.close(CloseServerFailure)
+		case now := <-tick.C:
+			if now.Sub(lastPing) >= h.cfg.PingInterval {
+				lastPing = now
+				if err := c.t.Ping(now.Add(h.cfg.WriteTimeout)); err != nil {
+					c.close(CloseServerFailure)
+				}
 			}
-		case <-check.C:
-			if time.Since(c.t.LastActivity()) > h.cfg.Timeout {
+			if now.Sub(c.t.LastActivity()) > h.cfg.Timeout {
 				h.TimedOut.Add(1)
 				c.log.Info("gateway silent past the timeout, closing", "timeout", h.cfg.Timeout)
 				c.close(ClosePolicy)

@@ -2,6 +2,8 @@ package hub
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -123,45 +125,86 @@ func (a activityReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// hijackWriter hands the websocket library a hijacked connection whose reads
-// are timestamped and whose server deadlines are cleared.
-type hijackWriter struct {
-	http.ResponseWriter
-	t *wsTransport
+// hijacked is the ResponseWriter the websocket library sees: its Hijack
+// hands over a connection that was already taken from net/http.
+type hijacked struct {
+	conn net.Conn
+	rw   *bufio.ReadWriter
 }
 
-func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, buf, err := http.NewResponseController(w.ResponseWriter).Hijack()
+func (h hijacked) Header() http.Header         { return http.Header{} }
+func (h hijacked) Write(b []byte) (int, error) { return h.rw.Write(b) }
+func (h hijacked) WriteHeader(int)             {}
+func (h hijacked) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return h.conn, h.rw, nil
+}
+
+// connBufferSize is the read and write buffer of a gateway connection.
+const connBufferSize = 512
+
+// handshakeTimeout bounds the WebSocket handshake after the hijack.
+const handshakeTimeout = 10 * time.Second
+
+// upgrade takes the connection from net/http, then performs the WebSocket
+// handshake and runs serve on a goroutine of its own, and returns at once.
+//
+// Returning lets net/http release what it holds for the request (its 4 KiB
+// read and write buffers, the response, the request goroutine's grown
+// stack), which would otherwise stay alive as long as the gateway is
+// connected: most of an idle connection's memory. Reads are timestamped
+// (activityReader) and the buffers are small ones of our own. Bytes the
+// client sent right after its upgrade request are kept. The caller must
+// have checked CanUpgrade.
+func upgrade(w http.ResponseWriter, r *http.Request, serve func(Transport)) error {
+	conn, buf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	// The http.Server's read and write timeouts stay on a hijacked
-	// connection; the hub sets its own deadlines from here on.
-	conn.SetDeadline(time.Time{})
-	w.t.raw = conn
-	w.t.touch()
-	r := bufio.NewReaderSize(activityReader{buf.Reader, w.t}, 1024)
-	return conn, bufio.NewReadWriter(r, buf.Writer), nil
+	// The http.Server's timeouts stay on a hijacked connection: replace
+	// them with the handshake's own, cleared once it is done.
+	conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	t := &wsTransport{raw: conn}
+	t.touch()
+	var src io.Reader = conn
+	if n := buf.Reader.Buffered(); n > 0 {
+		pending, _ := buf.Reader.Peek(n)
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(pending)), conn)
+	}
+	rw := bufio.NewReadWriter(bufio.NewReaderSize(activityReader{src, t}, connBufferSize), bufio.NewWriterSize(conn, connBufferSize))
+	req := slimRequest(r)
+	go func() {
+		srv := websocket.Server{
+			// Gateways are not browsers and send no Origin header, which
+			// websocket.Handler would refuse; any origin is fine here since
+			// the api-key was already verified.
+			Handshake: func(*websocket.Config, *http.Request) error { return nil },
+			Handler: func(ws *websocket.Conn) {
+				conn.SetDeadline(time.Time{})
+				ws.MaxPayloadBytes = maxMessageBytes
+				t.ws = ws
+				serve(t)
+			},
+		}
+		// Closes conn when the handler returns, or after a failed handshake.
+		srv.ServeHTTP(hijacked{conn, rw}, req)
+	}()
+	return nil
 }
 
-// upgrade performs the WebSocket handshake on w and r and calls serve with
-// the transport; it returns when serve does. It must only be called for an
-// HTTP/1.1 request whose writer can be hijacked (the library panics
-// otherwise), which canUpgrade checks.
-func upgrade(w http.ResponseWriter, r *http.Request, serve func(Transport)) {
-	t := &wsTransport{}
-	srv := websocket.Server{
-		// Gateways are not browsers and send no Origin header, which
-		// websocket.Handler would refuse; any origin is fine here since the
-		// api-key was already verified.
-		Handshake: func(*websocket.Config, *http.Request) error { return nil },
-		Handler: func(ws *websocket.Conn) {
-			ws.MaxPayloadBytes = maxMessageBytes
-			t.ws = ws
-			serve(t)
-		},
+// slimRequest copies what the handshake reads from r. The websocket.Conn
+// keeps its request for its whole life, and a gateway connection should not
+// keep every header its upgrade request carried.
+func slimRequest(r *http.Request) *http.Request {
+	s := &http.Request{Method: r.Method, URL: r.URL, Proto: r.Proto, ProtoMajor: r.ProtoMajor, ProtoMinor: r.ProtoMinor,
+		Host: r.Host, RemoteAddr: r.RemoteAddr, TLS: r.TLS, Header: http.Header{}}
+	for _, k := range []string{"Upgrade", "Connection", "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Protocol", "Origin"} {
+		if v := r.Header.Values(k); v != nil {
+			s.Header[k] = v
+		}
 	}
-	srv.ServeHTTP(hijackWriter{w, t}, r)
+	// The request's context ends when the HTTP handler returns, which is at
+	// once: the connection lives on without it.
+	return s.WithContext(context.WithoutCancel(r.Context()))
 }
 
 // CanUpgrade reports whether r is a WebSocket upgrade request this server

@@ -211,6 +211,10 @@ func queryDeployments(ctx context.Context, tx *Tx, where string, args ...any) ([
 
 // Deployments lists where an API of the organization is deployed.
 func (db *DB) Deployments(ctx context.Context, orgID, apiID string) ([]*Deployment, error) {
+	// Pending fetch times first, so that the answer is up to date.
+	if err := db.flushFetched(ctx); err != nil {
+		return nil, err
+	}
 	var list []*Deployment
 	err := db.readTx(ctx, func(tx *Tx) error {
 		if _, err := findAPIRow(ctx, tx, orgID, apiID); err != nil {
@@ -287,16 +291,73 @@ func (db *DB) GatewayState(ctx context.Context, gatewayID, apiID string) ([]*Gat
 }
 
 // MarkFetched records that a gateway downloaded its revisions of these APIs.
-func (db *DB) MarkFetched(ctx context.Context, gatewayID string, apiIDs []string) error {
+// It only notes the time: a background flush writes the notes in one
+// transaction every fetchFlushEvery, so that a whole fleet downloading
+// after a deployment costs a few writes, not one per gateway.
+func (db *DB) MarkFetched(gatewayID string, apiIDs []string) {
+	now := db.Now().UTC()
+	db.fetchMu.Lock()
+	for _, id := range apiIDs {
+		db.fetched[[2]string{gatewayID, id}] = now
+	}
+	db.fetchMu.Unlock()
+}
+
+// fetchFlushEvery is how often fetch times reach the database.
+const fetchFlushEvery = 250 * time.Millisecond
+
+// flushFetched writes the pending fetch times.
+func (db *DB) flushFetched(ctx context.Context) error {
+	db.fetchMu.Lock()
+	pending := db.fetched
+	if len(pending) == 0 {
+		db.fetchMu.Unlock()
+		return nil
+	}
+	db.fetched = map[[2]string]time.Time{}
+	db.fetchMu.Unlock()
 	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
-		for _, id := range apiIDs {
+		for k, t := range pending {
 			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET fetched_at = $1 WHERE gateway_id = $2 AND api_id = $3`,
-				formatTime(now), gatewayID, id); err != nil {
+				formatTime(t), k[0], k[1]); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+}
+
+// flushLoop runs until stop is closed, then flushes once more.
+func (db *DB) flushLoop(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(fetchFlushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-stop:
+			db.flushFetched(context.Background())
+			return
+		}
+		db.flushFetched(context.Background())
+	}
+}
+
+// DeployedRevision returns the ID of the revision of an API deployed to a
+// gateway (ErrNotFound when it is not deployed there).
+func (db *DB) DeployedRevision(ctx context.Context, gatewayID, apiID string) (string, error) {
+	var id string
+	err := db.rstmts.QueryRowContext(ctx, `SELECT revision_id FROM deployments WHERE gateway_id = $1 AND api_id = $2`,
+		gatewayID, apiID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", notFound("API %s is not deployed to this gateway", apiID)
+	}
+	return id, err
+}
+
+// Revision returns one revision of an API, definition included.
+func (db *DB) Revision(ctx context.Context, apiID, revisionID string) (*Revision, error) {
+	return findRevision(ctx, db.rstmts, apiID, revisionID)
 }
 
 // DeployedAPIs lists the APIs (current definitions) deployed to a gateway of

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -68,6 +69,12 @@ type DB struct {
 	rstmts *stmtCache // prepared statements of the read pool
 	// Now gives the time stamped on rows; tests may replace it.
 	Now func() time.Time
+
+	fetchMu   sync.Mutex
+	fetched   map[[2]string]time.Time // (gateway, API) -> last download, not yet written
+	stopFlush chan struct{}
+	closeOnce sync.Once
+	flushDone chan struct{}
 	// OnTx, if set, is told how long each transaction took, from asking for
 	// a connection to commit or rollback, so that waiting for the single
 	// writer shows. kind is "read" or "write". Set it before first use.
@@ -76,9 +83,15 @@ type DB struct {
 
 // Close closes both pools.
 func (db *DB) Close() error {
-	db.wstmts.close()
-	db.rstmts.close()
-	return errors.Join(db.write.Close(), db.read.Close())
+	var err error
+	db.closeOnce.Do(func() {
+		close(db.stopFlush)
+		<-db.flushDone
+		db.wstmts.close()
+		db.rstmts.close()
+		err = errors.Join(db.write.Close(), db.read.Close())
+	})
+	return err
 }
 
 // Ping checks that the database answers.
