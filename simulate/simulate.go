@@ -139,7 +139,11 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	opt.Target = target
 	r := &runner{opt: opt, tlsCfg: &tls.Config{InsecureSkipVerify: opt.Insecure}}
 	r.http = &http.Client{Timeout: time.Minute, Transport: &http.Transport{
-		TLSClientConfig: r.tlsCfg, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 256}}
+		TLSClientConfig: r.tlsCfg, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64,
+		// Downloads share a few multiplexed HTTP/2 connections instead of
+		// opening one (and a TLS handshake) per gateway: the simulator is one
+		// host, and its handshakes would otherwise dominate the server's CPU.
+		MaxConnsPerHost: 16}}
 	r.ws = "wss://" + strings.TrimPrefix(target, "https://") + "/api/internal/v1/ws/gateways/connect"
 	rep := &Report{Target: target, Gateways: opt.Gateways, Deploys: opt.Deploys, Churn: opt.Churn, Errors: []string{}}
 

@@ -61,15 +61,21 @@ func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targe
 		if len(list) == 0 {
 			return notFound("API %s not found", apiID)
 		}
+		ids := make([]string, len(targets))
 		for i, t := range targets {
-			g, err := findGateway(ctx, tx, orgID, t.GatewayID)
-			if errors.Is(err, ErrNotFound) {
+			ids[i] = t.GatewayID
+		}
+		vhosts, err := gatewayVhosts(ctx, tx, orgID, ids)
+		if err != nil {
+			return err
+		}
+		for i, t := range targets {
+			vhost, ok := vhosts[t.GatewayID]
+			if !ok {
 				return invalid("[%d].gatewayId: gateway %s not found in this organization", i, t.GatewayID)
-			} else if err != nil {
-				return err
 			}
 			if t.Vhost == "" {
-				targets[i].Vhost = g.Vhost
+				targets[i].Vhost = vhost
 			}
 		}
 		if revisionID == "" {
@@ -103,6 +109,41 @@ func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targe
 		return nil, nil, err
 	}
 	return rev, deps, nil
+}
+
+// inChunk is how many values one IN (...) list holds, well under SQLite's
+// and PostgreSQL's limits on bound parameters.
+const inChunk = 500
+
+// gatewayVhosts returns the vhost of each listed gateway of the
+// organization, in a few queries rather than one per gateway.
+func gatewayVhosts(ctx context.Context, tx *Tx, orgID string, ids []string) (map[string]string, error) {
+	out := make(map[string]string, len(ids))
+	for start := 0; start < len(ids); start += inChunk {
+		chunk := ids[start:min(start+inChunk, len(ids))]
+		args := []any{orgID}
+		for _, id := range chunk {
+			args = append(args, id)
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT id, vhost FROM gateways WHERE organization_id = $1 AND id IN (`+
+			placeholders(2, len(chunk))+`)`, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var id, vhost string
+			if err := rows.Scan(&id, &vhost); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[id] = vhost
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 func insertRevision(ctx context.Context, tx *Tx, a *API, now time.Time) (*Revision, error) {
@@ -148,10 +189,14 @@ func (db *DB) MarkDelivered(ctx context.Context, apiID, revisionID string, gatew
 		return nil
 	}
 	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
-		for _, g := range gatewayIDs {
+		for start := 0; start < len(gatewayIDs); start += inChunk {
+			chunk := gatewayIDs[start:min(start+inChunk, len(gatewayIDs))]
+			args := []any{StatusDelivered, formatTime(now), apiID, revisionID}
+			for _, g := range chunk {
+				args = append(args, g)
+			}
 			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET status = $1, delivered_at = $2
-				WHERE api_id = $3 AND gateway_id = $4 AND revision_id = $5`,
-				StatusDelivered, formatTime(now), apiID, g, revisionID); err != nil {
+				WHERE api_id = $3 AND revision_id = $4 AND gateway_id IN (`+placeholders(5, len(chunk))+`)`, args...); err != nil {
 				return err
 			}
 		}
