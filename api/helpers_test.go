@@ -27,6 +27,7 @@ type testEnv struct {
 	key    *ecdsa.PrivateKey
 	client *http.Client
 	api    *Server
+	dbPath string
 }
 
 func newEnv(t testing.TB) *testEnv {
@@ -66,7 +67,7 @@ func newEnvWith(t testing.TB, mod func(*Options)) *testEnv {
 		s.Hub().Shutdown(ctx)
 		srv.Close()
 	})
-	return &testEnv{t: t, srv: srv, db: db, key: key, client: srv.Client(), api: s}
+	return &testEnv{t: t, srv: srv, db: db, key: key, client: srv.Client(), api: s, dbPath: filepath.Join(dir, "platform.db")}
 }
 
 type testWriter struct{ t testing.TB }
