@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"database/sql"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -174,3 +175,32 @@ func httpsServer(t testing.TB, body []byte) *httptest.Server {
 }
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
+
+// dbRead returns the first column of every row of a query on the test
+// database file, read through a separate connection.
+func (e *testEnv) dbRead(query string) ([][]byte, error) {
+	db, err := sql.Open("sqlite", "file:"+e.dbPath+"?mode=ro")
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	rows, err := db.Query(query)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][]byte
+	cols, _ := rows.Columns()
+	for rows.Next() {
+		vals := make([][]byte, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		out = append(out, vals...)
+	}
+	return out, rows.Err()
+}
