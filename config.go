@@ -41,6 +41,7 @@ type Config struct {
 	WSRateLimitPerMinute int           // PLATFORM_WS_RATE_LIMIT_PER_MINUTE: connect attempts per client address; default 600
 	TrustForwardedFor    bool          // PLATFORM_TRUST_FORWARDED_FOR: take the client address from X-Forwarded-For; default false
 	MetricsToken         string        // PLATFORM_METRICS_TOKEN: bearer token for GET /metrics; empty means loopback only
+	ReadHeaderTimeout    time.Duration // PLATFORM_READ_HEADER_TIMEOUT: TLS handshake and request headers; default 10s
 }
 
 // setting binds one Config field to an environment variable and a flag.
@@ -112,6 +113,7 @@ func settings() []setting {
 		{"PLATFORM_WS_MAX_CONNECTIONS", "ws-max-connections", "10000", "most live gateway connections in all", setPositive(func(c *Config) *int { return &c.WSMaxConnections })},
 		{"PLATFORM_WS_MAX_CONNECTIONS_PER_GATEWAY", "ws-max-connections-per-gateway", "32", "most live connections (replicas) of one gateway", setPositive(func(c *Config) *int { return &c.WSMaxPerGateway })},
 		{"PLATFORM_WS_RATE_LIMIT_PER_MINUTE", "ws-rate-limit-per-minute", "600", "gateway connection attempts allowed per client address per minute", setPositive(func(c *Config) *int { return &c.WSRateLimitPerMinute })},
+		{"PLATFORM_READ_HEADER_TIMEOUT", "read-header-timeout", "10s", "time a client has for its TLS handshake and request headers (cuts off slow clients)", setDuration(func(c *Config) *time.Duration { return &c.ReadHeaderTimeout })},
 		{"PLATFORM_METRICS_TOKEN", "metrics-token", "", "bearer token required by GET /metrics (empty: loopback clients only)", setString(func(c *Config) *string { return &c.MetricsToken })},
 		{"PLATFORM_TRUST_FORWARDED_FOR", "trust-forwarded-for", "false", "take the client address from X-Forwarded-For (only behind a proxy that sets it)", setBool(func(c *Config) *bool { return &c.TrustForwardedFor })},
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/net/websocket"
 )
 
 // TestMain lets the test binary be the server in a child process: with
@@ -203,5 +204,95 @@ func TestCrashSafety(t *testing.T) {
 	}
 	if code, _ := call(srv.base, "POST", "/api/v1/apis", body(n.Add(1))); code != 201 {
 		t.Fatalf("restarted server does not take writes: %d", code)
+	}
+}
+
+// TestRestartConverges deploys to a connected gateway, kills the server,
+// and restarts it: nothing claims the gateway is active until it reconnects,
+// and on reconnecting it is sent its desired state.
+func TestRestartConverges(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server twice in child processes")
+	}
+	dir := t.TempDir()
+	srv := startChild(t, dir)
+	var tokBuf bytes.Buffer
+	if err := run(context.Background(), []string{"token", "-org", uuid.NewString(), "-data-dir", dir}, os.Getenv, &tokBuf, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	call := func(method, path string, body any) map[string]any {
+		t.Helper()
+		data, _ := json.Marshal(body)
+		req, _ := http.NewRequest(method, srv.base+path, bytes.NewReader(data))
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(tokBuf.String()))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		json.NewDecoder(resp.Body).Decode(&m)
+		if resp.StatusCode >= 300 {
+			t.Fatalf("%s %s: %d %v", method, path, resp.StatusCode, m)
+		}
+		return m
+	}
+	call("POST", "/api/v1/organizations", map[string]string{"handle": "restart", "name": "r", "region": "r"})
+	project := call("GET", "/api/v1/projects", nil)["list"].([]any)[0].(map[string]any)["id"].(string)
+	gw := call("POST", "/api/v1/gateways", map[string]string{"name": "edge", "displayName": "e", "vhost": "gw.example.com"})["id"].(string)
+	key := call("POST", "/api/v1/gateways/"+gw+"/tokens", nil)["token"].(string)
+	api := call("POST", "/api/v1/apis", map[string]any{"name": "r", "context": "/r", "version": "v1", "projectId": project,
+		"backend-services": []any{map[string]any{"name": "b", "endpoints": []any{map[string]any{"url": "https://b"}}}}})["id"].(string)
+
+	connect := func() *websocket.Conn {
+		t.Helper()
+		cfg, _ := websocket.NewConfig(strings.Replace(srv.base, "https://", "wss://", 1)+"/api/internal/v1/ws/gateways/connect", srv.base)
+		cfg.TlsConfig = &tls.Config{InsecureSkipVerify: true}
+		cfg.Header.Set("api-key", key)
+		ws, err := cfg.DialContext(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		return ws
+	}
+	next := func(ws *websocket.Conn) map[string]any {
+		t.Helper()
+		ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var m map[string]any
+		if err := websocket.JSON.Receive(ws, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	active := func() bool {
+		st := call("GET", "/api/v1/status/gateways?gatewayId="+gw, nil)["list"].([]any)[0].(map[string]any)
+		return st["isActive"].(bool)
+	}
+
+	ws := connect()
+	next(ws) // ack
+	call("POST", "/api/v1/apis/"+api+"/deploy-revision", []map[string]string{{"gatewayId": gw}}) // answers an array: not decoded
+	if ev := next(ws); ev["type"] != "api.deployed" {
+		t.Fatalf("event %v", ev)
+	}
+	srv.cmd.Process.Signal(syscall.SIGKILL)
+	srv.cmd.Wait()
+
+	srv = startChild(t, dir)
+	if active() {
+		t.Fatal("a gateway is reported active after a restart before it reconnected")
+	}
+	ws = connect()
+	if m := next(ws); m["type"] != "connection.ack" {
+		t.Fatalf("first frame %v", m)
+	}
+	ev := next(ws)
+	if ev["type"] != "api.deployed" || ev["payload"].(map[string]any)["apiId"] != api {
+		t.Fatalf("no desired state after the restart: %v", ev)
+	}
+	if !active() {
+		t.Fatal("a reconnected gateway is reported inactive")
 	}
 }

@@ -220,7 +220,12 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 			MinVersion:   tls.VersionTLS12,
 			Certificates: []tls.Certificate{cert},
 		},
-		ReadHeaderTimeout: 10 * time.Second,
+		// A client gets ReadHeaderTimeout for its TLS handshake and headers,
+		// so slow or silent connections cannot hold goroutines for long; a
+		// whole request body (at most PLATFORM_MAX_BODY_BYTES) gets a minute,
+		// and so does writing an answer. Gateway connections clear these
+		// deadlines when they are upgraded.
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -244,5 +245,70 @@ func TestSimulate(t *testing.T) {
 		if d.Delivered != 15 || d.Churned != 5 || !d.Converged {
 			t.Fatalf("deployment %+v", d)
 		}
+	}
+}
+
+// TestHostileClients holds 1,000 connections that never send anything and a
+// slowloris client that dribbles its headers, and checks that real requests
+// are still answered at once and that the slow client is cut off.
+func TestHostileClients(t *testing.T) {
+	base, _ := startServer(t, map[string]string{"PLATFORM_READ_HEADER_TIMEOUT": "1s"})
+	addr := strings.TrimPrefix(base, "https://")
+	var idle []net.Conn
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	for range 1000 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("idle connection: %v", err)
+		}
+		idle = append(idle, c)
+	}
+	slow, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	cut := make(chan time.Duration, 1)
+	go func() {
+		start := time.Now()
+		for _, b := range []byte("GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("a", 100)) {
+			if _, err := slow.Write([]byte{b}); err != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		cut <- time.Since(start)
+	}()
+
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	for range 20 {
+		start := time.Now()
+		resp, err := client.Get(base + "/health")
+		if err != nil {
+			t.Fatalf("a real request failed beside hostile clients: %v", err)
+		}
+		resp.Body.Close()
+		if took := time.Since(start); took > time.Second {
+			t.Fatalf("a real request took %s beside hostile clients", took)
+		}
+	}
+	select {
+	case took := <-cut:
+		if took > 4*time.Second {
+			t.Fatalf("slowloris client cut off only after %s", took)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("slowloris client was never cut off")
+	}
+	// The silent connections are closed by the server too.
+	idle[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := idle[0].Read(make([]byte, 1)); err == nil {
+		t.Fatal("a silent connection got data")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("a silent connection was never closed")
 	}
 }
