@@ -494,46 +494,39 @@ func (c *Conn) writeLoop() {
 		return true
 	}
 	for {
-		// Live frames and heartbeats first; the initial state only when
-		// nothing else waits.
+		// Live frames first; the initial state only when no live frame and
+		// no tick waits.
+		var f []byte
 		select {
 		case <-c.ctx.Done():
 			c.finish()
 			return
-		case f := <-c.queue:
-			if !write(f) {
-				c.finish()
-				return
-			}
-			continue
+		case f = <-c.queue:
 		default:
+			select {
+			case <-c.ctx.Done():
+				c.finish()
+				return
+			case f = <-c.queue:
+			case f = <-c.paced:
+			case now := <-tick.C:
+				if now.Sub(lastPing) >= h.cfg.PingInterval {
+					lastPing = now
+					if err := c.t.Ping(now.Add(h.cfg.WriteTimeout)); err != nil {
+						c.close(CloseServerFailure)
+					}
+				}
+				if now.Sub(c.t.LastActivity()) > h.cfg.Timeout {
+					h.TimedOut.Add(1)
+					c.log.Info("gateway silent past the timeout, closing", "timeout", h.cfg.Timeout)
+					c.close(ClosePolicy)
+				}
+				continue
+			}
 		}
-		select {
-		case <-c.ctx.Done():
+		if !write(f) {
 			c.finish()
 			return
-		case f := <-c.queue:
-			if !write(f) {
-				c.finish()
-				return
-			}
-		case f := <-c.paced:
-			if !write(f) {
-				c.finish()
-				return
-			}
-		case now := <-tick.C:
-			if now.Sub(lastPing) >= h.cfg.PingInterval {
-				lastPing = now
-				if err := c.t.Ping(now.Add(h.cfg.WriteTimeout)); err != nil {
-					c.close(CloseServerFailure)
-				}
-			}
-			if now.Sub(c.t.LastActivity()) > h.cfg.Timeout {
-				h.TimedOut.Add(1)
-				c.log.Info("gateway silent past the timeout, closing", "timeout", h.cfg.Timeout)
-				c.close(ClosePolicy)
-			}
 		}
 	}
 }

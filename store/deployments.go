@@ -279,22 +279,12 @@ func (db *DB) DeployedGateways(ctx context.Context, orgID, apiID string) ([]*Gat
 		if _, err := findAPIRow(ctx, tx, orgID, apiID); err != nil {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT g.id, g.organization_id, g.name, g.display_name, g.description,
-			g.vhost, g.is_critical, g.functionality_type, g.created_at, g.updated_at
+		var err error
+		list, err = collect(scanGateway)(tx.QueryContext(ctx, `SELECT g.id, g.organization_id, g.name, g.display_name,
+			g.description, g.vhost, g.is_critical, g.functionality_type, g.created_at, g.updated_at
 			FROM deployments d JOIN gateways g ON g.id = d.gateway_id
-			WHERE d.api_id = $1 AND g.organization_id = $2 ORDER BY g.created_at DESC, g.id`, apiID, orgID)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			g, err := scanGateway(rows)
-			if err != nil {
-				return err
-			}
-			list = append(list, g)
-		}
-		return rows.Err()
+			WHERE d.api_id = $1 AND g.organization_id = $2 ORDER BY g.created_at DESC, g.id`, apiID, orgID))
+		return err
 	})
 	return list, err
 }

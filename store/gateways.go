@@ -26,7 +26,7 @@ type Gateway struct {
 
 const gatewayColumns = `id, organization_id, name, display_name, description, vhost, is_critical, functionality_type, created_at, updated_at`
 
-func scanGateway(row interface{ Scan(...any) error }) (*Gateway, error) {
+func scanGateway(row rowScanner) (*Gateway, error) {
 	var g Gateway
 	err := row.Scan(&g.ID, &g.OrganizationID, &g.Name, &g.DisplayName, &g.Description, &g.Vhost,
 		&g.IsCritical, &g.FunctionalityType, dbTime{&g.CreatedAt}, dbTime{&g.UpdatedAt})
@@ -64,20 +64,10 @@ func (db *DB) Gateways(ctx context.Context, orgID string, page Page) ([]*Gateway
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM gateways WHERE organization_id = $1`, orgID).Scan(&total); err != nil {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT `+gatewayColumns+` FROM gateways WHERE organization_id = $1
-			ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3`, orgID, page.Limit, page.Offset)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			g, err := scanGateway(rows)
-			if err != nil {
-				return err
-			}
-			list = append(list, g)
-		}
-		return rows.Err()
+		var err error
+		list, err = collect(scanGateway)(tx.QueryContext(ctx, `SELECT `+gatewayColumns+` FROM gateways WHERE organization_id = $1
+			ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3`, orgID, page.Limit, page.Offset))
+		return err
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("list gateways: %w", err)

@@ -26,7 +26,7 @@ type ProjectUpdate struct {
 
 const projectColumns = `id, name, organization_id, description, created_at, updated_at`
 
-func scanProject(row interface{ Scan(...any) error }) (*Project, error) {
+func scanProject(row rowScanner) (*Project, error) {
 	var p Project
 	err := row.Scan(&p.ID, &p.Name, &p.OrganizationID, &p.Description, dbTime{&p.CreatedAt}, dbTime{&p.UpdatedAt})
 	return &p, err
@@ -66,20 +66,10 @@ func (db *DB) Projects(ctx context.Context, orgID string, page Page) ([]*Project
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM projects WHERE organization_id = $1`, orgID).Scan(&total); err != nil {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT `+projectColumns+` FROM projects WHERE organization_id = $1
-			ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3`, orgID, page.Limit, page.Offset)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			p, err := scanProject(rows)
-			if err != nil {
-				return err
-			}
-			list = append(list, p)
-		}
-		return rows.Err()
+		var err error
+		list, err = collect(scanProject)(tx.QueryContext(ctx, `SELECT `+projectColumns+` FROM projects WHERE organization_id = $1
+			ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3`, orgID, page.Limit, page.Offset))
+		return err
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("list projects: %w", err)

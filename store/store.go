@@ -225,3 +225,26 @@ func placeholders(start, n int) string {
 	}
 	return b.String()
 }
+
+// rowScanner is a *sql.Row or *sql.Rows.
+type rowScanner interface{ Scan(...any) error }
+
+// collect returns a function that scans every row of a query's result with
+// scan and closes the rows; use it as collect(scanX)(tx.QueryContext(...)).
+func collect[T any](scan func(rowScanner) (*T, error)) func(*sql.Rows, error) ([]*T, error) {
+	return func(rows *sql.Rows, err error) ([]*T, error) {
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		list := []*T{}
+		for rows.Next() {
+			v, err := scan(rows)
+			if err != nil {
+				return nil, err
+			}
+			list = append(list, v)
+		}
+		return list, rows.Err()
+	}
+}
