@@ -40,7 +40,8 @@ func FuzzVerifyToken(f *testing.F) {
 		if !errors.Is(err, ErrBadToken) {
 			t.Fatalf("VerifyToken(%q) = %v, want ErrBadToken", tok, err)
 		}
-		if strings.Contains(err.Error(), tok) && tok != "" {
+		// (Short inputs such as "a" occur in any message by chance.)
+		if len(tok) >= 8 && strings.Contains(err.Error(), tok) {
 			t.Fatal("error repeats the token")
 		}
 	})
