@@ -74,13 +74,9 @@ func settings() []setting {
 			return nil
 		}},
 		{"PLATFORM_JWT_JWKS", "jwt-jwks", "", "JWKS file path or https URL whose keys sign trusted JWTs", setString(func(c *Config) *string { return &c.JWKS })},
-		{"PLATFORM_JWT_HMAC_SECRET", "jwt-hmac-secret", "", "HS256 shared secret (at least 32 bytes; prefer the environment variable)", func(c *Config, v string) error {
-			if v != "" && len(v) < 32 {
-				return errors.New("must be at least 32 bytes")
-			}
-			c.HMACSecret = v
-			return nil
-		}},
+		// The length is checked after parsing, in parseConfig: an error from
+		// here would be printed with the value, and a secret is never printed.
+		{"PLATFORM_JWT_HMAC_SECRET", "jwt-hmac-secret", "", "HS256 shared secret (at least 32 bytes; prefer the environment variable)", setString(func(c *Config) *string { return &c.HMACSecret })},
 		{"PLATFORM_JWT_ISSUER", "jwt-issuer", "", "required iss claim (unchecked when empty)", setString(func(c *Config) *string { return &c.JWTIssuer })},
 		{"PLATFORM_JWT_AUDIENCE", "jwt-audience", "", "required aud claim (unchecked when empty)", setString(func(c *Config) *string { return &c.JWTAudience })},
 		{"PLATFORM_JWT_LOCAL_KEY", "jwt-local-key", "on", "trust JWTs signed with the server's own key (on|off)", setBool(func(c *Config) *bool { return &c.JWTLocalKey })},
@@ -200,6 +196,9 @@ func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*
 	}
 	if c.DBPath == "" {
 		c.DBPath = filepath.Join(c.DataDir, "platform.db")
+	}
+	if c.HMACSecret != "" && len(c.HMACSecret) < 32 {
+		return nil, errors.New("PLATFORM_JWT_HMAC_SECRET (-jwt-hmac-secret) must be at least 32 bytes")
 	}
 	if c.WSTimeout <= c.WSPingInterval {
 		return nil, fmt.Errorf("PLATFORM_WS_TIMEOUT (%s) must be longer than PLATFORM_WS_PING_INTERVAL (%s), or live gateways are dropped", c.WSTimeout, c.WSPingInterval)

@@ -272,7 +272,7 @@ func TestRestartConverges(t *testing.T) {
 	}
 
 	ws := connect()
-	next(ws) // ack
+	next(ws)                                                                                     // ack
 	call("POST", "/api/v1/apis/"+api+"/deploy-revision", []map[string]string{{"gatewayId": gw}}) // answers an array: not decoded
 	if ev := next(ws); ev["type"] != "api.deployed" {
 		t.Fatalf("event %v", ev)

@@ -251,13 +251,16 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 	handler.SetShuttingDown() // /ready answers 503 from now on
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	// http.Server.Shutdown does not touch hijacked connections: each gateway
+	// gets its 1001 close frame from the hub, which waits for its goroutines.
+	// Both run at once, so a slow request cannot use up the gateways' time.
+	hubDone := make(chan error, 1)
+	go func() { hubDone <- handler.Hub().Shutdown(sctx) }()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("in-flight requests did not finish in time", "err", err)
 		srv.Close()
 	}
-	// http.Server.Shutdown does not touch hijacked connections: each gateway
-	// gets its 1001 close frame here, and we wait for its goroutines.
-	if err := handler.Hub().Shutdown(sctx); err != nil {
+	if err := <-hubDone; err != nil {
 		log.Warn("gateway connections did not close in time", "err", err)
 	}
 	log.Info("stopped")

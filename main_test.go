@@ -55,6 +55,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "BadFormat", env: map[string]string{"PLATFORM_LOG_FORMAT": "xml"}, wantErr: "PLATFORM_LOG_FORMAT"},
 		{name: "BadBodyLimit", env: map[string]string{"PLATFORM_MAX_BODY_BYTES": "12"}, wantErr: "PLATFORM_MAX_BODY_BYTES"},
 		{name: "ShortSecret", env: map[string]string{"PLATFORM_JWT_HMAC_SECRET": "short"}, wantErr: "PLATFORM_JWT_HMAC_SECRET"},
+		{name: "ShortSecretFlag", args: []string{"-jwt-hmac-secret", "short"}, wantErr: "at least 32 bytes"},
 		{name: "BadDuration", env: map[string]string{"PLATFORM_SHUTDOWN_TIMEOUT": "5"}, wantErr: "PLATFORM_SHUTDOWN_TIMEOUT"},
 		{name: "CertWithoutKey", env: map[string]string{"PLATFORM_TLS_CERT": "/c.pem"}, wantErr: "PLATFORM_TLS_KEY"},
 		{name: "BadFlag", args: []string{"-addr", "nope"}, wantErr: "-addr"},
@@ -67,6 +68,9 @@ func TestParseConfig(t *testing.T) {
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v; want one naming %s", err, tt.wantErr)
+				}
+				if strings.Contains(err.Error(), "short") {
+					t.Fatalf("err = %v repeats the secret", err)
 				}
 				return
 			}

@@ -53,10 +53,11 @@ type Principal struct {
 
 // Authenticator verifies bearer JWTs.
 type Authenticator struct {
-	cfg     AuthConfig
-	log     *slog.Logger
-	parser  *jwt.Parser
-	methods []string
+	cfg       AuthConfig
+	log       *slog.Logger
+	parser    *jwt.Parser
+	validator *jwt.Validator
+	methods   []string
 
 	mu        sync.Mutex
 	keys      map[string]crypto.PublicKey // JWKS keys by kid
@@ -125,6 +126,7 @@ func NewAuthenticator(ctx context.Context, cfg AuthConfig, log *slog.Logger) (*A
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
 	a.parser = jwt.NewParser(opts...)
+	a.validator = jwt.NewValidator(opts...) // the same claim checks, for unsigned tokens
 	return a, nil
 }
 
@@ -166,7 +168,7 @@ func (a *Authenticator) authenticate(raw string) (Principal, time.Time, error) {
 	if a.cfg.InsecureSkipVerify {
 		_, _, err = a.parser.ParseUnverified(raw, &c)
 		if err == nil {
-			err = jwt.NewValidator(jwt.WithLeeway(30*time.Second), jwt.WithTimeFunc(a.cfg.Now)).Validate(c)
+			err = a.validator.Validate(c)
 		}
 	} else {
 		_, err = a.parser.ParseWithClaims(raw, &c, a.keyFor)
@@ -177,14 +179,15 @@ func (a *Authenticator) authenticate(raw string) (Principal, time.Time, error) {
 	if c.Organization == "" {
 		return Principal{}, time.Time{}, errors.New("the token has no organization claim")
 	}
-	if _, err := uuid.Parse(c.Organization); err != nil {
-		return Principal{}, time.Time{}, errors.New("the token's organization claim is not a UUID")
+	org, err := uuid.Parse(c.Organization)
+	if err != nil || len(c.Organization) != 36 {
+		return Principal{}, time.Time{}, errors.New("the token's organization claim is not a UUID in its canonical form (8-4-4-4-12 hex digits)")
 	}
 	var exp time.Time
 	if c.ExpiresAt != nil {
 		exp = c.ExpiresAt.Time
 	}
-	return Principal{OrganizationID: strings.ToLower(c.Organization), Subject: c.Subject}, exp, nil
+	return Principal{OrganizationID: org.String(), Subject: c.Subject}, exp, nil
 }
 
 func describeJWTError(err error) error {
@@ -233,22 +236,34 @@ func (a *Authenticator) keyFor(t *jwt.Token) (any, error) {
 	return nil, fmt.Errorf("no trusted key for algorithm %s", t.Method.Alg())
 }
 
+// jwksKey finds the key for kid, fetching a JWKS URL again (at most once per
+// refetchEvery) when the kid is unknown. The fetch runs without the lock, so
+// other logins are not held up by a slow identity provider.
 func (a *Authenticator) jwksKey(kid string) (crypto.PublicKey, error) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	if k, ok := a.lookupLocked(kid); ok {
+	k, ok := a.lookupLocked(kid)
+	refetch := !ok && isURL(a.cfg.JWKS) && a.cfg.Now().Sub(a.fetchedAt) > refetchEvery
+	if refetch {
+		a.fetchedAt = a.cfg.Now() // this caller fetches; others wait for the next window
+	}
+	a.mu.Unlock()
+	if ok {
 		return k, nil
 	}
-	if isURL(a.cfg.JWKS) && a.cfg.Now().Sub(a.fetchedAt) > refetchEvery {
+	if refetch {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if keys, err := a.fetchJWKS(ctx); err != nil {
+		keys, err := a.fetchJWKS(ctx)
+		if err != nil {
 			a.log.Warn("JWKS refresh failed", "err", err)
-		} else {
+		}
+		a.mu.Lock()
+		if err == nil {
 			a.keys = keys
 		}
-		a.fetchedAt = a.cfg.Now()
-		if k, ok := a.lookupLocked(kid); ok {
+		k, ok = a.lookupLocked(kid)
+		a.mu.Unlock()
+		if ok {
 			return k, nil
 		}
 	}

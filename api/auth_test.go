@@ -230,3 +230,17 @@ func TestHTTPAuthErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestOrganizationClaimMustBeCanonical(t *testing.T) {
+	k := newAuthKeys(t)
+	a := k.authenticator(t, nil)
+	for _, org := range []string{"urn:uuid:" + testOrg, "{" + testOrg + "}", strings.ReplaceAll(testOrg, "-", ""), strings.ToUpper(testOrg)} {
+		p, err := a.Authenticate(sign(t, jwt.SigningMethodES256, localKeyID, k.local, with(validClaims(), "organization", org)))
+		if err == nil && p.OrganizationID != testOrg {
+			t.Fatalf("%q became organization %q", org, p.OrganizationID)
+		}
+		if err == nil && len(org) != 36 {
+			t.Fatalf("%q accepted", org)
+		}
+	}
+}

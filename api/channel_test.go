@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -616,5 +617,76 @@ func TestOversizedFrameClosesConnection(t *testing.T) {
 	}
 	if code := c.closeCode(2 * time.Second); code != hub.CloseTooBig {
 		t.Fatalf("close code %d, want 1009", code)
+	}
+}
+
+// TestGatewayPingIsAnswered has a gateway ping the server after being idle
+// for longer than the write timeout: the pong comes back and the connection
+// stays up (the library writes pongs outside the hub's writer, and must not
+// inherit a stale write deadline).
+func TestGatewayPingIsAnswered(t *testing.T) {
+	e := newEnvWith(t, func(o *Options) { fastHub(o); o.Hub.WriteTimeout = 100 * time.Millisecond })
+	f := newFleet(t, e, 1)
+	c, _ := mustDial(t, e.srv.URL, f.keys[0])
+	// Idle past several write timeouts, answering the server's pings.
+	if _, err := c.tryNext(500 * time.Millisecond); err == nil || !strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("idle: %v", err)
+	}
+	if err := c.writeFrame(opPing, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		op, payload, err := c.readFrame(2 * time.Second)
+		if err != nil {
+			t.Fatalf("no pong: %v", err)
+		}
+		if op == opPong && string(payload) == "hi" {
+			break
+		}
+		if op == opPing {
+			c.writeFrame(opPong, payload)
+		}
+	}
+	if n, _ := e.api.Hub().Presence(f.gws[0].ID); n != 1 {
+		t.Fatal("the connection dropped after the gateway's ping")
+	}
+}
+
+func TestSmallListsArePaged(t *testing.T) {
+	e := newEnvWith(t, fastHub)
+	f := newFleet(t, e, 3)
+	f.deploy(t, "", 0, 1, 2)
+	for _, path := range []string{"/api/v1/apis/" + f.api + "/deployments", "/api/v1/apis/" + f.api + "/gateways",
+		"/api/v1/gateways/" + f.gws[0].ID + "/live-proxy-artifacts"} {
+		var l listBody[map[string]any]
+		e.must(200, "GET", path+"?limit=1&offset=1", f.tok, nil, &l)
+		wantTotal := 3
+		if strings.Contains(path, "artifacts") {
+			wantTotal = 1
+		}
+		if l.Pagination.Total != wantTotal || l.Pagination.Limit != 1 || l.Pagination.Offset != 1 || l.Count != min(1, wantTotal-1) {
+			t.Fatalf("%s: %+v", path, l)
+		}
+		code, data := e.do("GET", path+"?limit=abc", f.tok, nil)
+		wantError(t, code, data, 400, "limit")
+	}
+}
+
+func TestForwardedForUsesTheProxysEntry(t *testing.T) {
+	e := newEnvWith(t, func(o *Options) { fastHub(o); o.WSRateLimitPerMinute = 3; o.TrustForwardedFor = true })
+	codes := map[int]int{}
+	for i := range 10 {
+		req, _ := http.NewRequest("GET", e.srv.URL+"/api/internal/v1/ws/gateways/connect", nil)
+		// A client-chosen first entry changes every time; the proxy's last one does not.
+		req.Header.Set("X-Forwarded-For", fmt.Sprintf("10.0.0.%d, 192.0.2.7", i))
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		codes[resp.StatusCode]++
+	}
+	if codes[429] < 6 {
+		t.Fatalf("statuses %v: spoofed X-Forwarded-For entries escaped the limit", codes)
 	}
 }

@@ -136,23 +136,40 @@ func (s *Server) undeploy(w http.ResponseWriter, r *http.Request, p Principal) e
 }
 
 func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request, p Principal) error {
+	page, err := parsePage(r)
+	if err != nil {
+		return err
+	}
 	list, err := s.store.Deployments(r.Context(), p.OrganizationID, r.PathValue("apiId"))
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, newList(list, len(list), store.Page{Limit: max(len(list), defaultLimit)}))
+	writeJSON(w, http.StatusOK, pageOf(list, page))
 	return nil
 }
 
+// pageOf cuts a page out of a whole list (for lists bounded by the number
+// of gateways of one API, which are loaded whole).
+func pageOf[T any](all []T, page store.Page) listBody[T] {
+	start := min(page.Offset, len(all))
+	end := min(start+page.Limit, len(all))
+	return newList(all[start:end], len(all), page)
+}
+
 func (s *Server) listAPIGateways(w http.ResponseWriter, r *http.Request, p Principal) error {
+	page, err := parsePage(r)
+	if err != nil {
+		return err
+	}
 	list, err := s.store.DeployedGateways(r.Context(), p.OrganizationID, r.PathValue("apiId"))
 	if err != nil {
 		return err
 	}
-	for _, g := range list {
+	body := pageOf(list, page)
+	for _, g := range body.List {
 		s.withPresence(g)
 	}
-	writeJSON(w, http.StatusOK, newList(list, len(list), store.Page{Limit: max(len(list), defaultLimit)}))
+	writeJSON(w, http.StatusOK, body)
 	return nil
 }
 
@@ -173,6 +190,10 @@ var subTypes = map[string]string{
 }
 
 func (s *Server) liveProxyArtifacts(w http.ResponseWriter, r *http.Request, p Principal) error {
+	page, err := parsePage(r)
+	if err != nil {
+		return err
+	}
 	kind := r.URL.Query().Get("artifactType")
 	switch kind {
 	case "", "API", "MCP", "API_PRODUCT":
@@ -190,7 +211,7 @@ func (s *Server) liveProxyArtifacts(w http.ResponseWriter, r *http.Request, p Pr
 				SubType: subTypes[a.Type], CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt})
 		}
 	}
-	writeJSON(w, http.StatusOK, newList(out, len(out), store.Page{Limit: max(len(out), defaultLimit)}))
+	writeJSON(w, http.StatusOK, pageOf(out, page))
 	return nil
 }
 

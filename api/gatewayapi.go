@@ -35,9 +35,13 @@ func (s *Server) verifyGateway(r *http.Request) (*store.GatewayIdentity, error) 
 	if key == "" {
 		return nil, errorf(http.StatusUnauthorized, "missing api-key header: send the gateway token as api-key: <token>")
 	}
+	addr := s.clientAddr(r)
+	if s.limiter.exhausted(addr) {
+		return nil, errorf(http.StatusTooManyRequests, "too many failed attempts from this address; wait a minute")
+	}
 	g, err := s.store.VerifyToken(r.Context(), key)
 	if err != nil {
-		if !s.limiter.allow(s.clientAddr(r)) {
+		if !s.limiter.allow(addr) {
 			return nil, errorf(http.StatusTooManyRequests, "too many failed attempts from this address; wait a minute")
 		}
 		return nil, err
@@ -153,7 +157,7 @@ func (s *Server) gatewayAPI(w http.ResponseWriter, r *http.Request, g *store.Gat
 		}
 		s.zips.put(revID, body)
 	}
-	s.store.MarkFetched(g.GatewayID, []string{apiID})
+	s.store.MarkFetched(g.GatewayID, map[string]string{apiID: revID})
 	writeZip(w, "api-"+apiID+".zip", body)
 	return nil
 }
@@ -164,10 +168,10 @@ func (s *Server) gatewayAPIs(w http.ResponseWriter, r *http.Request, g *store.Ga
 	if err != nil {
 		return err
 	}
-	ids := make([]string, len(deps))
+	ids := make(map[string]string, len(deps))
 	revs := make([]*store.Revision, len(deps))
 	for i, d := range deps {
-		ids[i], revs[i] = d.APIID, d.Revision
+		ids[d.APIID], revs[i] = d.RevisionID, d.Revision
 	}
 	body, err := zipDocuments(revs)
 	if err != nil {

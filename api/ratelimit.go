@@ -59,19 +59,32 @@ func (l *rateLimiter) allow(key string) bool {
 	return true
 }
 
+// exhausted reports, without taking a token, whether key has none left.
+func (l *rateLimiter) exhausted(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[key]
+	return ok && l.refill(b, l.now()) < 1
+}
+
 func (l *rateLimiter) refill(b *bucket, now time.Time) float64 {
 	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
 	b.last = now
 	return b.tokens
 }
 
-// clientAddr is the address rate limits apply to: the peer's IP, or the
-// first X-Forwarded-For entry when the server is configured to trust it.
+// clientAddr is the address rate limits apply to: the peer's IP, or, when
+// the server is configured to trust its proxy, the last X-Forwarded-For
+// entry: the one that proxy appended. Earlier entries come from the client
+// and could be anything.
 func (s *Server) clientAddr(r *http.Request) string {
 	if s.trustXFF {
-		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
-			first, _, _ := strings.Cut(xff, ",")
-			if ip := net.ParseIP(strings.TrimSpace(first)); ip != nil {
+		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
+			last := xff[len(xff)-1]
+			if i := strings.LastIndexByte(last, ','); i >= 0 {
+				last = last[i+1:]
+			}
+			if ip := net.ParseIP(strings.TrimSpace(last)); ip != nil {
 				return ip.String()
 			}
 		}

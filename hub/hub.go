@@ -99,8 +99,8 @@ type Conn struct {
 
 	t      Transport
 	hub    *Hub
-	queue  chan []byte // live frames, written before the initial state
-	paced  chan []byte // initial-state frames, written when queue is empty
+	queue  chan []byte     // live frames, written before the initial state
+	paced  chan pacedFrame // initial-state frames, written when queue is empty
 	ctx    context.Context
 	cancel context.CancelFunc
 	// closeCode is the close frame the writer sends when ctx ends.
@@ -120,6 +120,7 @@ type Hub struct {
 	mu       sync.Mutex // serializes every change of gateways, tokens and total
 	gateways sync.Map   // gateway ID -> *connSet (immutable)
 	tokens   map[string]map[*Conn]bool
+	revoked  map[string]time.Time // "t:"+token or "g:"+gateway ID -> when
 	total    int
 	closing  bool
 
@@ -154,7 +155,7 @@ func New(cfg Config, log *slog.Logger) *Hub {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Hub{cfg: cfg, log: log, tokens: map[string]map[*Conn]bool{}}
+	return &Hub{cfg: cfg, log: log, tokens: map[string]map[*Conn]bool{}, revoked: map[string]time.Time{}}
 }
 
 // ErrLimit is why a connection was refused: a connection limit is reached.
@@ -167,6 +168,9 @@ func (h *Hub) register(c *Conn) error {
 	defer h.mu.Unlock()
 	if h.closing {
 		return errors.New("server is shutting down")
+	}
+	if h.revokedLocked("t:"+c.Identity.TokenID) || h.revokedLocked("g:"+c.Identity.GatewayID) {
+		return errors.New("the gateway token was revoked")
 	}
 	if h.cfg.MaxConnections > 0 && h.total >= h.cfg.MaxConnections {
 		return fmt.Errorf("%w: the server holds its maximum of %d gateway connections", ErrLimit, h.cfg.MaxConnections)
@@ -361,9 +365,29 @@ func (c *Conn) close(code int) {
 	c.cancel()
 }
 
-// CloseToken closes every connection that authenticated with the token.
+// revokedFor is how long a revoked token or deleted gateway is remembered:
+// longer than a handshake can take between its token check and its
+// registration, so none slips in after the revocation.
+const revokedFor = time.Minute
+
+// revokedLocked reports whether key was revoked recently, and forgets old
+// revocations. h.mu must be held.
+func (h *Hub) revokedLocked(key string) bool {
+	now := time.Now()
+	for k, t := range h.revoked {
+		if now.Sub(t) > revokedFor {
+			delete(h.revoked, k)
+		}
+	}
+	_, ok := h.revoked[key]
+	return ok
+}
+
+// CloseToken closes every connection that authenticated with the token, and
+// refuses the token to connections still in their handshake.
 func (h *Hub) CloseToken(tokenID string) {
 	h.mu.Lock()
+	h.revoked["t:"+tokenID] = time.Now()
 	var cs []*Conn
 	for c := range h.tokens[tokenID] {
 		cs = append(cs, c)
@@ -374,8 +398,12 @@ func (h *Hub) CloseToken(tokenID string) {
 	}
 }
 
-// CloseGateway closes every connection of the gateway.
+// CloseGateway closes every connection of the gateway, and refuses the
+// gateway to connections still in their handshake.
 func (h *Hub) CloseGateway(gatewayID string) {
+	h.mu.Lock()
+	h.revoked["g:"+gatewayID] = time.Now()
+	h.mu.Unlock()
 	for _, c := range h.conns(gatewayID) {
 		c.close(ClosePolicy)
 	}
@@ -422,12 +450,17 @@ func (h *Hub) Serve(ctx context.Context, t Transport, id Identity) {
 		t:           t,
 		hub:         h,
 		queue:       make(chan []byte, h.cfg.QueueSize),
-		paced:       make(chan []byte),
+		paced:       make(chan pacedFrame),
 		ctx:         ctx,
 		cancel:      cancel,
 		live:        map[string]bool{},
 	}
 	c.log = h.log.With("gateway", id.GatewayID, "connection", c.ID)
+	// The ack is the first frame: it is queued before the connection is
+	// registered, so no event can overtake it (nor fill the queue first).
+	ack, _ := json.Marshal(map[string]string{"type": "connection.ack", "gatewayId": id.GatewayID,
+		"connectionId": c.ID, "timestamp": c.ConnectedAt.Format(time.RFC3339Nano)})
+	c.queue <- ack
 	if err := h.register(c); err != nil {
 		cancel()
 		if errors.Is(err, ErrLimit) {
@@ -444,11 +477,6 @@ func (h *Hub) Serve(ctx context.Context, t Transport, id Identity) {
 	defer h.unregister(c)
 	h.Accepted.Add(1)
 	c.log.Info("gateway connected")
-
-	// The ack is the first frame: it is queued before the writer starts.
-	ack, _ := json.Marshal(map[string]string{"type": "connection.ack", "gatewayId": id.GatewayID,
-		"connectionId": c.ID, "timestamp": c.ConnectedAt.Format(time.RFC3339Nano)})
-	c.queue <- ack
 
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -508,7 +536,14 @@ func (c *Conn) writeLoop() {
 				c.finish()
 				return
 			case f = <-c.queue:
-			case f = <-c.paced:
+			case p := <-c.paced:
+				// Checked here, in the writer, where the order of frames is
+				// decided: a live event for the API already written (or
+				// queued) is newer than the initial state's view of it.
+				if c.hadLiveEvent(p.apiID) {
+					continue
+				}
+				f = p.frame
 			case now := <-tick.C:
 				if now.Sub(lastPing) >= h.cfg.PingInterval {
 					lastPing = now
@@ -540,6 +575,12 @@ func (c *Conn) finish() {
 	c.t.Close(code, time.Now().Add(min(c.hub.cfg.WriteTimeout, time.Second)))
 }
 
+// pacedFrame is an initial-state frame and the API it concerns.
+type pacedFrame struct {
+	apiID string
+	frame []byte
+}
+
 // sendInitialState hands the gateway's desired state to the writer, one
 // event at a time behind live traffic.
 func (c *Conn) sendInitialState() {
@@ -558,7 +599,7 @@ func (c *Conn) sendInitialState() {
 			continue
 		}
 		select {
-		case c.paced <- frame:
+		case c.paced <- pacedFrame{ev.APIID, frame}:
 			count.queued.Add(1)
 		case <-c.ctx.Done():
 			count.dropped.Add(1)

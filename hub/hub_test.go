@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -139,5 +140,78 @@ func waitUntil(t *testing.T, cond func() bool) {
 			return
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// recordingTransport records written frames; its first Send waits for gate.
+type recordingTransport struct {
+	fakeTransport
+	gate   chan struct{}
+	mu     sync.Mutex
+	frames []string
+	sent   chan struct{}
+}
+
+func newRecordingTransport() *recordingTransport {
+	return &recordingTransport{fakeTransport: fakeTransport{closed: make(chan struct{})}, gate: make(chan struct{}), sent: make(chan struct{}, 100)}
+}
+
+func (r *recordingTransport) Send(f []byte, _ time.Time) error {
+	r.mu.Lock()
+	first := len(r.frames) == 0
+	r.frames = append(r.frames, string(f))
+	r.mu.Unlock()
+	if first {
+		<-r.gate
+	}
+	r.sent <- struct{}{}
+	return nil
+}
+
+// TestAckFirstAndInitialStateNeverOverwritesLiveEvents holds the writer on
+// the ack while a live event for an API arrives after the initial state was
+// computed: the stale initial-state frame must not be written after it.
+func TestAckFirstAndInitialStateNeverOverwritesLiveEvents(t *testing.T) {
+	computed := make(chan struct{})
+	h := New(Config{PingInterval: time.Hour, Timeout: 2 * time.Hour, OnConnect: func(ctx context.Context, c *Conn) ([]Event, func()) {
+		defer close(computed)
+		return []Event{{Type: "api.deployed", APIID: "x", Payload: "rev1"}}, nil
+	}}, nil)
+	tr := newRecordingTransport()
+	go h.Serve(context.Background(), tr, Identity{GatewayID: "g", TokenID: "t"})
+	<-computed
+	waitUntil(t, func() bool { n, _ := h.Presence("g"); return n == 1 })
+	if n := h.Deliver("g", Event{Type: "api.deployed", APIID: "x", Payload: "rev2"}); n != 1 {
+		t.Fatalf("delivered to %d", n)
+	}
+	close(tr.gate)
+	<-tr.sent
+	<-tr.sent                         // the ack and the live event
+	time.Sleep(50 * time.Millisecond) // give a stale frame the chance to be (wrongly) written
+	tr.Close(CloseNormal, time.Time{})
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if !strings.Contains(tr.frames[0], "connection.ack") {
+		t.Fatalf("first frame %s", tr.frames[0])
+	}
+	last := tr.frames[len(tr.frames)-1]
+	if !strings.Contains(last, "rev2") {
+		t.Fatalf("frames %q: the older initial state was written after the live event", tr.frames)
+	}
+}
+
+// TestRevokedTokenCannotRegister covers a handshake whose token was checked
+// just before it was revoked: it must not become a live connection.
+func TestRevokedTokenCannotRegister(t *testing.T) {
+	h := New(Config{PingInterval: time.Hour, Timeout: 2 * time.Hour}, nil)
+	h.CloseToken("t1")
+	h.CloseGateway("g2")
+	for _, id := range []Identity{{GatewayID: "g1", TokenID: "t1"}, {GatewayID: "g2", TokenID: "t2"}} {
+		tr := newRecordingTransport()
+		close(tr.gate)
+		h.Serve(context.Background(), tr, id) // returns at once when refused
+		if n, _ := h.Presence(id.GatewayID); n != 0 || !strings.Contains(tr.frames[len(tr.frames)-1], "revoked") {
+			t.Fatalf("%+v: registered or not told why: %q", id, tr.frames)
+		}
 	}
 }

@@ -81,13 +81,23 @@ type rawFrame struct {
 }
 
 func (t *wsTransport) Send(frame []byte, deadline time.Time) error {
-	t.raw.SetWriteDeadline(deadline)
-	return frameCodec.Send(t.ws, rawFrame{websocket.TextFrame, frame})
+	return t.send(rawFrame{websocket.TextFrame, frame}, deadline)
 }
 
 func (t *wsTransport) Ping(deadline time.Time) error {
+	return t.send(rawFrame{websocket.PingFrame, nil}, deadline)
+}
+
+// send writes one frame under deadline, then clears the deadline: the
+// library answers a gateway's pings from the reading goroutine, and that
+// pong must not inherit a deadline long past.
+func (t *wsTransport) send(f rawFrame, deadline time.Time) error {
 	t.raw.SetWriteDeadline(deadline)
-	return frameCodec.Send(t.ws, rawFrame{websocket.PingFrame, nil})
+	err := frameCodec.Send(t.ws, f)
+	if err == nil {
+		t.raw.SetWriteDeadline(time.Time{})
+	}
+	return err
 }
 
 func (t *wsTransport) Receive() error {

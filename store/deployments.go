@@ -325,18 +325,22 @@ func (db *DB) GatewayState(ctx context.Context, gatewayID, apiID string) ([]*Gat
 	return out, err
 }
 
-// MarkFetched records that a gateway downloaded its revisions of these APIs.
-// It only notes the time: a background flush writes the notes in one
-// transaction every fetchFlushEvery, so that a whole fleet downloading
-// after a deployment costs a few writes, not one per gateway.
-func (db *DB) MarkFetched(gatewayID string, apiIDs []string) {
+// MarkFetched records that a gateway downloaded revisions of APIs (API ID
+// to revision ID). It only notes the time: a background flush writes the
+// notes in one transaction every fetchFlushEvery, so that a whole fleet
+// downloading after a deployment costs a few writes, not one per gateway.
+// A note only lands on a deployment still on the downloaded revision.
+func (db *DB) MarkFetched(gatewayID string, revisions map[string]string) {
 	now := db.Now().UTC()
 	db.fetchMu.Lock()
-	for _, id := range apiIDs {
-		db.fetched[[2]string{gatewayID, id}] = now
+	for api, rev := range revisions {
+		db.fetched[fetchKey{gatewayID, api, rev}] = now
 	}
 	db.fetchMu.Unlock()
 }
+
+// fetchKey names one downloaded revision.
+type fetchKey struct{ gateway, api, revision string }
 
 // fetchFlushEvery is how often fetch times reach the database.
 const fetchFlushEvery = 250 * time.Millisecond
@@ -349,12 +353,13 @@ func (db *DB) flushFetched(ctx context.Context) error {
 		db.fetchMu.Unlock()
 		return nil
 	}
-	db.fetched = map[[2]string]time.Time{}
+	db.fetched = map[fetchKey]time.Time{}
 	db.fetchMu.Unlock()
 	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		for k, t := range pending {
-			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET fetched_at = $1 WHERE gateway_id = $2 AND api_id = $3`,
-				formatTime(t), k[0], k[1]); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET fetched_at = $1
+				WHERE gateway_id = $2 AND api_id = $3 AND revision_id = $4`,
+				formatTime(t), k.gateway, k.api, k.revision); err != nil {
 				return err
 			}
 		}
@@ -472,6 +477,9 @@ func (db *DB) RecordGatewayDeployment(ctx context.Context, gatewayID string, a *
 			display_on_devportal, status, deployed_at, delivered_at)
 			VALUES ($1, $2, $3, (SELECT vhost FROM gateways WHERE id = $2), FALSE, $4, $5, $5)`,
 			a.ID, gatewayID, rev.ID, StatusDelivered, formatTime(now))
+		if constraintOf(err) == uniqueViolation {
+			return nil // a concurrent first report won: this one is a repeat
+		}
 		created = err == nil
 		return err
 	})

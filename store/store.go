@@ -71,7 +71,7 @@ type DB struct {
 	Now func() time.Time
 
 	fetchMu   sync.Mutex
-	fetched   map[[2]string]time.Time // (gateway, API) -> last download, not yet written
+	fetched   map[fetchKey]time.Time // downloads not yet written
 	stopFlush chan struct{}
 	closeOnce sync.Once
 	flushDone chan struct{}

@@ -254,3 +254,28 @@ func BenchmarkVerifyToken(b *testing.B) {
 		})
 	}
 }
+
+func TestFetchMarkOnlyLandsOnItsRevision(t *testing.T) {
+	db := MustOpen(t)
+	ctx := context.Background()
+	o := mustOrg(t, db)
+	g := mustGateway(t, db, o.ID, "edge")
+	ps, _, _ := db.Projects(ctx, o.ID, Page{Limit: 1})
+	a, err := db.CreateAPI(ctx, testAPI(o.ID, ps[0].ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := func(*API) error { return nil }
+	rev1, _, err := db.Deploy(ctx, o.ID, a.ID, "", []DeployTarget{{GatewayID: g.ID}}, ok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.MarkFetched(g.ID, map[string]string{a.ID: rev1.ID}) // a download of rev1 ...
+	if _, _, err := db.Deploy(ctx, o.ID, a.ID, "", []DeployTarget{{GatewayID: g.ID}}, ok); err != nil {
+		t.Fatal(err) // ... noted before rev2 is deployed, and flushed after
+	}
+	deps, err := db.Deployments(ctx, o.ID, a.ID)
+	if err != nil || deps[0].FetchedAt != nil {
+		t.Fatalf("rev2 marked fetched by a download of rev1: %+v %v", deps[0], err)
+	}
+}

@@ -43,8 +43,8 @@ CREATE INDEX gateways_org_created ON gateways (organization_id, created_at);
 CREATE TABLE gateway_tokens (
     id            TEXT PRIMARY KEY,
     gateway_id    TEXT NOT NULL REFERENCES gateways (id) ON DELETE CASCADE,
-    salt          BLOB NOT NULL,
-    hash          BLOB NOT NULL,
+    salt          BYTEA NOT NULL,   -- BYTEA: PostgreSQL's name; SQLite stores the bytes as given
+    hash          BYTEA NOT NULL,
     active_slot   INTEGER CHECK (active_slot IN (1, 2)),
     created_at    TEXT NOT NULL,
     revoked_at    TEXT,
