@@ -690,3 +690,23 @@ func TestForwardedForUsesTheProxysEntry(t *testing.T) {
 		t.Fatalf("statuses %v: spoofed X-Forwarded-For entries escaped the limit", codes)
 	}
 }
+
+// TestBadKeysAreRateLimited: a client trying api-keys is answered 429 after a
+// few failures, on the channel and on the gateway REST routes alike, while
+// another address is unaffected.
+func TestBadKeysAreRateLimited(t *testing.T) {
+	e := newEnvWith(t, func(o *Options) { fastHub(o); o.WSRateLimitPerMinute = 5 })
+	f := newFleet(t, e, 1)
+	bad := f.keys[0][:len(f.keys[0])-4] + "AAAA"
+	var last int
+	for range 8 {
+		resp, _ := download(t, e, bad, "/api/internal/v1/apis")
+		last = resp.StatusCode
+	}
+	if last != 429 {
+		t.Fatalf("after 8 bad keys: %d, want 429", last)
+	}
+	if c, resp := dialWS(t, e.srv.URL, f.keys[0]); c != nil || resp.StatusCode != 429 {
+		t.Fatal("the limited address could still open the channel")
+	}
+}
