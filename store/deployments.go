@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -89,19 +90,31 @@ func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targe
 		if err := check(rev.API); err != nil {
 			return err
 		}
-		for _, t := range targets {
-			d := &Deployment{APIID: apiID, GatewayID: t.GatewayID, RevisionID: rev.ID, Vhost: t.Vhost,
-				DisplayOnDevportal: t.DisplayOnDevportal, Status: StatusPending, DeployedTime: now}
+		// Rows go in batches of upsertChunk: one statement per batch, not
+		// per gateway, keeps a deploy to a whole fleet short. The revision,
+		// status and time are shared parameters ($1..$4).
+		for start := 0; start < len(targets); start += upsertChunk {
+			chunk := targets[start:min(start+upsertChunk, len(targets))]
+			args := []any{apiID, rev.ID, StatusPending, formatTime(now)}
+			var values strings.Builder
+			for i, t := range chunk {
+				if i > 0 {
+					values.WriteString(", ")
+				}
+				n := len(args)
+				fmt.Fprintf(&values, "($1, $%d, $2, $%d, $%d, $3, $4)", n+1, n+2, n+3)
+				args = append(args, t.GatewayID, t.Vhost, t.DisplayOnDevportal)
+				deps = append(deps, &Deployment{APIID: apiID, GatewayID: t.GatewayID, RevisionID: rev.ID, Vhost: t.Vhost,
+					DisplayOnDevportal: t.DisplayOnDevportal, Status: StatusPending, DeployedTime: now})
+			}
 			_, err := tx.ExecContext(ctx, `INSERT INTO deployments (api_id, gateway_id, revision_id, vhost,
-				display_on_devportal, status, deployed_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+				display_on_devportal, status, deployed_at) VALUES `+values.String()+`
 				ON CONFLICT (api_id, gateway_id) DO UPDATE SET revision_id = excluded.revision_id,
 				vhost = excluded.vhost, display_on_devportal = excluded.display_on_devportal,
-				status = excluded.status, deployed_at = excluded.deployed_at, delivered_at = NULL, fetched_at = NULL`,
-				apiID, t.GatewayID, rev.ID, t.Vhost, t.DisplayOnDevportal, StatusPending, formatTime(now))
+				status = excluded.status, deployed_at = excluded.deployed_at, delivered_at = NULL, fetched_at = NULL`, args...)
 			if err != nil {
-				return fmt.Errorf("record deployment: %w", err)
+				return fmt.Errorf("record deployments: %w", err)
 			}
-			deps = append(deps, d)
 		}
 		return nil
 	})
@@ -110,6 +123,10 @@ func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targe
 	}
 	return rev, deps, nil
 }
+
+// upsertChunk is how many deployment rows one INSERT carries (3 bound
+// parameters each, well under the limits of SQLite and PostgreSQL).
+const upsertChunk = 200
 
 // inChunk is how many values one IN (...) list holds, well under SQLite's
 // and PostgreSQL's limits on bound parameters.

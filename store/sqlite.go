@@ -53,6 +53,10 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		r[k] = append([]string(nil), v...)
 	}
 	r.Add("_pragma", "query_only(1)")
+	// 8 MiB of page cache per read connection (SQLite's default is 2 MiB):
+	// gateway downloads after a fleet-wide deployment read tokens and
+	// deployments of every gateway at once.
+	r.Add("_pragma", "cache_size(-8192)")
 	read, err := sql.Open("sqlite", base+"?"+r.Encode())
 	if err != nil {
 		write.Close()
