@@ -468,11 +468,15 @@ func TestDownloadsFollowRevisionsAndRollback(t *testing.T) {
 
 func mustStoredRevision(t *testing.T, e *testEnv, f *fleet, gw int) *store.API {
 	t.Helper()
-	state, err := e.db.GatewayState(t.Context(), f.gws[gw].ID, f.api)
+	revID, err := e.db.DeployedRevision(t.Context(), f.gws[gw].ID, f.api)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return state[0].Revision.API
+	rev, err := e.db.Revision(t.Context(), f.api, revID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rev.API
 }
 
 func TestUndeployAndDeleteAPI(t *testing.T) {

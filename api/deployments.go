@@ -219,7 +219,9 @@ func (s *Server) liveProxyArtifacts(w http.ResponseWriter, r *http.Request, p Pr
 // to its gateway; once they are all handed to the writer, PENDING
 // deployments are marked DELIVERED.
 func (s *Server) initialState(ctx context.Context, c *hub.Conn) ([]hub.Event, func()) {
-	state, err := s.store.GatewayState(ctx, c.Identity.GatewayID, "")
+	// Only the deployment rows: the events need no definitions, and a
+	// fleet reconnecting at once should not parse every revision.
+	state, err := s.store.GatewayDeployments(ctx, c.Identity.GatewayID)
 	if err != nil {
 		s.log.Warn("could not load a gateway's deployments", "gateway", c.Identity.GatewayID, "err", err)
 		return nil, nil

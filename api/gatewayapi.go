@@ -164,7 +164,7 @@ func (s *Server) gatewayAPI(w http.ResponseWriter, r *http.Request, g *store.Gat
 
 // gatewayAPIs returns every API deployed to the calling gateway.
 func (s *Server) gatewayAPIs(w http.ResponseWriter, r *http.Request, g *store.GatewayIdentity) error {
-	deps, err := s.store.GatewayState(r.Context(), g.GatewayID, "")
+	deps, err := s.store.GatewayState(r.Context(), g.GatewayID)
 	if err != nil {
 		return err
 	}

@@ -129,7 +129,6 @@ type Hub struct {
 	// Counters for metrics and tests.
 	Dropped      atomic.Int64 // gateways disconnected for a full queue
 	TimedOut     atomic.Int64 // connections closed for silence
-	EventsSent   atomic.Int64
 	Accepted     atomic.Int64 // connections registered
 	RefusedLimit atomic.Int64 // connections refused for a connection limit
 
@@ -518,7 +517,6 @@ func (c *Conn) writeLoop() {
 			c.close(CloseServerFailure)
 			return false
 		}
-		h.EventsSent.Add(1)
 		return true
 	}
 	for {

@@ -173,22 +173,25 @@ func (r *recordingTransport) Send(f []byte, _ time.Time) error {
 // computed: the stale initial-state frame must not be written after it.
 func TestAckFirstAndInitialStateNeverOverwritesLiveEvents(t *testing.T) {
 	computed := make(chan struct{})
+	handedOver := make(chan struct{}) // the initial state has reached the writer
 	h := New(Config{PingInterval: time.Hour, Timeout: 2 * time.Hour, OnConnect: func(ctx context.Context, c *Conn) ([]Event, func()) {
 		defer close(computed)
-		return []Event{{Type: "api.deployed", APIID: "x", Payload: "rev1"}}, nil
+		return []Event{{Type: "api.deployed", APIID: "x", Payload: "rev1"}}, func() { close(handedOver) }
 	}}, nil)
 	tr := newRecordingTransport()
-	go h.Serve(context.Background(), tr, Identity{GatewayID: "g", TokenID: "t"})
+	served := make(chan struct{})
+	go func() { h.Serve(context.Background(), tr, Identity{GatewayID: "g", TokenID: "t"}); close(served) }()
 	<-computed
 	waitUntil(t, func() bool { n, _ := h.Presence("g"); return n == 1 })
 	if n := h.Deliver("g", Event{Type: "api.deployed", APIID: "x", Payload: "rev2"}); n != 1 {
 		t.Fatalf("delivered to %d", n)
 	}
-	close(tr.gate)
-	<-tr.sent
-	<-tr.sent                         // the ack and the live event
-	time.Sleep(50 * time.Millisecond) // give a stale frame the chance to be (wrongly) written
+	close(tr.gate) // the writer was held on the ack until now
+	<-handedOver
+	// Ending the connection waits for the writer, so any frame it took is
+	// written (or dropped) before the frames are read below.
 	tr.Close(CloseNormal, time.Time{})
+	<-served
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	if !strings.Contains(tr.frames[0], "connection.ack") {

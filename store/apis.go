@@ -485,12 +485,6 @@ func (db *DB) UpdateAPI(ctx context.Context, orgID, id string, change func(*API)
 	return db.API(ctx, orgID, id)
 }
 
-// DeleteAPI removes an API with its children, revisions and deployments.
-func (db *DB) DeleteAPI(ctx context.Context, orgID, id string) error {
-	_, err := db.DeleteAPIDeployments(ctx, orgID, id)
-	return err
-}
-
 func deleteAPI(ctx context.Context, tx *Tx, orgID, id string) error {
 	res, err := tx.ExecContext(ctx, `DELETE FROM apis WHERE id = $1 AND organization_id = $2`, id, orgID)
 	if err != nil {

@@ -312,18 +312,24 @@ type GatewayDeployment struct {
 	Revision *Revision
 }
 
-// GatewayState returns what a gateway must run: every deployment to it with
-// its revision's definition. An apiID that is not empty selects one API, and
-// ErrNotFound says it is not deployed to the gateway. Gateways see only
-// deployments to themselves, so never another organization's API.
-func (db *DB) GatewayState(ctx context.Context, gatewayID, apiID string) ([]*GatewayDeployment, error) {
+// GatewayDeployments lists the deployments to a gateway: what it must run,
+// without the definitions. Gateways see only deployments to themselves, so
+// never another organization's API.
+func (db *DB) GatewayDeployments(ctx context.Context, gatewayID string) ([]*Deployment, error) {
+	var list []*Deployment
+	err := db.readTx(ctx, func(tx *Tx) error {
+		var err error
+		list, err = queryDeployments(ctx, tx, `WHERE d.gateway_id = $1`, gatewayID)
+		return err
+	})
+	return list, err
+}
+
+// GatewayState is GatewayDeployments with each revision's definition.
+func (db *DB) GatewayState(ctx context.Context, gatewayID string) ([]*GatewayDeployment, error) {
 	var out []*GatewayDeployment
 	err := db.readTx(ctx, func(tx *Tx) error {
-		where, args := `WHERE d.gateway_id = $1`, []any{gatewayID}
-		if apiID != "" {
-			where, args = where+` AND d.api_id = $2`, append(args, apiID)
-		}
-		deps, err := queryDeployments(ctx, tx, where, args...)
+		deps, err := queryDeployments(ctx, tx, `WHERE d.gateway_id = $1`, gatewayID)
 		if err != nil {
 			return err
 		}
@@ -336,9 +342,6 @@ func (db *DB) GatewayState(ctx context.Context, gatewayID, apiID string) ([]*Gat
 		}
 		return nil
 	})
-	if err == nil && apiID != "" && len(out) == 0 {
-		return nil, notFound("API %s is not deployed to this gateway", apiID)
-	}
 	return out, err
 }
 

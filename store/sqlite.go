@@ -124,12 +124,6 @@ func loadMigrations() ([]migration, error) {
 	return ms, nil
 }
 
-// SchemaVersion is the schema version this binary writes.
-func SchemaVersion() int {
-	ms, _ := loadMigrations()
-	return len(ms)
-}
-
 // migrate applies, in order and each in its own transaction, the embedded
 // migrations that the database has not seen.
 func (db *DB) migrate(ctx context.Context) error {

@@ -207,13 +207,6 @@ func (d dbTimePtr) Scan(src any) error {
 	return nil
 }
 
-func nullTime(t *time.Time) any {
-	if t == nil {
-		return nil
-	}
-	return formatTime(*t)
-}
-
 // placeholders returns "$start, $start+1, ..." for n arguments.
 func placeholders(start, n int) string {
 	var b strings.Builder
