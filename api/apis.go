@@ -26,7 +26,7 @@ func (s *Server) createAPI(w http.ResponseWriter, r *http.Request, p Principal) 
 	a := &req.API
 	a.ID, a.OrganizationID = "", p.OrganizationID
 	applyAPIDefaults(a)
-	if err := validateAPI(a); err != nil {
+	if err := validateAPI(r.Context(), a); err != nil {
 		return err
 	}
 	stored, err := s.store.CreateAPI(r.Context(), a)
@@ -63,18 +63,21 @@ func (s *Server) getAPI(w http.ResponseWriter, r *http.Request, p Principal) err
 var immutableAPIFields = []string{"name", "context", "version", "projectId"}
 
 // updateAPI replaces the top-level fields present in the body; the others
-// keep their stored values. The merged API is validated as a whole.
+// keep their stored values. The body follows the same rules as a create
+// (exact field names, no unknown field), and the merged API is validated as
+// a whole.
 func (s *Server) updateAPI(w http.ResponseWriter, r *http.Request, p Principal) error {
-	var raw json.RawMessage
-	if err := decode(w, r, s.maxBody, &raw); err != nil {
+	raw, err := readBody(w, r, s.maxBody)
+	if err != nil {
 		return err
 	}
-	var present map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &present); err != nil || present == nil {
-		return badRequest("request body must be a JSON object")
-	}
 	var req apiRequest
-	if err := json.Unmarshal(raw, &req); err != nil {
+	if err := decodeJSON(raw, &req, true); err != nil {
+		return err
+	}
+	// The names present, exactly as checked against apiRequest above.
+	var present map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &present); err != nil {
 		return jsonError(err)
 	}
 	stored, err := s.store.UpdateAPI(r.Context(), p.OrganizationID, r.PathValue("apiId"), func(a *store.API) error {
@@ -93,7 +96,7 @@ func (s *Server) updateAPI(w http.ResponseWriter, r *http.Request, p Principal) 
 			}
 		}
 		applyAPIDefaults(a)
-		return validateAPI(a)
+		return validateAPI(r.Context(), a)
 	})
 	if err != nil {
 		return err

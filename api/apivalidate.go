@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -72,8 +73,11 @@ func applyAPIDefaults(a *store.API) {
 	}
 }
 
-// validateAPI checks a whole API definition, defaults applied.
-func validateAPI(a *store.API) error {
+// validateAPI checks a whole API definition, defaults applied. Its cost is
+// linear in the definition: a list longer than its limit is reported as such
+// without checking its items, and at most maxListedErrors problems are
+// worded. It gives up with the context's error once the client has gone.
+func validateAPI(ctx context.Context, a *store.API) error {
 	var e fieldErrors
 	if !apiNamePattern.MatchString(a.Name) {
 		e.add("name", "must be 1 to 100 characters of letters, digits, space, '.', '_' and '-'")
@@ -99,13 +103,17 @@ func validateAPI(a *store.API) error {
 	}
 	oneOf(&e, "lifeCycleStatus", a.LifeCycleStatus, lifeCycleStatuses)
 	oneOf(&e, "type", a.Type, apiTypes)
-	if len(a.Transport) == 0 {
+	switch {
+	case len(a.Transport) == 0:
 		e.add("transport", "must list at least one of %s", strings.Join(transports, ", "))
-	}
-	for i, t := range a.Transport {
-		oneOf(&e, fmt.Sprintf("transport[%d]", i), t, transports)
-		if slices.Index(a.Transport, t) != i {
-			e.add(fmt.Sprintf("transport[%d]", i), "%q is listed twice", t)
+	case len(a.Transport) > len(transports):
+		e.add("transport", "must list at most %d values, each once: %s", len(transports), strings.Join(transports, ", "))
+	default:
+		for i, t := range a.Transport {
+			oneOf(&e, fmt.Sprintf("transport[%d]", i), t, transports)
+			if slices.Index(a.Transport, t) != i {
+				e.add(fmt.Sprintf("transport[%d]", i), "%q is listed twice", t)
+			}
 		}
 	}
 	if a.RevisionID < 0 {
@@ -152,7 +160,8 @@ func validateAPI(a *store.API) error {
 
 	backends := map[string]int{}
 	if len(a.BackendServices) > maxBackendServices {
-		e.add("backend-services", "must hold at most %d backend services", maxBackendServices)
+		e.add("backend-services", "must hold at most %d backend services, not %d", maxBackendServices, len(a.BackendServices))
+		return e.err()
 	}
 	for i, b := range a.BackendServices {
 		p := fmt.Sprintf("backend-services[%d]", i)
@@ -167,7 +176,8 @@ func validateAPI(a *store.API) error {
 			e.add(p+".endpoints", "must hold at least one endpoint")
 		}
 		if len(b.Endpoints) > maxEndpoints {
-			e.add(p+".endpoints", "must hold at most %d endpoints", maxEndpoints)
+			e.add(p+".endpoints", "must hold at most %d endpoints, not %d", maxEndpoints, len(b.Endpoints))
+			continue
 		}
 		for j, ep := range b.Endpoints {
 			ep := ep
@@ -193,10 +203,14 @@ func validateAPI(a *store.API) error {
 	}
 
 	if len(a.Operations) > maxOperations {
-		e.add("operations", "must hold at most %d operations", maxOperations)
+		e.add("operations", "must hold at most %d operations, not %d", maxOperations, len(a.Operations))
+		return e.err()
 	}
 	seen := map[string]int{}
 	for i, op := range a.Operations {
+		if i%64 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
 		p := fmt.Sprintf("operations[%d]", i)
 		checkText(&e, p+".name", op.Name, false, 200)
 		checkText(&e, p+".description", op.Description, false, 4096)
@@ -313,7 +327,8 @@ func checkCallback(e *fieldErrors, p string, g *store.RedirectGrant) {
 
 func checkScopes(e *fieldErrors, p string, scopes []string) {
 	if len(scopes) > maxScopes {
-		e.add(p, "must hold at most %d scopes", maxScopes)
+		e.add(p, "must hold at most %d scopes, not %d", maxScopes, len(scopes))
+		return
 	}
 	for i, s := range scopes {
 		if s == "" || len(s) > 256 || strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
@@ -324,7 +339,8 @@ func checkScopes(e *fieldErrors, p string, scopes []string) {
 
 func checkPolicies(e *fieldErrors, p string, ps []store.Policy) {
 	if len(ps) > maxPolicies {
-		e.add(p, "must hold at most %d policies", maxPolicies)
+		e.add(p, "must hold at most %d policies, not %d", maxPolicies, len(ps))
+		return
 	}
 	for i, pol := range ps {
 		pp := fmt.Sprintf("%s[%d]", p, i)

@@ -163,6 +163,9 @@ func (a *Authenticator) Authenticate(raw string) (Principal, error) {
 
 // authenticate verifies a token and returns its principal and expiry.
 func (a *Authenticator) authenticate(raw string) (Principal, time.Time, error) {
+	if err := checkJOSE(raw); err != nil {
+		return Principal{}, time.Time{}, err
+	}
 	var c claims
 	var err error
 	if a.cfg.InsecureSkipVerify {
@@ -188,6 +191,38 @@ func (a *Authenticator) authenticate(raw string) (Principal, time.Time, error) {
 		exp = c.ExpiresAt.Time
 	}
 	return Principal{OrganizationID: org.String(), Subject: c.Subject}, exp, nil
+}
+
+// checkJOSE refuses what the JWT library would let through but RFC 7515
+// and 7519 do not: a "crit" header (it names extensions the verifier must
+// understand, and this server understands none), and exp, nbf or iat given
+// as anything but a JSON number (the library reads "exp":"9999999999" as a
+// number). A malformed token is left to the parser, which words it.
+func checkJOSE(raw string) error {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return nil
+	}
+	segment := func(s string) map[string]json.RawMessage {
+		b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+		if err != nil {
+			return nil
+		}
+		var m map[string]json.RawMessage
+		json.Unmarshal(b, &m)
+		return m
+	}
+	if _, ok := segment(parts[0])["crit"]; ok {
+		return errors.New(`the token's header has "crit": this server supports no critical JWS extensions`)
+	}
+	claims := segment(parts[1])
+	for _, name := range []string{"exp", "nbf", "iat"} {
+		v, ok := claims[name]
+		if ok && (len(v) == 0 || v[0] != '-' && (v[0] < '0' || v[0] > '9')) && string(v) != "null" {
+			return fmt.Errorf("the token's %s claim must be a number of seconds, not %s", name, v)
+		}
+	}
+	return nil
 }
 
 func describeJWTError(err error) error {

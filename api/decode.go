@@ -1,12 +1,15 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strconv"
+	"strings"
 
 	"platform-api/store"
 )
@@ -14,38 +17,69 @@ import (
 // validator is implemented by request types that check their own fields. The
 // error names every bad field by its JSON path.
 type validator interface {
-	validate() error
+	validate(ctx context.Context) error
 }
 
 // decode reads a JSON body of at most limit bytes into v and validates it.
-// Every failure is a client error that names what to fix: 413 over the limit,
-// 400 for an empty body, malformed JSON, a wrong type or trailing data.
+// Every failure is a client error that names what to fix: 413 over the
+// limit, 400 for an empty or null body, malformed JSON, a field name that is
+// not exactly one of v's, a wrong type, nesting deeper than MaxJSONDepth,
+// text that is not UTF-8, or trailing data (checkJSON).
 func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
-	body := http.MaxBytesReader(w, r.Body, limit)
-	dec := json.NewDecoder(body)
-	if err := dec.Decode(v); err != nil {
-		return jsonError(err)
+	return decodeRequest(w, r, limit, v, true)
+}
+
+// decodeFromGateway is decode for bodies gateways send: fields that v does
+// not have are allowed (gateways may send more than the contract lists),
+// every other rule holds.
+func decodeFromGateway(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	return decodeRequest(w, r, limit, v, false)
+}
+
+func decodeRequest(w http.ResponseWriter, r *http.Request, limit int64, v any, strict bool) error {
+	data, err := readBody(w, r, limit)
+	if err != nil {
+		return err
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var maxErr *http.MaxBytesError
-		if errors.As(err, &maxErr) {
-			return err
-		}
-		return badRequest("request body must hold exactly one JSON value; found more after it")
+	if err := decodeJSON(data, v, strict); err != nil {
+		return err
 	}
 	if val, ok := v.(validator); ok {
-		return val.validate()
+		return val.validate(r.Context())
 	}
 	return nil
 }
 
+// readBody reads the whole body, refusing more than limit bytes (413).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var maxErr *http.MaxBytesError
+		if errors.As(err, &maxErr) {
+			return nil, err
+		}
+		return nil, badRequest("request body could not be read: %v", err)
+	}
+	return data, nil
+}
+
+// decodeJSON checks data against v's type, then decodes it into v.
+func decodeJSON(data []byte, v any, strict bool) error {
+	if err := checkJSON(data, reflect.TypeOf(v), strict); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return jsonError(err)
+	}
+	return nil
+}
+
+// jsonError words an encoding/json error that checkJSON let through (it
+// should let none through; this is the safety net).
 func jsonError(err error) error {
 	var syntaxErr *json.SyntaxError
 	var typeErr *json.UnmarshalTypeError
-	var maxErr *http.MaxBytesError
 	switch {
-	case errors.As(err, &maxErr):
-		return err
 	case errors.Is(err, io.EOF):
 		return badRequest("request body is empty: send a JSON document")
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -54,7 +88,7 @@ func jsonError(err error) error {
 		return badRequest("request body is not valid JSON at byte %d: %v", syntaxErr.Offset, syntaxErr)
 	case errors.As(err, &typeErr):
 		if typeErr.Field == "" {
-			return badRequest("request body must be a JSON %s, not %s", jsonKind(typeErr), typeErr.Value)
+			return badRequest("request body must be %s, not %s", jsonKind(typeErr), typeErr.Value)
 		}
 		return badRequest("%s: must be %s, not %s", typeErr.Field, jsonKind(typeErr), typeErr.Value)
 	}
@@ -127,20 +161,32 @@ func newList[T any](list []T, total int, p store.Page) listBody[T] {
 	return listBody[T]{Count: len(list), List: list, Pagination: pagination{Total: total, Offset: p.Offset, Limit: p.Limit}}
 }
 
-// fieldErrors collects validation failures as "path: problem" strings.
-type fieldErrors []string
-
-func (f *fieldErrors) add(path, format string, a ...any) {
-	*f = append(*f, path+": "+fmt.Sprintf(format, a...))
+// fieldErrors collects validation failures as "path: problem" strings. It
+// keeps the first maxListedErrors and counts the rest, so that a body of
+// thousands of bad items costs a bounded answer and linear work.
+type fieldErrors struct {
+	list []string
+	more int
 }
 
-func (f fieldErrors) err() error {
-	if len(f) == 0 {
+// maxListedErrors is how many problems one 400 answer lists.
+const maxListedErrors = 20
+
+func (f *fieldErrors) add(path, format string, a ...any) {
+	if len(f.list) >= maxListedErrors {
+		f.more++
+		return
+	}
+	f.list = append(f.list, path+": "+fmt.Sprintf(format, a...))
+}
+
+func (f *fieldErrors) err() error {
+	if len(f.list) == 0 {
 		return nil
 	}
-	msg := f[0]
-	for _, s := range f[1:] {
-		msg += "; " + s
+	msg := strings.Join(f.list, "; ")
+	if f.more > 0 {
+		msg += fmt.Sprintf("; and %d more", f.more)
 	}
 	return badRequest("%s", msg)
 }

@@ -23,7 +23,7 @@ type deployItems []deployItem
 // maxDeployItems bounds one deploy request (a whole fleet fits in one).
 const maxDeployItems = 10_000
 
-func (items deployItems) validate() error {
+func (items deployItems) validate(ctx context.Context) error {
 	var e fieldErrors
 	if len(items) == 0 {
 		return badRequest("request body must be a non-empty JSON array of {\"gatewayId\",\"vhost\",\"displayOnDevportal\"}")

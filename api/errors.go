@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,6 +46,8 @@ func errorStatus(err error) (int, string) {
 		return apiErr.Status, apiErr.Description
 	case errors.As(err, &maxErr):
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than the limit of %d bytes", maxErr.Limit)
+	case errors.Is(err, context.Canceled):
+		return statusClientClosed, "the client closed the request before it was answered"
 	case errors.Is(err, store.ErrBadToken):
 		return http.StatusUnauthorized, "the api-key header does not hold a valid gateway token"
 	case errors.As(err, &storeErr):
@@ -61,6 +64,10 @@ func errorStatus(err error) (int, string) {
 	return http.StatusInternalServerError, "internal error: the server could not complete the request; see the server log"
 }
 
+// statusClientClosed is the status logged for a request whose client went
+// away (nginx's convention); the client never reads it.
+const statusClientClosed = 499
+
 // writeError writes err as the contract's error body and records it for the
 // access log.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
@@ -68,14 +75,22 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	if status >= 500 && status != http.StatusServiceUnavailable {
 		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	writeJSON(w, status, errorBody{Code: status, Message: http.StatusText(status), Description: desc})
+	msg := http.StatusText(status)
+	if status == statusClientClosed {
+		msg = "Client Closed Request"
+	}
+	writeJSON(w, status, errorBody{Code: status, Message: msg, Description: desc})
 }
 
 // writeJSON encodes v into a buffer first, so that an encoding failure can
-// still become a clean 500 instead of a half-written body.
+// still become a clean 500 instead of a half-written body. '<', '>' and '&'
+// are written as themselves: HTML escaping would make every such character
+// six bytes, and the answers are JSON, never HTML.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		status = http.StatusInternalServerError
 		buf.Reset()
 		json.NewEncoder(&buf).Encode(errorBody{Code: status, Message: http.StatusText(status), Description: "internal error: response could not be encoded"})

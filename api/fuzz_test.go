@@ -61,7 +61,7 @@ func FuzzAPIBody(f *testing.F) {
 		}
 		a := &req.API
 		applyAPIDefaults(a)
-		if err := validateAPI(a); err != nil {
+		if err := validateAPI(context.Background(), a); err != nil {
 			checkRejection(t, err)
 			if _, desc := errorStatus(err); !strings.Contains(desc, ":") {
 				t.Fatalf("validation error names no field: %q", desc)

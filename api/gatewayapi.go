@@ -219,7 +219,7 @@ func (s *Server) reportGatewayDeployment(w http.ResponseWriter, r *http.Request,
 		return badRequest("apiId: must be an API UUID")
 	}
 	var rep gatewayDeploymentReport
-	if err := decode(w, r, s.maxBody, &rep); err != nil {
+	if err := decodeFromGateway(w, r, s.maxBody, &rep); err != nil {
 		return err
 	}
 	if rep.ID != "" && rep.ID != apiID {
@@ -239,7 +239,7 @@ func (s *Server) reportGatewayDeployment(w http.ResponseWriter, r *http.Request,
 		a.Operations = append(a.Operations, store.Operation{Request: &store.OperationRequest{Method: op.Method, Path: op.Path}})
 	}
 	applyAPIDefaults(a)
-	if err := validateAPI(a); err != nil {
+	if err := validateAPI(r.Context(), a); err != nil {
 		return badRequest("configuration.data: %v", err)
 	}
 	created, err := s.store.RecordGatewayDeployment(r.Context(), g.GatewayID, a, rep.ProjectIdentifier)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"regexp"
 	"strings"
@@ -20,7 +21,7 @@ type organizationRequest struct {
 
 var handlePattern = regexp.MustCompile(`^(?:[a-z]|[a-z][a-z0-9_-]*[a-z0-9])$`)
 
-func (o *organizationRequest) validate() error {
+func (o *organizationRequest) validate(context.Context) error {
 	var errs fieldErrors
 	if o.ID != "" {
 		if _, err := uuid.Parse(o.ID); err != nil || len(o.ID) != 36 {

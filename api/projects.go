@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 
 	"platform-api/store"
@@ -13,7 +14,7 @@ type projectRequest struct {
 	creating bool
 }
 
-func (p *projectRequest) validate() error {
+func (p *projectRequest) validate(context.Context) error {
 	var errs fieldErrors
 	if p.Name != nil || p.creating {
 		checkText(&errs, "name", deref(p.Name), true, 128)

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -61,6 +63,10 @@ type wsTransport struct {
 	raw    net.Conn
 	last   atomic.Int64 // unix nanoseconds of the last read
 	closed atomic.Bool
+	// closeSent is set once a close frame has gone out, by us or by the
+	// library (which sends one by itself for a protocol error, such as an
+	// unmasked frame, before it reports the connection closed).
+	closeSent atomic.Bool
 }
 
 func (t *wsTransport) touch() { t.last.Store(time.Now().UnixNano()) }
@@ -115,10 +121,66 @@ func (t *wsTransport) Close(code int, deadline time.Time) error {
 	if !t.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	t.raw.SetWriteDeadline(deadline)
-	payload := binary.BigEndian.AppendUint16(nil, uint16(code))
-	err := frameCodec.Send(t.ws, rawFrame{websocket.CloseFrame, payload})
+	var err error
+	if !t.closeSent.Load() {
+		t.raw.SetWriteDeadline(deadline)
+		payload := binary.BigEndian.AppendUint16(nil, uint16(code))
+		err = frameCodec.Send(t.ws, rawFrame{websocket.CloseFrame, payload})
+	}
 	return errors.Join(err, t.raw.Close())
+}
+
+// closeWatcher passes the outgoing byte stream through and follows its
+// frame headers, to note when a close frame goes out: RFC 6455 allows one
+// close frame per side, and the library writes its own for some protocol
+// errors without telling its caller.
+type closeWatcher struct {
+	w      io.Writer
+	t      *wsTransport
+	frames atomic.Bool // set after the handshake's HTTP answer: frames from now on
+	hdr    []byte      // the header read so far of the frame being written
+	skip   int64       // payload bytes of the current frame still to pass
+}
+
+func (c *closeWatcher) Write(p []byte) (int, error) {
+	for rest := p; len(rest) > 0 && c.frames.Load(); {
+		if c.skip > 0 {
+			n := min(int64(len(rest)), c.skip)
+			c.skip -= n
+			rest = rest[n:]
+			continue
+		}
+		c.hdr = append(c.hdr, rest[0])
+		rest = rest[1:]
+		if len(c.hdr) < 2 {
+			continue
+		}
+		need := 2
+		switch c.hdr[1] & 0x7f {
+		case 126:
+			need += 2
+		case 127:
+			need += 8
+		}
+		if c.hdr[1]&0x80 != 0 {
+			need += 4 // masked (never, from a server)
+		}
+		if len(c.hdr) < need {
+			continue
+		}
+		length := int64(c.hdr[1] & 0x7f)
+		switch length {
+		case 126:
+			length = int64(binary.BigEndian.Uint16(c.hdr[2:4]))
+		case 127:
+			length = int64(binary.BigEndian.Uint64(c.hdr[2:10]) &^ (1 << 63))
+		}
+		if c.hdr[0]&0x0f == websocket.CloseFrame {
+			c.t.closeSent.Store(true)
+		}
+		c.hdr, c.skip = c.hdr[:0], length
+	}
+	return c.w.Write(p)
 }
 
 // activityReader records the time of every successful read.
@@ -180,7 +242,9 @@ func upgrade(w http.ResponseWriter, r *http.Request, serve func(Transport)) erro
 		pending, _ := buf.Reader.Peek(n)
 		src = io.MultiReader(bytes.NewReader(bytes.Clone(pending)), conn)
 	}
-	rw := bufio.NewReadWriter(bufio.NewReaderSize(activityReader{src, t}, connBufferSize), bufio.NewWriterSize(conn, connBufferSize))
+	watcher := &closeWatcher{w: conn, t: t}
+	rw := bufio.NewReadWriter(bufio.NewReaderSize(activityReader{src, t}, connBufferSize),
+		bufio.NewWriterSize(watcher, connBufferSize))
 	req := slimRequest(r)
 	go func() {
 		srv := websocket.Server{
@@ -189,6 +253,7 @@ func upgrade(w http.ResponseWriter, r *http.Request, serve func(Transport)) erro
 			// the api-key was already verified.
 			Handshake: func(*websocket.Config, *http.Request) error { return nil },
 			Handler: func(ws *websocket.Conn) {
+				watcher.frames.Store(true) // the 101 answer has been flushed
 				conn.SetDeadline(time.Time{})
 				ws.MaxPayloadBytes = maxMessageBytes
 				t.ws = ws
@@ -225,6 +290,14 @@ func CanUpgrade(w http.ResponseWriter, r *http.Request) (bool, string) {
 	}
 	if !headerHas(r.Header, "Connection", "upgrade") || !headerHas(r.Header, "Upgrade", "websocket") {
 		return false, "this route only accepts WebSocket upgrade requests (Connection: Upgrade, Upgrade: websocket)"
+	}
+	// Checked here, where the caller can still answer with the JSON error
+	// body: the library would answer these with a plain-text 400.
+	if v := r.Header.Get("Sec-Websocket-Version"); v != "13" {
+		return false, fmt.Sprintf("Sec-WebSocket-Version must be 13 (RFC 6455), not %q", v)
+	}
+	if key, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-Websocket-Key")); err != nil || len(key) != 16 {
+		return false, "Sec-WebSocket-Key must be 16 random bytes in base64 (RFC 6455)"
 	}
 	if _, ok := unwrapHijacker(w); !ok {
 		return false, "this connection cannot be upgraded"

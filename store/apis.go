@@ -266,11 +266,11 @@ func apiConflict(ctx context.Context, tx *Tx, a *API) error {
 }
 
 func apiRowArgs(a *API) ([]any, error) {
-	transport, err := json.Marshal(a.Transport)
+	transport, err := marshalJSON(a.Transport)
 	if err != nil {
 		return nil, err
 	}
-	settings, err := json.Marshal(apiSettings{MTLS: a.MTLS, Security: a.Security, CORS: a.CORS, RateLimiting: a.RateLimiting})
+	settings, err := marshalJSON(apiSettings{MTLS: a.MTLS, Security: a.Security, CORS: a.CORS, RateLimiting: a.RateLimiting})
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +282,7 @@ func apiRowArgs(a *API) ([]any, error) {
 // insertAPIChildren writes the backend services and operations of a.
 func insertAPIChildren(ctx context.Context, tx *Tx, a *API) error {
 	for i, b := range a.BackendServices {
-		cfg, err := json.Marshal(b)
+		cfg, err := marshalJSON(b)
 		if err != nil {
 			return err
 		}
@@ -296,7 +296,7 @@ func insertAPIChildren(ctx context.Context, tx *Tx, a *API) error {
 		}
 	}
 	for i, op := range a.Operations {
-		cfg, err := json.Marshal(op)
+		cfg, err := marshalJSON(op)
 		if err != nil {
 			return err
 		}

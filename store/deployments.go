@@ -168,7 +168,7 @@ func insertRevision(ctx context.Context, tx *Tx, a *API, now time.Time) (*Revisi
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(number), 0) FROM api_revisions WHERE api_id = $1`, a.ID).Scan(&n); err != nil {
 		return nil, err
 	}
-	def, err := json.Marshal(a)
+	def, err := marshalJSON(a)
 	if err != nil {
 		return nil, err
 	}

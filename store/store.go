@@ -13,8 +13,10 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -240,4 +242,18 @@ func collect[T any](scan func(rowScanner) (*T, error)) func(*sql.Rows, error) ([
 		}
 		return list, rows.Err()
 	}
+}
+
+// marshalJSON encodes v as compact JSON without HTML escaping: '<', '>' and
+// '&' stay one byte each instead of becoming six-byte \u003c escapes, which
+// would let a body of such characters be stored at six times its size (and
+// again in every revision).
+func marshalJSON(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

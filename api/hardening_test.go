@@ -1,0 +1,273 @@
+package api
+
+// Regression tests for the defects found by attacking the running server
+// (hardening, second pass). Each reproduces its attack, scaled down to run
+// in seconds, and fails on the code before the fix.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"platform-api/store"
+)
+
+// allocated returns the bytes fn allocates (all goroutines; the test runs
+// nothing else at the time).
+func allocated(fn func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	fn()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// TestValidationIsLinear: thousands of bad items used to build the error
+// text by repeated concatenation (quadratic: a 1 MiB body cost ~55 s of CPU
+// and a 3.8 MB answer), and so did a long transport list. Now the work is
+// linear and the answer lists a bounded number of problems.
+func TestValidationIsLinear(t *testing.T) {
+	project := "6a1c3e5f-7b9d-4f1e-8a2c-3d4e5f6a7b8c"
+	cases := map[string]*store.API{}
+	ops := &store.API{Name: "x", Context: "/x", Version: "v1", ProjectID: project}
+	for range maxOperations { // at the limit, so every item is checked
+		ops.Operations = append(ops.Operations, store.Operation{})
+	}
+	cases["NullRequests"] = ops
+	tr := &store.API{Name: "x", Context: "/x", Version: "v1", ProjectID: project}
+	for range 3000 {
+		tr.Transport = append(tr.Transport, "http")
+	}
+	cases["LongTransport"] = tr
+	for name, a := range cases {
+		applyAPIDefaults(a)
+		t.Run(name, func(t *testing.T) {
+			var err error
+			n := allocated(func() { err = validateAPI(context.Background(), a) })
+			_, desc := errorStatus(err)
+			// Before the fix: 25 MB and 180 MB allocated, answers of
+			// 60 kB and 100 kB.
+			if n > 4<<20 || len(desc) > 4096 {
+				t.Fatalf("validation allocated %d bytes and answered %d bytes", n, len(desc))
+			}
+			if name == "NullRequests" && !strings.Contains(desc, "; and 980 more") {
+				t.Fatalf("answer does not count the problems it leaves out: %q", desc)
+			}
+		})
+	}
+	t.Run("OverTheLimit", func(t *testing.T) {
+		a := &store.API{Name: "x", Context: "/x", Version: "v1", ProjectID: project,
+			Operations: make([]store.Operation, 50*maxOperations)}
+		applyAPIDefaults(a)
+		_, desc := errorStatus(validateAPI(context.Background(), a))
+		if desc != fmt.Sprintf("operations: must hold at most %d operations, not %d", maxOperations, 50*maxOperations) {
+			t.Fatalf("answer %q", desc)
+		}
+	})
+	t.Run("StopsWhenTheClientHasGone", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := validateAPI(ctx, ops); err != context.Canceled {
+			t.Fatalf("validation of a gone client's request: %v", err)
+		}
+	})
+	t.Run("OverTheWire", func(t *testing.T) {
+		e := newEnvWith(t, func(o *Options) { o.MaxBodyBytes = 1 << 20 })
+		_, tok := e.newOrg()
+		body := `{"name":"x","context":"/x","version":"v1","projectId":"` + e.defaultProject(tok) + `","operations":[` +
+			strings.TrimSuffix(strings.Repeat(`{"request":null},`, 60_000), ",") + `]}`
+		start := time.Now()
+		code, data := e.do("POST", "/api/v1/apis", tok, body)
+		wantError(t, code, data, 400, "must hold at most 1000 operations")
+		if len(data) > 4096 || time.Since(start) > 10*time.Second {
+			t.Fatalf("answer of %d bytes after %s", len(data), time.Since(start))
+		}
+	})
+}
+
+// TestJSONBodyRules: every body is read with the same strict rules, and a
+// refusal names the JSON path of what to fix.
+func TestJSONBodyRules(t *testing.T) {
+	e := newEnv(t)
+	_, tok := e.newOrg()
+	project := e.defaultProject(tok)
+	api := asMap(t, e.must(201, "POST", "/api/v1/apis", tok, fixture(t, "api_minimal.json", project), nil))["id"].(string)
+	gw := e.newGateway(tok, "gw-rules")
+	deep := strings.Repeat(`{"a":`, MaxJSONDepth) + `1` + strings.Repeat(`}`, MaxJSONDepth)
+	apiBody := func(extra string) string {
+		return `{"name":"rules","context":"/rules","version":"v1","projectId":"` + project + `"` + extra + `}`
+	}
+	policy := func(params string) string {
+		return apiBody(`,"operations":[{"request":{"method":"GET","path":"/x","requestPolicies":[{"name":"p","params":` + params + `}]}}]`)
+	}
+	for _, tc := range []struct {
+		name, method, path, body, desc string
+	}{
+		{"TooDeep", "POST", "/api/v1/apis", policy(deep), "nests arrays and objects deeper than 32 levels"},
+		{"TooDeepInAPut", "PUT", "/api/v1/apis/" + api, `{"operations":[{"request":{"method":"GET","path":"/x","requestPolicies":[{"name":"p","params":` + deep + `}]}}]}`, "deeper than 32"},
+		{"TooDeepArrays", "POST", "/api/v1/apis", policy(strings.Repeat("[", 40) + strings.Repeat("]", 40)), "deeper than 32"},
+		{"InvalidUTF8", "POST", "/api/v1/apis", apiBody(`,"description":"caf` + "\xe9" + `"`), "description: holds bytes that are not valid UTF-8"},
+		{"LoneSurrogate", "POST", "/api/v1/apis", apiBody(`,"description":"\ud800x"`), `description: holds a lone high surrogate \ud800`},
+		{"LoneLowSurrogate", "POST", "/api/v1/projects", `{"name":"\udc00"}`, "name: holds a lone low surrogate"},
+		{"TypeErrorNamesThePath", "POST", "/api/v1/apis", apiBody(`,"backend-services":[{"name":"a","endpoints":[]},{"name":"b","retries":"3"}]`), "backend-services[1].retries: must be an integer, not a string"},
+		{"IntegerOutOfRange", "POST", "/api/v1/apis", apiBody(`,"revisionId":1e3`), "revisionId: must be a whole number"},
+		{"WholeBodyWrongKind", "POST", "/api/v1/apis/" + api + "/deploy-revision", `{"gatewayId":"x"}`, "request body must be an array, not an object"},
+		{"NullProjectUpdate", "PUT", "/api/v1/projects/" + project, `null`, "request body must be a JSON object, not null"},
+		{"NullGatewayUpdate", "PUT", "/api/v1/gateways/" + gw.ID, ` null `, "request body must be a JSON object, not null"},
+		{"UnknownFieldOnCreate", "POST", "/api/v1/apis", apiBody(`,"contxt":"/y"`), "contxt: unknown field"},
+		{"OtherCapitalsOnCreate", "POST", "/api/v1/apis", apiBody(`,"Description":"y"`), `Description: unknown field; field names are case-sensitive: did you mean "description"?`},
+		{"OtherCapitalsOnUpdate", "PUT", "/api/v1/apis/" + api, `{"Description":"y"}`, `did you mean "description"?`},
+		{"NestedOtherCapitals", "PUT", "/api/v1/apis/" + api, `{"cors":{"Enabled":true}}`, `cors.Enabled: unknown field`},
+		{"DuplicateField", "PUT", "/api/v1/projects/" + project, `{"name":"a","name":"b"}`, "name: appears twice"},
+		{"TrailingData", "POST", "/api/v1/projects", `{"name":"a"} {}`, "exactly one JSON value"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, data := e.do(tc.method, tc.path, tok, tc.body)
+			wantError(t, code, data, 400, tc.desc)
+		})
+	}
+	// Nothing of the refused updates landed.
+	got := asMap(t, e.must(200, "GET", "/api/v1/apis/"+api, tok, nil, nil))
+	if got["description"] == "y" {
+		t.Fatal("a miscapitalised key changed the API")
+	}
+}
+
+// TestNoHTMLEscaping: '<', '>' and '&' were stored and answered as six-byte
+// \u003c escapes, so a body of them was stored at six times its size.
+func TestNoHTMLEscaping(t *testing.T) {
+	e := newEnvWith(t, func(o *Options) { o.MaxBodyBytes = 1 << 20 })
+	_, tok := e.newOrg()
+	body := fixture(t, "api_minimal.json", e.defaultProject(tok))
+	text := strings.Repeat("<&>", 1500)
+	body["description"] = text[:4000]
+	data := e.must(201, "POST", "/api/v1/apis", tok, body, nil)
+	if !bytes.Contains(data, []byte(text[:4000])) {
+		t.Fatalf("answer escapes HTML characters: %.200s", data)
+	}
+	id := asMap(t, data)["id"].(string)
+	rows, err := e.dbRead("SELECT length(description) FROM apis WHERE id = '" + id + "'")
+	if err != nil || len(rows) != 1 {
+		t.Fatal(rows, err)
+	}
+	if n, _ := strconv.Atoi(string(rows[0])); n != 4000 {
+		t.Fatalf("stored %d bytes for a 4000-byte description", n)
+	}
+	rev := e.must(200, "GET", "/api/v1/apis/"+id, tok, nil, nil)
+	if !bytes.Contains(rev, []byte(text[:4000])) {
+		t.Fatalf("GET escapes HTML characters: %.200s", rev)
+	}
+}
+
+// TestJWTStrictness: a crit header, and time claims given as strings, were
+// accepted by the JWT library.
+func TestJWTStrictness(t *testing.T) {
+	k := newAuthKeys(t)
+	a := k.authenticator(t, nil)
+	crit := jwt.NewWithClaims(jwt.SigningMethodES256, validClaims())
+	crit.Header["kid"] = localKeyID
+	crit.Header["crit"] = []string{"b64"}
+	critTok, err := crit.SignedString(k.local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Authenticate(critTok); err == nil || !strings.Contains(err.Error(), "crit") {
+		t.Fatalf("crit header: %v", err)
+	}
+	for _, claim := range []string{"exp", "nbf", "iat"} {
+		c := validClaims()
+		c[claim] = fmt.Sprint(time.Now().Add(time.Hour).Unix())
+		if claim != "exp" {
+			c[claim] = fmt.Sprint(time.Now().Add(-time.Hour).Unix())
+		}
+		tok := sign(t, jwt.SigningMethodES256, localKeyID, k.local, c)
+		if _, err := a.Authenticate(tok); err == nil || !strings.Contains(err.Error(), claim+" claim must be a number") {
+			t.Fatalf("%s as a string: %v", claim, err)
+		}
+	}
+	if _, err := a.Authenticate(sign(t, jwt.SigningMethodES256, localKeyID, k.local, validClaims())); err != nil {
+		t.Fatalf("a valid token is refused: %v", err)
+	}
+}
+
+// TestMetricsProxyHeaders: any proxy header means the request was relayed,
+// so it is not a loopback client even when its peer is 127.0.0.1.
+func TestMetricsProxyHeaders(t *testing.T) {
+	e := newEnv(t)
+	for _, h := range []string{"X-Real-IP", "X-Forwarded-For", "Forwarded", "X-Client-IP", "True-Client-IP"} {
+		req, _ := http.NewRequest("GET", e.srv.URL+"/metrics", nil)
+		req.Header.Set(h, "127.0.0.1")
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		wantError(t, resp.StatusCode, body, 403, "loopback")
+	}
+}
+
+// TestMalformedHandshakes: a missing key or a wrong version got the
+// library's plain-text 400; every refusal has the JSON error body.
+func TestMalformedHandshakes(t *testing.T) {
+	e := newEnvWith(t, fastHub)
+	f := newFleet(t, e, 1)
+	u, _ := url.Parse(e.srv.URL)
+	for name, headers := range map[string]string{
+		"NoKey":     "Sec-WebSocket-Version: 13\r\n",
+		"Version8":  "Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+		"ShortKey":  "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: c2hvcnQ=\r\n",
+		"NoVersion": "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			conn, err := tls.Dial("tcp", u.Host, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			io.WriteString(conn, "GET /api/internal/v1/ws/gateways/connect HTTP/1.1\r\nHost: "+u.Host+
+				"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\napi-key: "+f.keys[0]+"\r\n"+headers+"\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			wantError(t, resp.StatusCode, body, 400, "Sec-WebSocket-")
+		})
+	}
+}
+
+// TestGarbageFrameGetsOneClose: an unmasked frame made the library send a
+// close frame (1002) and the hub a second one.
+func TestGarbageFrameGetsOneClose(t *testing.T) {
+	e := newEnvWith(t, fastHub)
+	f := newFleet(t, e, 1)
+	c, _ := mustDial(t, e.srv.URL, f.keys[0])
+	c.conn.Write([]byte{0x81, 0x03, 'a', 'b', 'c'}) // a text frame without a mask
+	closes := 0
+	for {
+		op, _, err := c.readFrame(2 * time.Second)
+		if err != nil {
+			break
+		}
+		if op == opClose {
+			closes++
+		}
+	}
+	if closes != 1 {
+		t.Fatalf("%d close frames, want 1", closes)
+	}
+}
