@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"platform-api/document"
 	"platform-api/hub"
 	"platform-api/store"
 )
@@ -422,7 +423,7 @@ func TestDownloadsFollowRevisionsAndRollback(t *testing.T) {
 	if len(files) != 1 || docDescription(t, doc) != original {
 		t.Fatalf("download after an edit: %q", doc)
 	}
-	want, _ := RenderDocument(mustStoredRevision(t, e, f, 0))
+	want, _ := document.RenderHTTPRest(mustStoredRevision(t, e, f, 0))
 	if !bytes.Equal(doc, want) {
 		t.Fatal("downloaded YAML differs from the rendered revision")
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"platform-api/document"
 	"platform-api/hub"
 	"platform-api/store"
 )
@@ -48,9 +49,26 @@ func (items deployItems) validate(ctx context.Context) error {
 	return e.err()
 }
 
-// deployable refuses a definition gateways would drop: they need at least
-// one upstream and one operation.
-func deployable(a *store.API) error {
+// deployable refuses a revision gateways would drop (they need at least one
+// upstream and one operation) or whose document would be larger than
+// document.MaxBytes. The document it renders is kept for the downloads that
+// follow the deployment.
+func (s *Server) deployable(rev *store.Revision) error {
+	if err := runnable(rev.API); err != nil {
+		return err
+	}
+	entry, err := renderEntry(rev)
+	if err != nil {
+		if document.IsTooLarge(err) {
+			return badRequest("%v", document.ErrTooLarge)
+		}
+		return err
+	}
+	s.docs.Get(document.Key{Revision: rev.ID, Generation: document.Gen1}, func() (*document.Entry, error) { return entry, nil })
+	return nil
+}
+
+func runnable(a *store.API) error {
 	for _, b := range a.BackendServices {
 		if len(b.Endpoints) > 0 {
 			if len(a.Operations) == 0 {
@@ -101,7 +119,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p Principal) err
 		targets[i] = store.DeployTarget{GatewayID: it.GatewayID, Vhost: it.Vhost, DisplayOnDevportal: it.DisplayOnDevportal}
 	}
 	apiID := r.PathValue("apiId")
-	rev, deps, err := s.store.Deploy(r.Context(), p.OrganizationID, apiID, r.URL.Query().Get("revisionId"), targets, deployable)
+	rev, deps, err := s.store.Deploy(r.Context(), p.OrganizationID, apiID, r.URL.Query().Get("revisionId"), targets, s.deployable)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"platform-api/document"
 	"platform-api/store"
 )
 
@@ -36,7 +37,7 @@ func TestRenderDocumentGolden(t *testing.T) {
 	for _, name := range []string{"api_maximal", "api_minimal"} {
 		t.Run(name, func(t *testing.T) {
 			a := storedFixture(t, name+".json")
-			got, err := RenderDocument(a)
+			got, err := document.RenderHTTPRest(a)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -53,7 +54,7 @@ func TestRenderDocumentGolden(t *testing.T) {
 			if !bytes.Equal(got, want) {
 				t.Fatalf("document differs from %s:\n--- got\n%s\n--- want\n%s", golden, got, want)
 			}
-			again, _ := RenderDocument(a)
+			again, _ := document.RenderHTTPRest(a)
 			if !bytes.Equal(again, got) {
 				t.Fatal("rendering is not deterministic")
 			}
@@ -65,7 +66,7 @@ func TestRenderDocumentGolden(t *testing.T) {
 // the values against the API and the contract's key order.
 func TestRenderDocumentParsesBack(t *testing.T) {
 	a := storedFixture(t, "api_maximal.json")
-	out, err := RenderDocument(a)
+	out, err := document.RenderHTTPRest(a)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +124,7 @@ func TestDocumentQuoting(t *testing.T) {
 		a := storedFixture(t, "api_minimal.json")
 		a.Name, a.DisplayName, a.Description = s, s, s
 		a.Operations[0].Request.RequestPolicies = []store.Policy{{Name: "p", Params: mustJSON(map[string]string{s: s})}}
-		out, err := RenderDocument(a)
+		out, err := document.RenderHTTPRest(a)
 		if err != nil {
 			t.Fatal(err)
 		}

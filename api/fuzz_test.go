@@ -18,6 +18,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"platform-api/document"
 	"platform-api/store"
 )
 
@@ -39,9 +40,43 @@ func decodeBody(body []byte, v any) error {
 	return decode(httptest.NewRecorder(), r, 64<<10, v)
 }
 
+// documentAmplification bounds how much larger than its body an API's
+// document may be (plus documentOverhead for the defaults an empty body
+// gets): nesting is capped at MaxJSONDepth, so YAML indentation can add at
+// most 2 * MaxJSONDepth bytes to a line that took at least 5 bytes of JSON.
+const (
+	documentAmplification = 16
+	documentOverhead      = 4096
+)
+
+// jsonDepth is the deepest nesting of arrays and objects in a JSON text
+// (brackets inside strings not counted).
+func jsonDepth(data []byte) int {
+	depth, deepest, inString, escaped := 0, 0, false, false
+	for _, b := range data {
+		switch {
+		case inString && escaped:
+			escaped = false
+		case inString && b == '\\':
+			escaped = true
+		case b == '"':
+			inString = !inString
+		case inString:
+		case b == '{' || b == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case b == '}' || b == ']':
+			depth--
+		}
+	}
+	return deepest
+}
+
 // FuzzAPIBody feeds arbitrary bodies to the API decoder and validator: no
-// panic, every rejection a 400 whose description names what is wrong, and
-// every accepted API renders into a document that parses back.
+// panic, every rejection a 400 whose description names what is wrong, no
+// accepted body nested deeper than MaxJSONDepth, and every accepted API
+// renders into a document that parses back and is at most
+// documentAmplification times the size of its body.
 func FuzzAPIBody(f *testing.F) {
 	for _, name := range []string{"api_maximal.json", "api_minimal.json"} {
 		data, err := os.ReadFile("../testdata/" + name)
@@ -53,11 +88,19 @@ func FuzzAPIBody(f *testing.F) {
 	f.Add([]byte(`{"name":"x","context":"/x","version":"1","projectId":"6a1c3e5f-7b9d-4f1e-8a2c-3d4e5f6a7b8c","operations":[{"request":{"method":"GET","path":"/{a}/{b}"}}]}`))
 	f.Add([]byte(`{"operations":[{"request":null}],"backend-services":[{"endpoints":[{"url":"http://[::1"}]}]}`))
 	f.Add([]byte(`[`))
+	// Nesting at the cap, and wide at the bottom: the most indentation.
+	deep := strings.Repeat(`{"a":`, MaxJSONDepth-7) + `{"":1,"b":2,"c":[[1]]}` + strings.Repeat("}", MaxJSONDepth-7)
+	f.Add([]byte(`{"name":"x","context":"/x","version":"1","projectId":"6a1c3e5f-7b9d-4f1e-8a2c-3d4e5f6a7b8c",` +
+		`"operations":[{"request":{"method":"GET","path":"/x","requestPolicies":[{"name":"p","params":` + deep + `}]}}]}`))
+	f.Add([]byte(strings.Repeat("[", MaxJSONDepth+1) + strings.Repeat("]", MaxJSONDepth+1)))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var req apiRequest
 		if err := decodeBody(body, &req); err != nil {
 			checkRejection(t, err)
 			return
+		}
+		if d := jsonDepth(body); d > MaxJSONDepth {
+			t.Fatalf("accepted a body nested %d levels deep", d)
 		}
 		a := &req.API
 		applyAPIDefaults(a)
@@ -78,13 +121,16 @@ func FuzzAPIBody(f *testing.F) {
 		if err := json.Unmarshal(stored, &back); err != nil {
 			t.Fatalf("stored API does not decode: %v", err)
 		}
-		doc, err := RenderDocument(&back)
+		doc, err := document.RenderHTTPRest(&back)
 		if err != nil {
 			t.Fatalf("valid API does not render: %v", err)
 		}
 		var parsed map[string]any
 		if err := yaml.Unmarshal(doc, &parsed); err != nil {
 			t.Fatalf("document does not parse: %v\n%s", err, doc)
+		}
+		if len(doc) > documentAmplification*len(body)+documentOverhead {
+			t.Fatalf("a %d-byte body rendered to %d bytes", len(body), len(doc))
 		}
 	})
 }
@@ -154,11 +200,11 @@ func FuzzRenderDocument(f *testing.F) {
 			BackendServices: []store.BackendService{{Name: "b", Endpoints: []store.Endpoint{{URL: "https://x", Description: desc}}}},
 			Operations:      []store.Operation{{Request: &store.OperationRequest{Method: "GET", Path: context, RequestPolicies: []store.Policy{{Name: "p", Params: mustJSON(map[string]string{pkey: pval})}}}}},
 		}
-		doc, err := RenderDocument(a)
+		doc, err := document.RenderHTTPRest(a)
 		if err != nil {
 			t.Fatal(err)
 		}
-		again, _ := RenderDocument(a)
+		again, _ := document.RenderHTTPRest(a)
 		if !bytes.Equal(doc, again) {
 			t.Fatal("not deterministic")
 		}
@@ -185,6 +231,29 @@ func FuzzRenderDocument(f *testing.F) {
 		want := []any{name, desc, desc, context, version, name, desc, context, params}
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("round trip:\n got %q\nwant %q\n%s", got, want, doc)
+		}
+	})
+}
+
+// FuzzCheckJSON holds checkJSON to encoding/json: what it accepts decodes
+// without error, and it accepts no text that is not valid JSON.
+func FuzzCheckJSON(f *testing.F) {
+	for _, name := range []string{"api_maximal.json", "api_minimal.json"} {
+		data, _ := os.ReadFile("../testdata/" + name)
+		f.Add(data)
+	}
+	f.Add([]byte(`{"revisionId":-0,"description":"\ud83d\ude80","cors":null}`))
+	f.Add([]byte(`{"operations":[{"request":{"requestPolicies":[{"params":{"a":[1e400]}}]}}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req apiRequest
+		err := checkJSON(data, reflect.TypeOf(&req), true)
+		if err == nil && !json.Valid(data) {
+			t.Fatalf("accepted invalid JSON %q", data)
+		}
+		if err == nil {
+			if err := json.Unmarshal(data, &req); err != nil {
+				t.Fatalf("accepted %q, which encoding/json refuses: %v", data, err)
+			}
 		}
 	})
 }

@@ -1,14 +1,14 @@
 package api
 
 import (
-	"archive/zip"
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
-	"sync"
 
 	"github.com/google/uuid"
 
+	"platform-api/document"
 	"platform-api/hub"
 	"platform-api/store"
 )
@@ -73,113 +73,77 @@ func (s *Server) connectGateway(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// zipDocuments renders the revisions' YAML documents into a zip, one entry
-// api-<apiId>.yaml each.
-func zipDocuments(revs []*store.Revision) ([]byte, error) {
+func writeZip(w http.ResponseWriter, filename string, entries []document.Named) error {
 	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for _, rev := range revs {
-		doc, err := RenderDocument(rev.API)
-		if err != nil {
-			return nil, fmt.Errorf("render API %s: %w", rev.APIID, err)
-		}
-		f, err := zw.CreateHeader(&zip.FileHeader{Name: "api-" + rev.APIID + ".yaml", Method: zip.Deflate, Modified: rev.CreatedAt})
-		if err != nil {
-			return nil, err
-		}
-		if _, err := f.Write(doc); err != nil {
-			return nil, err
-		}
+	if err := document.WriteZip(&buf, entries); err != nil {
+		return err
 	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-func writeZip(w http.ResponseWriter, filename string, body []byte) {
 	w.Header().Set("Content-Type", "application/zip")
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s"`, filename))
-	w.Write(body)
+	w.Write(buf.Bytes())
+	return nil
 }
 
-// zipCache keeps the zips of recent revisions. Revisions are immutable, so
-// an entry never goes stale; the oldest entry leaves when it is full.
-type zipCache struct {
-	mu    sync.Mutex
-	m     map[string][]byte
-	order []string
+// documentCacheBytes bounds the rendered documents kept in memory.
+const documentCacheBytes = 64 << 20
+
+// document returns the rendered first-generation document of a revision,
+// from the cache or rendered once for every concurrent caller.
+func (s *Server) document(ctx context.Context, apiID, revisionID string) (*document.Entry, error) {
+	// The render outlives a caller that gives up: others may wait on it.
+	ctx = context.WithoutCancel(ctx)
+	return s.docs.Get(document.Key{Revision: revisionID, Generation: document.Gen1}, func() (*document.Entry, error) {
+		rev, err := s.store.Revision(ctx, apiID, revisionID)
+		if err != nil {
+			return nil, err
+		}
+		return renderEntry(rev)
+	})
 }
 
-const zipCacheSize = 256
-
-func (c *zipCache) get(rev string) ([]byte, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	b, ok := c.m[rev]
-	return b, ok
-}
-
-func (c *zipCache) put(rev string, b []byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[string][]byte{}
+func renderEntry(rev *store.Revision) (*document.Entry, error) {
+	doc, err := document.RenderHTTPRest(rev.API)
+	if err != nil {
+		return nil, fmt.Errorf("render API %s revision %d: %w", rev.APIID, rev.Number, err)
 	}
-	if _, ok := c.m[rev]; ok {
-		return
-	}
-	if len(c.order) >= zipCacheSize {
-		delete(c.m, c.order[0])
-		c.order = c.order[1:]
-	}
-	c.m[rev] = b
-	c.order = append(c.order, rev)
+	return document.NewEntry(doc, rev.CreatedAt)
 }
 
 // gatewayAPI returns the revision of one API deployed to the calling
-// gateway. Revisions never change, so the zip is rendered once per revision
-// and served from the cache to the rest of the fleet.
+// gateway, rendered once per revision for the whole fleet.
 func (s *Server) gatewayAPI(w http.ResponseWriter, r *http.Request, g *store.GatewayIdentity) error {
 	apiID := r.PathValue("apiId")
 	revID, err := s.store.DeployedRevision(r.Context(), g.GatewayID, apiID)
 	if err != nil {
 		return err
 	}
-	body, ok := s.zips.get(revID)
-	if !ok {
-		rev, err := s.store.Revision(r.Context(), apiID, revID)
-		if err != nil {
-			return err
-		}
-		if body, err = zipDocuments([]*store.Revision{rev}); err != nil {
-			return err
-		}
-		s.zips.put(revID, body)
+	entry, err := s.document(r.Context(), apiID, revID)
+	if err != nil {
+		return err
 	}
 	s.store.MarkFetched(g.GatewayID, map[string]string{apiID: revID})
-	writeZip(w, "api-"+apiID+".zip", body)
-	return nil
+	return writeZip(w, "api-"+apiID+".zip", []document.Named{{Name: "api-" + apiID + ".yaml", Entry: entry}})
 }
 
-// gatewayAPIs returns every API deployed to the calling gateway.
+// gatewayAPIs returns every API deployed to the calling gateway, from the
+// same rendered documents.
 func (s *Server) gatewayAPIs(w http.ResponseWriter, r *http.Request, g *store.GatewayIdentity) error {
-	deps, err := s.store.GatewayState(r.Context(), g.GatewayID)
+	deps, err := s.store.GatewayDeployments(r.Context(), g.GatewayID)
 	if err != nil {
 		return err
 	}
 	ids := make(map[string]string, len(deps))
-	revs := make([]*store.Revision, len(deps))
+	entries := make([]document.Named, len(deps))
 	for i, d := range deps {
-		ids[d.APIID], revs[i] = d.RevisionID, d.Revision
-	}
-	body, err := zipDocuments(revs)
-	if err != nil {
-		return err
+		entry, err := s.document(r.Context(), d.APIID, d.RevisionID)
+		if err != nil {
+			return err
+		}
+		ids[d.APIID] = d.RevisionID
+		entries[i] = document.Named{Name: "api-" + d.APIID + ".yaml", Entry: entry}
 	}
 	s.store.MarkFetched(g.GatewayID, ids)
-	writeZip(w, "apis-org-"+g.OrganizationID+".zip", body)
-	return nil
+	return writeZip(w, "apis-org-"+g.OrganizationID+".zip", entries)
 }
 
 // gatewayDeploymentReport is what a gateway sends about an API it deployed

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -269,5 +270,65 @@ func TestGarbageFrameGetsOneClose(t *testing.T) {
 	}
 	if closes != 1 {
 		t.Fatalf("%d close frames, want 1", closes)
+	}
+}
+
+// TestDocumentAmplification: policy params nested 10,000 levels deep made
+// the YAML document ~1,600 times the size of the body, and ten gateways
+// downloading a new revision rendered it ten times; the all-APIs download
+// rendered every document on every call. Now nesting is capped, the
+// document stays within a constant factor of the body, and each revision
+// is rendered once.
+func TestDocumentAmplification(t *testing.T) {
+	e := newEnvWith(t, func(o *Options) { fastHub(o); o.MaxBodyBytes = 1 << 20 })
+	f := newFleet(t, e, 10)
+	project := e.defaultProject(f.tok)
+	withParams := func(params string) string {
+		return `{"name":"amp","context":"/amp","version":"v1","projectId":"` + project + `",` +
+			`"backend-services":[{"name":"b","endpoints":[{"url":"https://b.internal"}]}],` +
+			`"operations":[{"request":{"method":"GET","path":"/x","requestPolicies":[{"name":"p","params":` + params + `}]}}]}`
+	}
+	t.Run("DeepNestingRefused", func(t *testing.T) {
+		deep := strings.Repeat(`{"a":`, 10_000) + "1" + strings.Repeat("}", 10_000)
+		code, data := e.do("POST", "/api/v1/apis", f.tok, withParams(deep))
+		wantError(t, code, data, 400, "deeper than 32 levels")
+	})
+	// As deep as allowed, and wide at the bottom: the worst case for YAML
+	// indentation.
+	depth := MaxJSONDepth - 6 // the API body itself takes six levels
+	wide := `{"":1`
+	for i := range 2000 {
+		wide += fmt.Sprintf(`,"k%d":1`, i)
+	}
+	wide += `}`
+	params := strings.Repeat(`{"a":`, depth-1) + wide + strings.Repeat("}", depth-1)
+	body := withParams(params)
+	api := asMap(t, e.must(201, "POST", "/api/v1/apis", f.tok, body, nil))["id"].(string)
+	var items []map[string]string
+	for _, g := range f.gws {
+		items = append(items, map[string]string{"gatewayId": g.ID})
+	}
+	e.must(200, "POST", "/api/v1/apis/"+api+"/deploy-revision", f.tok, items, nil)
+	renders := e.api.docs.Renders
+
+	var wg sync.WaitGroup
+	sizes := make([]int, len(f.keys))
+	for i, key := range f.keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, files := download(t, e, key, "/api/internal/v1/apis/"+api)
+			sizes[i] = len(files["api-"+api+".yaml"])
+		}()
+	}
+	wg.Wait()
+	for range 3 {
+		download(t, e, f.keys[0], "/api/internal/v1/apis")
+	}
+	if n := e.api.docs.Renders - renders; n != 0 {
+		t.Fatalf("%d more renders for downloads of a deployed revision", n)
+	}
+	if sizes[0] == 0 || sizes[0] > documentAmplification*len(body) {
+		t.Fatalf("a %d-byte body rendered to %d bytes", len(body), sizes[0])
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"platform-api/document"
 	"platform-api/hub"
 	"platform-api/store"
 )
@@ -56,7 +57,7 @@ type Server struct {
 	maxBody  int64
 	origins  []string
 	hub      *hub.Hub
-	zips     zipCache // rendered revisions for gateway downloads
+	docs     *document.Cache // rendered revisions for gateway downloads
 	limiter  *rateLimiter
 	trustXFF bool
 	mux      *http.ServeMux
@@ -79,6 +80,7 @@ func New(o Options) *Server {
 		origins:  o.CORSOrigins,
 		mux:      http.NewServeMux(),
 		trustXFF: o.TrustForwardedFor,
+		docs:     document.NewCache(documentCacheBytes),
 
 		metrics:      newMetrics(o.Version),
 		metricsToken: o.MetricsToken,

@@ -48,10 +48,10 @@ type DeployTarget struct {
 // Deploy records, in one transaction, that each target gateway now runs a
 // revision of the API: a new revision snapshotting the current definition
 // when revisionID is empty, or the named earlier revision (rollback). check
-// is called with the definition to deploy and may refuse it. Every target
+// is called with the revision to deploy and may refuse it. Every target
 // gateway must belong to the organization (ErrInvalid naming the item
 // otherwise), so a bad item records nothing. Statuses start as PENDING.
-func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targets []DeployTarget, check func(*API) error) (*Revision, []*Deployment, error) {
+func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targets []DeployTarget, check func(*Revision) error) (*Revision, []*Deployment, error) {
 	var rev *Revision
 	var deps []*Deployment
 	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
@@ -87,7 +87,7 @@ func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targe
 		if err != nil {
 			return err
 		}
-		if err := check(rev.API); err != nil {
+		if err := check(rev); err != nil {
 			return err
 		}
 		// Rows go in batches of upsertChunk: one statement per batch, not
@@ -306,12 +306,6 @@ func (db *DB) DeployedGateways(ctx context.Context, orgID, apiID string) ([]*Gat
 	return list, err
 }
 
-// GatewayDeployment is a deployment with the revision it runs.
-type GatewayDeployment struct {
-	Deployment
-	Revision *Revision
-}
-
 // GatewayDeployments lists the deployments to a gateway: what it must run,
 // without the definitions. Gateways see only deployments to themselves, so
 // never another organization's API.
@@ -323,26 +317,6 @@ func (db *DB) GatewayDeployments(ctx context.Context, gatewayID string) ([]*Depl
 		return err
 	})
 	return list, err
-}
-
-// GatewayState is GatewayDeployments with each revision's definition.
-func (db *DB) GatewayState(ctx context.Context, gatewayID string) ([]*GatewayDeployment, error) {
-	var out []*GatewayDeployment
-	err := db.readTx(ctx, func(tx *Tx) error {
-		deps, err := queryDeployments(ctx, tx, `WHERE d.gateway_id = $1`, gatewayID)
-		if err != nil {
-			return err
-		}
-		for _, d := range deps {
-			rev, err := findRevision(ctx, tx, d.APIID, d.RevisionID)
-			if err != nil {
-				return err
-			}
-			out = append(out, &GatewayDeployment{Deployment: *d, Revision: rev})
-		}
-		return nil
-	})
-	return out, err
 }
 
 // MarkFetched records that a gateway downloaded revisions of APIs (API ID

@@ -265,7 +265,7 @@ func TestFetchMarkOnlyLandsOnItsRevision(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ok := func(*API) error { return nil }
+	ok := func(*Revision) error { return nil }
 	rev1, _, err := db.Deploy(ctx, o.ID, a.ID, "", []DeployTarget{{GatewayID: g.ID}}, ok)
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package api
+package document
 
 import (
 	"bytes"
@@ -6,15 +6,13 @@ import (
 	"fmt"
 	"strconv"
 
-	"go.yaml.in/yaml/v3"
-
 	"platform-api/store"
 )
 
-// The gateway document (contract §4) is what a gateway downloads and loads.
-// Structs, not maps, fix the key order to the contract's; yaml.v3 does the
-// quoting, so names holding ':', '#', quotes, newlines or any Unicode come
-// back exactly as written (TestDocumentQuoting proves it).
+// The first generation's document (contract §4, kind http/rest). Structs,
+// not maps, fix the key order to the contract's; yaml.v3 does the quoting,
+// so names holding ':', '#', quotes, newlines or any Unicode come back
+// exactly as written (TestDocumentQuoting proves it).
 
 type document struct {
 	Kind    string       `yaml:"kind"`
@@ -62,9 +60,10 @@ const (
 	documentVersion = "api-platform.wso2.com/v1"
 )
 
-// RenderDocument renders an API into the YAML document gateways load. The
-// output is deterministic: the same API gives the same bytes.
-func RenderDocument(a *store.API) ([]byte, error) {
+// RenderHTTPRest renders an API into the first generation's YAML document.
+// The output is deterministic: the same API gives the same bytes. A
+// document over MaxBytes is ErrTooLarge.
+func RenderHTTPRest(a *store.API) ([]byte, error) {
 	d := document{Kind: documentKind, Version: documentVersion, Data: documentData{
 		ID:          a.ID,
 		Name:        a.Name,
@@ -98,16 +97,7 @@ func RenderDocument(a *store.API) ([]byte, error) {
 		}
 		d.Data.Operations = append(d.Data.Operations, o)
 	}
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
-	if err := enc.Encode(d); err != nil {
-		return nil, err
-	}
-	if err := enc.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return encodeYAML(d)
 }
 
 func documentPolicies(ps []store.Policy) ([]documentPolicy, error) {
