@@ -127,15 +127,11 @@ func jsonField(a *store.API, name string) reflect.Value {
 	return reflect.Value{}
 }
 
-// deleteAPI deletes the API with its deployments in one transaction, then
-// tells the gateways that ran it to undeploy it.
+// deleteAPI deletes the API with its deployments in one transaction; the
+// gateways that ran it are told to undeploy it.
 func (s *Server) deleteAPI(w http.ResponseWriter, r *http.Request, p Principal) error {
-	deps, err := s.store.DeleteAPIDeployments(r.Context(), p.OrganizationID, r.PathValue("apiId"))
-	if err != nil {
+	if err := s.fleet.DeleteAPI(r.Context(), p.OrganizationID, r.PathValue("apiId")); err != nil {
 		return err
-	}
-	for _, d := range deps {
-		s.hub.Deliver(d.GatewayID, undeployedEvent(d.APIID, d.Vhost))
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

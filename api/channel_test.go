@@ -16,12 +16,13 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"platform-api/document"
+	"platform-api/fleet"
 	"platform-api/hub"
 	"platform-api/store"
 )
 
-// fleet is an organization with a deployable API and gateways with tokens.
-type fleet struct {
+// testFleet is an organization with a deployable API and gateways with tokens.
+type testFleet struct {
 	e     *testEnv
 	tok   string // the organization's JWT
 	api   string // API id
@@ -30,10 +31,10 @@ type fleet struct {
 	keyID []string
 }
 
-func newFleet(t *testing.T, e *testEnv, gateways int) *fleet {
+func newFleet(t *testing.T, e *testEnv, gateways int) *testFleet {
 	t.Helper()
 	_, tok := e.newOrg()
-	f := &fleet{e: e, tok: tok}
+	f := &testFleet{e: e, tok: tok}
 	body := fixture(t, "api_maximal.json", e.defaultProject(tok))
 	f.api = asMap(t, e.must(201, "POST", "/api/v1/apis", tok, body, nil))["id"].(string)
 	for i := range gateways {
@@ -47,13 +48,13 @@ func newFleet(t *testing.T, e *testEnv, gateways int) *fleet {
 	return f
 }
 
-func (f *fleet) deploy(t *testing.T, query string, gws ...int) []deployResult {
+func (f *testFleet) deploy(t *testing.T, query string, gws ...int) []fleet.Result {
 	t.Helper()
 	var items []map[string]any
 	for _, i := range gws {
 		items = append(items, map[string]any{"gatewayId": f.gws[i].ID, "vhost": "api.example.com"})
 	}
-	var out []deployResult
+	var out []fleet.Result
 	f.e.must(200, "POST", "/api/v1/apis/"+f.api+"/deploy-revision"+query, f.tok, items, &out)
 	return out
 }
@@ -228,7 +229,7 @@ func TestDeployValidation(t *testing.T) {
 		t.Fatalf("a refused deploy sent %v", m)
 	}
 	// The deployed vhost defaults to the gateway's own.
-	var out []deployResult
+	var out []fleet.Result
 	e.must(200, "POST", path, f.tok, `[{"gatewayId":"`+f.gws[0].ID+`"}]`, &out)
 	if out[0].Vhost != "gw.example.com" {
 		t.Fatalf("vhost %q", out[0].Vhost)
@@ -467,7 +468,7 @@ func TestDownloadsFollowRevisionsAndRollback(t *testing.T) {
 	}
 }
 
-func mustStoredRevision(t *testing.T, e *testEnv, f *fleet, gw int) *store.API {
+func mustStoredRevision(t *testing.T, e *testEnv, f *testFleet, gw int) *store.API {
 	t.Helper()
 	revID, err := e.db.DeployedRevision(t.Context(), f.gws[gw].ID, f.api)
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"github.com/google/uuid"
 
 	"platform-api/document"
-	"platform-api/hub"
 	"platform-api/store"
 )
 
@@ -80,35 +79,8 @@ func runnable(a *store.API) error {
 	return badRequest("the API has no backend service with an endpoint: gateways cannot run an API without an upstream; add backend-services and deploy again")
 }
 
-type deployResult struct {
-	RevisionID           string    `json:"revisionId"`
-	GatewayID            string    `json:"gatewayId"`
-	Status               string    `json:"status"`
-	Vhost                string    `json:"vhost"`
-	DisplayOnDevportal   bool      `json:"displayOnDevportal"`
-	DeployedTime         time.Time `json:"deployedTime"`
-	DeliveredConnections int       `json:"deliveredConnections"`
-}
-
-// Event types and environment of the contract (§3).
-const (
-	eventDeployed   = "api.deployed"
-	eventUndeployed = "api.undeployed"
-	environment     = "production"
-)
-
-func deployedEvent(apiID, revisionID, vhost string) hub.Event {
-	return hub.Event{Type: eventDeployed, APIID: apiID, Payload: map[string]string{
-		"apiId": apiID, "revisionId": revisionID, "vhost": vhost, "environment": environment}}
-}
-
-func undeployedEvent(apiID, vhost string) hub.Event {
-	return hub.Event{Type: eventUndeployed, APIID: apiID, Payload: map[string]string{
-		"apiId": apiID, "vhost": vhost, "environment": environment}}
-}
-
-// deploy validates every item, records the deployments in one transaction,
-// and only after the commit sends api.deployed to the live connections.
+// deploy validates every item, then has the fleet record the deployments in
+// one transaction and deliver api.deployed to the live connections.
 func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p Principal) error {
 	var items deployItems
 	if err := decode(w, r, s.maxBody, &items); err != nil {
@@ -118,37 +90,25 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p Principal) err
 	for i, it := range items {
 		targets[i] = store.DeployTarget{GatewayID: it.GatewayID, Vhost: it.Vhost, DisplayOnDevportal: it.DisplayOnDevportal}
 	}
-	apiID := r.PathValue("apiId")
-	rev, deps, err := s.store.Deploy(r.Context(), p.OrganizationID, apiID, r.URL.Query().Get("revisionId"), targets, s.deployable)
+	out, err := s.fleet.Deploy(r.Context(), p.OrganizationID, r.PathValue("apiId"), r.URL.Query().Get("revisionId"), targets, s.deployable)
 	if err != nil {
 		return err
 	}
-	out := make([]deployResult, len(deps))
-	var delivered []string
-	for i, d := range deps {
-		n := s.hub.Deliver(d.GatewayID, deployedEvent(apiID, rev.ID, d.Vhost))
-		out[i] = deployResult{RevisionID: rev.ID, GatewayID: d.GatewayID, Status: store.StatusPending, Vhost: d.Vhost,
-			DisplayOnDevportal: d.DisplayOnDevportal, DeployedTime: d.DeployedTime, DeliveredConnections: n}
-		if n > 0 {
-			out[i].Status = store.StatusDelivered
-			delivered = append(delivered, d.GatewayID)
+	for _, res := range out {
+		if res.Status == store.StatusDelivered {
+			s.metrics.delivered.Add(1)
+		} else {
+			s.metrics.pending.Add(1)
 		}
-	}
-	s.metrics.delivered.Add(int64(len(delivered)))
-	s.metrics.pending.Add(int64(len(deps) - len(delivered)))
-	if err := s.store.MarkDelivered(r.Context(), apiID, rev.ID, delivered); err != nil {
-		s.log.Warn("could not record delivery", "api", apiID, "err", err)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
 func (s *Server) undeploy(w http.ResponseWriter, r *http.Request, p Principal) error {
-	d, err := s.store.Undeploy(r.Context(), p.OrganizationID, r.PathValue("apiId"), r.PathValue("gatewayId"))
-	if err != nil {
+	if err := s.fleet.Undeploy(r.Context(), p.OrganizationID, r.PathValue("apiId"), r.PathValue("gatewayId")); err != nil {
 		return err
 	}
-	s.hub.Deliver(d.GatewayID, undeployedEvent(d.APIID, d.Vhost))
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -231,28 +191,4 @@ func (s *Server) liveProxyArtifacts(w http.ResponseWriter, r *http.Request, p Pr
 	}
 	writeJSON(w, http.StatusOK, pageOf(out, page))
 	return nil
-}
-
-// initialState gives a new connection an api.deployed for every API deployed
-// to its gateway; once they are all handed to the writer, PENDING
-// deployments are marked DELIVERED.
-func (s *Server) initialState(ctx context.Context, c *hub.Conn) ([]hub.Event, func()) {
-	// Only the deployment rows: the events need no definitions, and a
-	// fleet reconnecting at once should not parse every revision.
-	state, err := s.store.GatewayDeployments(ctx, c.Identity.GatewayID)
-	if err != nil {
-		s.log.Warn("could not load a gateway's deployments", "gateway", c.Identity.GatewayID, "err", err)
-		return nil, nil
-	}
-	events := make([]hub.Event, len(state))
-	for i, d := range state {
-		events[i] = deployedEvent(d.APIID, d.RevisionID, d.Vhost)
-	}
-	return events, func() {
-		for _, d := range state {
-			if d.Status == store.StatusPending {
-				s.store.MarkDelivered(ctx, d.APIID, d.RevisionID, []string{d.GatewayID})
-			}
-		}
-	}
 }

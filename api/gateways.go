@@ -171,10 +171,9 @@ func (s *Server) updateGateway(w http.ResponseWriter, r *http.Request, p Princip
 // transaction, then closes its live connections.
 func (s *Server) deleteGateway(w http.ResponseWriter, r *http.Request, p Principal) error {
 	id := r.PathValue("gatewayId")
-	if err := s.store.DeleteGateway(r.Context(), p.OrganizationID, id); err != nil {
+	if err := s.fleet.DeleteGateway(r.Context(), p.OrganizationID, id); err != nil {
 		return err
 	}
-	s.hub.CloseGateway(id)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -210,10 +209,9 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, p Principal)
 // revokeToken revokes the token and closes the connections that used it.
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p Principal) error {
 	tokenID := r.PathValue("tokenId")
-	if err := s.store.RevokeToken(r.Context(), p.OrganizationID, r.PathValue("gatewayId"), tokenID); err != nil {
+	if err := s.fleet.RevokeToken(r.Context(), p.OrganizationID, r.PathValue("gatewayId"), tokenID); err != nil {
 		return err
 	}
-	s.hub.CloseToken(tokenID)
 	writeJSON(w, http.StatusOK, map[string]string{"message": "Token revoked successfully"})
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -331,4 +332,115 @@ func TestDocumentAmplification(t *testing.T) {
 	if sizes[0] == 0 || sizes[0] > documentAmplification*len(body) {
 		t.Fatalf("a %d-byte body rendered to %d bytes", len(body), sizes[0])
 	}
+}
+
+// TestEventsInCommitOrder: deploy, undeploy and delete published their
+// events after the commit without ordering, so a request that committed
+// second could reach the gateway first (in ~1 of 300 races the gateway's
+// last event said api.deployed for an API that was undeployed). The window
+// is widened here: the first change waits after its commit, and a second
+// request about the same API runs meanwhile. Its event must still come
+// second.
+func TestEventsInCommitOrder(t *testing.T) {
+	e := newEnvWith(t, fastHub)
+	f := newFleet(t, e, 1)
+	c, _ := mustDial(t, e.srv.URL, f.keys[0])
+	f.deploy(t, "", 0)
+	if ev := c.next(2 * time.Second); ev["type"] != "api.deployed" {
+		t.Fatalf("first event %v", ev)
+	}
+
+	committed := make(chan struct{})
+	var first atomic.Bool
+	e.db.AfterCommit = func() {
+		if first.CompareAndSwap(false, true) {
+			close(committed)
+			time.Sleep(200 * time.Millisecond) // the window a racing request had
+		}
+	}
+	deployed := make(chan struct{})
+	go func() {
+		defer close(deployed)
+		f.deploy(t, "", 0)
+	}()
+	<-committed
+	e.must(204, "DELETE", "/api/v1/apis/"+f.api+"/deployments/"+f.gws[0].ID, f.tok, nil, nil)
+	<-deployed
+
+	if ev := c.next(2 * time.Second); ev["type"] != "api.deployed" {
+		t.Fatalf("second event %v, want the deployment that committed first", ev)
+	}
+	if ev := c.next(2 * time.Second); ev["type"] != "api.undeployed" {
+		t.Fatalf("last event %v, want the undeployment that committed last", ev)
+	}
+	var deps listBody[store.Deployment]
+	e.must(200, "GET", "/api/v1/apis/"+f.api+"/deployments", f.tok, nil, &deps)
+	if deps.Count != 0 {
+		t.Fatalf("stored deployments %+v", deps.List)
+	}
+}
+
+// TestRacingRequestsConverge races deploys, undeploys and API deletions
+// about one API, many times, and checks the gateway's last event matches
+// what is stored.
+func TestRacingRequestsConverge(t *testing.T) {
+	e := newEnvWith(t, fastHub)
+	f := newFleet(t, e, 1)
+	c, _ := mustDial(t, e.srv.URL, f.keys[0])
+	body := fixture(t, "api_maximal.json", e.defaultProject(f.tok))
+	for round := range 30 {
+		api := f.api
+		f.deploy(t, "", 0)
+		var wg sync.WaitGroup
+		for i := range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				switch (round + i) % 3 {
+				case 0:
+					e.do("POST", "/api/v1/apis/"+api+"/deploy-revision", f.tok, []map[string]string{{"gatewayId": f.gws[0].ID}})
+				case 1:
+					e.do("DELETE", "/api/v1/apis/"+api+"/deployments/"+f.gws[0].ID, f.tok, nil)
+				case 2:
+					if round%2 == 0 {
+						e.do("DELETE", "/api/v1/apis/"+api, f.tok, nil)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		// A marker deployment of another API ends the round: every event
+		// before it is this round's.
+		marker := asMap(t, e.must(201, "POST", "/api/v1/apis", f.tok, withName(body, fmt.Sprint("marker-", round)), nil))["id"].(string)
+		e.must(200, "POST", "/api/v1/apis/"+marker+"/deploy-revision", f.tok, []map[string]string{{"gatewayId": f.gws[0].ID}}, nil)
+		var last map[string]any
+		for {
+			ev := c.next(2 * time.Second)
+			if ev["payload"].(map[string]any)["apiId"] == marker {
+				break
+			}
+			last = ev
+		}
+		code, data := e.do("GET", "/api/v1/apis/"+api+"/deployments", f.tok, nil)
+		deployed := code == 200 && strings.Contains(string(data), f.gws[0].ID)
+		if last != nil && (last["type"] == "api.deployed") != deployed {
+			t.Fatalf("round %d: last event %v, but deployed is %v (%d %s)", round, last["type"], deployed, code, data)
+		}
+		e.must(204, "DELETE", "/api/v1/apis/"+marker, f.tok, nil, nil)
+		for ev := c.next(2 * time.Second); ev["payload"].(map[string]any)["apiId"] != marker; ev = c.next(2 * time.Second) {
+		}
+		if code == 404 { // the API was deleted: make a new one for the next round
+			f.api = asMap(t, e.must(201, "POST", "/api/v1/apis", f.tok, withName(body, fmt.Sprint("api-", round)), nil))["id"].(string)
+		}
+	}
+}
+
+// withName is an API body under another name and context.
+func withName(body map[string]any, name string) map[string]any {
+	b := make(map[string]any, len(body))
+	for k, v := range body {
+		b[k] = v
+	}
+	b["name"], b["context"] = name, "/"+name
+	return b
 }

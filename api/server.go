@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"platform-api/document"
+	"platform-api/fleet"
 	"platform-api/hub"
 	"platform-api/store"
 )
@@ -34,7 +35,7 @@ type Options struct {
 	// CORSOrigins are the browser origins allowed to call the API; none by
 	// default. "*" allows any origin.
 	CORSOrigins []string
-	// Hub configures the gateway channel; its OnConnect is set by New.
+	// Hub configures the gateway channel; its OnConnect is the fleet's.
 	Hub hub.Config
 	// WSRateLimitPerMinute caps gateway connection attempts per client
 	// address (0: the default).
@@ -56,6 +57,7 @@ type Server struct {
 	log      *slog.Logger
 	maxBody  int64
 	origins  []string
+	fleet    *fleet.Fleet
 	hub      *hub.Hub
 	docs     *document.Cache // rendered revisions for gateway downloads
 	limiter  *rateLimiter
@@ -91,9 +93,8 @@ func New(o Options) *Server {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	hc := o.Hub
-	hc.OnConnect = s.initialState
-	s.hub = hub.New(hc, s.log)
+	s.fleet = fleet.New(o.Store, o.Hub, s.log)
+	s.hub = s.fleet.Hub()
 	rate := o.WSRateLimitPerMinute
 	if rate <= 0 {
 		rate = DefaultWSRateLimitPerMinute

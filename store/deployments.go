@@ -50,11 +50,14 @@ type DeployTarget struct {
 // when revisionID is empty, or the named earlier revision (rollback). check
 // is called with the revision to deploy and may refuse it. Every target
 // gateway must belong to the organization (ErrInvalid naming the item
-// otherwise), so a bad item records nothing. Statuses start as PENDING.
-func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targets []DeployTarget, check func(*Revision) error) (*Revision, []*Deployment, error) {
+// otherwise), so a bad item records nothing. Statuses start as PENDING. The
+// change (ChangeDeployed, with one row per target) is published after the
+// commit, and returned.
+func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targets []DeployTarget, check func(*Revision) error) (*Revision, *Change, error) {
 	var rev *Revision
-	var deps []*Deployment
+	var change *Change
 	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		var deps []*Deployment
 		list, err := queryAPIs(ctx, tx, `WHERE id = $1 AND organization_id = $2`, apiID, orgID)
 		if err != nil {
 			return err
@@ -116,12 +119,13 @@ func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targe
 				return fmt.Errorf("record deployments: %w", err)
 			}
 		}
+		change = tx.record(&Change{Kind: ChangeDeployed, Deployments: deps})
 		return nil
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	return rev, deps, nil
+	return rev, change, nil
 }
 
 // upsertChunk is how many deployment rows one INSERT carries (3 bound
@@ -221,10 +225,10 @@ func (db *DB) MarkDelivered(ctx context.Context, apiID, revisionID string, gatew
 	})
 }
 
-// Undeploy removes the deployment of an API from a gateway and returns it.
-func (db *DB) Undeploy(ctx context.Context, orgID, apiID, gatewayID string) (*Deployment, error) {
-	var d *Deployment
-	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+// Undeploy removes the deployment of an API from a gateway; the change
+// (ChangeUndeployed) is published after the commit.
+func (db *DB) Undeploy(ctx context.Context, orgID, apiID, gatewayID string) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		if _, err := findAPIRow(ctx, tx, orgID, apiID); err != nil {
 			return err
 		}
@@ -235,11 +239,12 @@ func (db *DB) Undeploy(ctx context.Context, orgID, apiID, gatewayID string) (*De
 		if len(list) == 0 {
 			return notFound("API %s is not deployed to gateway %s", apiID, gatewayID)
 		}
-		d = list[0]
-		_, err = tx.ExecContext(ctx, `DELETE FROM deployments WHERE api_id = $1 AND gateway_id = $2`, apiID, gatewayID)
-		return err
+		if _, err = tx.ExecContext(ctx, `DELETE FROM deployments WHERE api_id = $1 AND gateway_id = $2`, apiID, gatewayID); err != nil {
+			return err
+		}
+		tx.record(&Change{Kind: ChangeUndeployed, Deployments: list})
+		return nil
 	})
-	return d, err
 }
 
 // findAPIRow checks that the API exists in the organization.
@@ -410,18 +415,23 @@ func (db *DB) DeployedAPIs(ctx context.Context, orgID, gatewayID string) ([]*API
 	return list, err
 }
 
-// DeleteAPIDeployments is DeleteAPI returning the deployments it removed, so
-// that the caller can undeploy them from live gateways after the commit.
-func (db *DB) DeleteAPIDeployments(ctx context.Context, orgID, id string) ([]*Deployment, error) {
-	var deps []*Deployment
-	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
-		var err error
-		if deps, err = queryDeployments(ctx, tx, `JOIN apis a ON a.id = d.api_id WHERE d.api_id = $1 AND a.organization_id = $2`, id, orgID); err != nil {
+// DeleteAPI deletes an API of the organization with its revisions and
+// deployments. When it was deployed, the change (ChangeAPIDeleted, with the
+// removed deployments) is published after the commit.
+func (db *DB) DeleteAPI(ctx context.Context, orgID, id string) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		deps, err := queryDeployments(ctx, tx, `JOIN apis a ON a.id = d.api_id WHERE d.api_id = $1 AND a.organization_id = $2`, id, orgID)
+		if err != nil {
 			return err
 		}
-		return deleteAPI(ctx, tx, orgID, id)
+		if err := deleteAPI(ctx, tx, orgID, id); err != nil {
+			return err
+		}
+		if len(deps) > 0 {
+			tx.record(&Change{Kind: ChangeAPIDeleted, Deployments: deps})
+		}
+		return nil
 	})
-	return deps, err
 }
 
 // RecordGatewayDeployment stores what a gateway reports it deployed by

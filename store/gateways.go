@@ -118,7 +118,8 @@ func (db *DB) UpdateGateway(ctx context.Context, orgID, id string, change func(*
 }
 
 // DeleteGateway removes the gateway with its tokens and deployments (the
-// foreign keys cascade inside the one statement's transaction).
+// foreign keys cascade inside the one statement's transaction). The change
+// (ChangeGatewayDeleted) is published after the commit.
 func (db *DB) DeleteGateway(ctx context.Context, orgID, id string) error {
 	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM gateways WHERE id = $1 AND organization_id = $2`, id, orgID)
@@ -128,6 +129,7 @@ func (db *DB) DeleteGateway(ctx context.Context, orgID, id string) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return notFound("gateway %s not found", id)
 		}
+		tx.record(&Change{Kind: ChangeGatewayDeleted, GatewayID: id})
 		return nil
 	})
 }

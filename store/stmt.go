@@ -115,7 +115,16 @@ func (c *stmtCache) ExecContext(ctx context.Context, q string, args ...any) (sql
 // Tx is a transaction whose queries use the cached statements of its pool.
 type Tx struct {
 	*sql.Tx
-	stmts *stmtCache
+	stmts   *stmtCache
+	changes []*Change // published after commit
+}
+
+// record notes a change to publish once the transaction has committed, and
+// returns it with its ID set.
+func (t *Tx) record(c *Change) *Change {
+	c.ID = newID()
+	t.changes = append(t.changes, c)
+	return c
 }
 
 // ExecContext runs a statement in the transaction.

@@ -67,6 +67,14 @@ func invalid(format string, a ...any) error {
 type DB struct {
 	write  *sql.DB
 	read   *sql.DB
+	// writeSlot holds the one write transaction in progress, from begin
+	// until its changes are published: so changes are published in commit
+	// order (SQLite commits one writer at a time).
+	writeSlot chan struct{}
+	publish   func(*Change)
+	// AfterCommit, if set, runs after a write transaction commits and
+	// before its changes are published. Tests use it to widen races.
+	AfterCommit func()
 	wstmts *stmtCache // prepared statements of the write pool
 	rstmts *stmtCache // prepared statements of the read pool
 	// Now gives the time stamped on rows; tests may replace it.
@@ -107,19 +115,61 @@ type Page struct {
 	Limit  int
 }
 
-// writeTx runs fn in a write transaction and commits it when fn returns nil.
-// The deferred rollback also runs when fn panics.
+// Change is a committed change that live gateway connections must hear
+// about. The store hands each one to the publisher (SetPublisher) after its
+// transaction commits, in commit order, so that two changes to one API can
+// never reach a gateway in the other order.
+type Change struct {
+	ID   string // unique, so that a caller can find what its change caused
+	Kind ChangeKind
+	// Deployments are the rows deployed, undeployed, or removed with a
+	// deleted API, as committed.
+	Deployments []*Deployment
+	// TokenID or GatewayID name a revoked token or a deleted gateway.
+	TokenID   string
+	GatewayID string
+}
+
+// ChangeKind says what a Change did.
+type ChangeKind int
+
+// Kinds of change.
+const (
+	ChangeDeployed ChangeKind = iota + 1
+	ChangeUndeployed
+	ChangeAPIDeleted
+	ChangeTokenRevoked
+	ChangeGatewayDeleted
+)
+
+// SetPublisher sets the function that hears every committed change, in
+// commit order. Set it before the first write. It must not block: it runs
+// while the next write waits.
+func (db *DB) SetPublisher(fn func(*Change)) { db.publish = fn }
+
+// writeTx runs fn in a write transaction and commits it when fn returns nil,
+// then publishes the changes fn recorded with tx.record, before the next
+// write transaction may begin. The deferred rollback also runs when fn
+// panics.
 func (db *DB) writeTx(ctx context.Context, fn func(tx *Tx, now time.Time) error) error {
 	start := time.Now()
+	select {
+	case db.writeSlot <- struct{}{}:
+	case <-ctx.Done():
+		db.observeTx("write", start)
+		return ctx.Err()
+	}
+	defer func() { <-db.writeSlot }()
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		db.observeTx("write", start)
 		return fmt.Errorf("begin write: %w", err)
 	}
 	defer tx.Rollback()
+	t := &Tx{Tx: tx, stmts: db.wstmts}
 	// Truncated to what the timestamp columns keep, so a value returned
 	// before a read-back equals the one read back.
-	err = fn(&Tx{tx, db.wstmts}, db.Now().UTC().Truncate(time.Microsecond))
+	err = fn(t, db.Now().UTC().Truncate(time.Microsecond))
 	if err == nil {
 		if err = tx.Commit(); err != nil {
 			err = fmt.Errorf("commit: %w", err)
@@ -127,6 +177,16 @@ func (db *DB) writeTx(ctx context.Context, fn func(tx *Tx, now time.Time) error)
 	}
 	tx.Rollback()
 	db.observeTx("write", start)
+	if err == nil && len(t.changes) > 0 {
+		if db.AfterCommit != nil {
+			db.AfterCommit()
+		}
+		if db.publish != nil {
+			for _, c := range t.changes {
+				db.publish(c)
+			}
+		}
+	}
 	if db.wstmts.pending() {
 		db.wstmts.prepareQueued(ctx)
 	}
@@ -143,7 +203,7 @@ func (db *DB) readTx(ctx context.Context, fn func(tx *Tx) error) error {
 		return fmt.Errorf("begin read: %w", err)
 	}
 	defer tx.Rollback()
-	err = fn(&Tx{tx, db.rstmts})
+	err = fn(&Tx{Tx: tx, stmts: db.rstmts})
 	tx.Rollback()
 	db.observeTx("read", start)
 	if db.rstmts.pending() {

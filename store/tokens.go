@@ -146,7 +146,9 @@ func (db *DB) IssueToken(ctx context.Context, orgID, gatewayID string) (*IssuedT
 }
 
 // RevokeToken revokes a token of a gateway of the organization. Revoking a
-// revoked token succeeds (idempotent); an unknown token is ErrNotFound.
+// revoked token succeeds (idempotent); an unknown token is ErrNotFound. The
+// change (ChangeTokenRevoked) is published after the commit, so that the
+// connections that used the token are closed.
 func (db *DB) RevokeToken(ctx context.Context, orgID, gatewayID, tokenID string) error {
 	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		if _, err := findGateway(ctx, tx, orgID, gatewayID); err != nil {
@@ -160,6 +162,7 @@ func (db *DB) RevokeToken(ctx context.Context, orgID, gatewayID, tokenID string)
 		if n, _ := res.RowsAffected(); n == 0 {
 			return notFound("token %s not found for gateway %s", tokenID, gatewayID)
 		}
+		tx.record(&Change{Kind: ChangeTokenRevoked, TokenID: tokenID, GatewayID: gatewayID})
 		return nil
 	})
 }
