@@ -65,8 +65,8 @@ func invalid(format string, a ...any) error {
 // in Go instead of failing with "database is locked", and several read-only
 // connections, which WAL lets run beside the writer.
 type DB struct {
-	write  *sql.DB
-	read   *sql.DB
+	write *sql.DB
+	read  *sql.DB
 	// writeSlot holds the one write transaction in progress, from begin
 	// until its changes are published: so changes are published in commit
 	// order (SQLite commits one writer at a time).
@@ -75,8 +75,8 @@ type DB struct {
 	// AfterCommit, if set, runs after a write transaction commits and
 	// before its changes are published. Tests use it to widen races.
 	AfterCommit func()
-	wstmts *stmtCache // prepared statements of the write pool
-	rstmts *stmtCache // prepared statements of the read pool
+	wstmts      *stmtCache // prepared statements of the write pool
+	rstmts      *stmtCache // prepared statements of the read pool
 	// Now gives the time stamped on rows; tests may replace it.
 	Now func() time.Time
 
