@@ -37,6 +37,7 @@ type Config struct {
 	WSPingInterval       time.Duration // PLATFORM_WS_PING_INTERVAL: heartbeat ping period; default 20s
 	WSTimeout            time.Duration // PLATFORM_WS_TIMEOUT: close a connection silent this long; default 30s
 	WSMaxConnections     int           // PLATFORM_WS_MAX_CONNECTIONS: live gateway connections in all; default 10000
+	WSMaxPerOrg          int           // PLATFORM_WS_MAX_CONNECTIONS_PER_ORG: live gateway connections of one organization; default half of WSMaxConnections
 	WSMaxPerGateway      int           // PLATFORM_WS_MAX_CONNECTIONS_PER_GATEWAY: replicas of one gateway; default 32
 	WSRateLimitPerMinute int           // PLATFORM_WS_RATE_LIMIT_PER_MINUTE: connect attempts per client address; default 600
 	TrustForwardedFor    bool          // PLATFORM_TRUST_FORWARDED_FOR: take the client address from X-Forwarded-For; default false
@@ -107,6 +108,13 @@ func settings() []setting {
 		{"PLATFORM_WS_PING_INTERVAL", "ws-ping-interval", "20s", "how often gateways are pinged", setDuration(func(c *Config) *time.Duration { return &c.WSPingInterval })},
 		{"PLATFORM_WS_TIMEOUT", "ws-timeout", "30s", "close a gateway connection silent this long (must exceed the ping interval)", setDuration(func(c *Config) *time.Duration { return &c.WSTimeout })},
 		{"PLATFORM_WS_MAX_CONNECTIONS", "ws-max-connections", "10000", "most live gateway connections in all", setPositive(func(c *Config) *int { return &c.WSMaxConnections })},
+		{"PLATFORM_WS_MAX_CONNECTIONS_PER_ORG", "ws-max-connections-per-org", "", "most live gateway connections of one organization (default: half of -ws-max-connections, so no tenant can take every slot)", func(c *Config, v string) error {
+			if v == "" {
+				c.WSMaxPerOrg = 0 // half of WSMaxConnections, set once that is known
+				return nil
+			}
+			return setPositive(func(c *Config) *int { return &c.WSMaxPerOrg })(c, v)
+		}},
 		{"PLATFORM_WS_MAX_CONNECTIONS_PER_GATEWAY", "ws-max-connections-per-gateway", "32", "most live connections (replicas) of one gateway", setPositive(func(c *Config) *int { return &c.WSMaxPerGateway })},
 		{"PLATFORM_WS_RATE_LIMIT_PER_MINUTE", "ws-rate-limit-per-minute", "600", "gateway connection attempts allowed per client address per minute", setPositive(func(c *Config) *int { return &c.WSRateLimitPerMinute })},
 		{"PLATFORM_READ_HEADER_TIMEOUT", "read-header-timeout", "10s", "time a client has for its TLS handshake and request headers (cuts off slow clients)", setDuration(func(c *Config) *time.Duration { return &c.ReadHeaderTimeout })},
@@ -196,6 +204,12 @@ func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*
 	}
 	if c.DBPath == "" {
 		c.DBPath = filepath.Join(c.DataDir, "platform.db")
+	}
+	if c.WSMaxPerOrg == 0 {
+		c.WSMaxPerOrg = max(1, c.WSMaxConnections/2)
+	}
+	if c.WSMaxPerOrg > c.WSMaxConnections {
+		return nil, fmt.Errorf("PLATFORM_WS_MAX_CONNECTIONS_PER_ORG (%d) must not exceed PLATFORM_WS_MAX_CONNECTIONS (%d)", c.WSMaxPerOrg, c.WSMaxConnections)
 	}
 	if c.HMACSecret != "" && len(c.HMACSecret) < 32 {
 		return nil, errors.New("PLATFORM_JWT_HMAC_SECRET (-jwt-hmac-secret) must be at least 32 bytes")

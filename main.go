@@ -206,6 +206,7 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 			PingInterval:   cfg.WSPingInterval,
 			Timeout:        cfg.WSTimeout,
 			MaxConnections: cfg.WSMaxConnections,
+			MaxPerOrg:      cfg.WSMaxPerOrg,
 			MaxPerGateway:  cfg.WSMaxPerGateway,
 		},
 		WSRateLimitPerMinute: cfg.WSRateLimitPerMinute,

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
-
 	"platform-api/store"
 )
 
@@ -98,8 +96,8 @@ func validateAPI(ctx context.Context, a *store.API) error {
 		e.add("version", "must look like v1, 1.2 or v1.2.3")
 	}
 	checkText(&e, "provider", a.Provider, true, 200)
-	if _, err := uuid.Parse(a.ProjectID); err != nil {
-		e.add("projectId", "is required and must be a project UUID")
+	if !isID(a.ProjectID) {
+		e.add("projectId", "is required and must be a project UUID (%s)", idDescription)
 	}
 	oneOf(&e, "lifeCycleStatus", a.LifeCycleStatus, lifeCycleStatuses)
 	oneOf(&e, "type", a.Type, apiTypes)
@@ -120,8 +118,8 @@ func validateAPI(ctx context.Context, a *store.API) error {
 		e.add("revisionId", "must not be negative")
 	}
 	if a.RevisionedAPIID != "" {
-		if _, err := uuid.Parse(a.RevisionedAPIID); err != nil {
-			e.add("revisionedApiId", "must be an API UUID")
+		if !isID(a.RevisionedAPIID) {
+			e.add("revisionedApiId", "must be an API UUID (%s)", idDescription)
 		}
 	}
 	validateMTLS(&e, "mtls", a.MTLS)

@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/google/uuid"
-
 	"platform-api/document"
 	"platform-api/store"
 )
@@ -34,8 +32,8 @@ func (items deployItems) validate(ctx context.Context) error {
 	seen := map[string]int{}
 	for i, it := range items {
 		p := fmt.Sprintf("[%d]", i)
-		if _, err := uuid.Parse(it.GatewayID); err != nil || len(it.GatewayID) != 36 {
-			e.add(p+".gatewayId", "is required and must be a gateway UUID")
+		if !isID(it.GatewayID) {
+			e.add(p+".gatewayId", "is required and must be a gateway UUID (%s)", idDescription)
 		} else if j, dup := seen[it.GatewayID]; dup {
 			e.add(p+".gatewayId", "gateway %s is already item [%d]", it.GatewayID, j)
 		} else {

@@ -179,8 +179,8 @@ type gatewayDeploymentReport struct {
 // transaction. A repeat is answered 200.
 func (s *Server) reportGatewayDeployment(w http.ResponseWriter, r *http.Request, g *store.GatewayIdentity) error {
 	apiID := r.PathValue("apiId")
-	if _, err := uuid.Parse(apiID); err != nil || len(apiID) != 36 {
-		return badRequest("apiId: must be an API UUID")
+	if !isID(apiID) {
+		return badRequest("apiId: must be an API UUID (%s)", idDescription)
 	}
 	var rep gatewayDeploymentReport
 	if err := decodeFromGateway(w, r, s.maxBody, &rep); err != nil {

@@ -226,8 +226,8 @@ type gatewayStatus struct {
 }
 
 // gatewayStatuses reports liveness from the hub's registry, never from a
-// stored flag; lastSeenAt falls back to the last token use when the gateway
-// has no live connection.
+// stored flag; lastSeenAt is the live connections' last activity, or when
+// the gateway has none, when it was last seen (store.GatewayStatus).
 func (s *Server) gatewayStatuses(w http.ResponseWriter, r *http.Request, p Principal) error {
 	page, err := parsePage(r)
 	if err != nil {
@@ -240,9 +240,11 @@ func (s *Server) gatewayStatuses(w http.ResponseWriter, r *http.Request, p Princ
 	out := make([]gatewayStatus, len(list))
 	for i, g := range list {
 		n, seen := s.hub.Presence(g.ID)
-		st := gatewayStatus{ID: g.ID, Name: g.Name, IsActive: n > 0, IsCritical: g.IsCritical, Connections: n, LastSeenAt: g.LastTokenUse}
-		if !seen.IsZero() {
-			seen = seen.UTC()
+		st := gatewayStatus{ID: g.ID, Name: g.Name, IsActive: n > 0, IsCritical: g.IsCritical, Connections: n, LastSeenAt: g.LastSeen}
+		// Microseconds, as stored, so that the live and the stored time of
+		// one moment compare equal.
+		seen = seen.UTC().Truncate(time.Microsecond)
+		if !seen.IsZero() && (st.LastSeenAt == nil || seen.After(*st.LastSeenAt)) {
 			st.LastSeenAt = &seen
 		}
 		out[i] = st

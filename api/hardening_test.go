@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -443,4 +444,137 @@ func withName(body map[string]any, name string) map[string]any {
 	}
 	b["name"], b["context"] = name, "/"+name
 	return b
+}
+
+// TestOrganizationConnectionCap: one organization filled every connection
+// slot of the server, and another organization's gateway was refused.
+func TestOrganizationConnectionCap(t *testing.T) {
+	e := newEnvWith(t, func(o *Options) { fastHub(o); o.Hub.MaxConnections = 4; o.Hub.MaxPerOrg = 2 })
+	greedy := newFleet(t, e, 3)
+	mustDial(t, e.srv.URL, greedy.keys[0])
+	mustDial(t, e.srv.URL, greedy.keys[1])
+	c, _ := dialWS(t, e.srv.URL, greedy.keys[2])
+	if m := c.next(time.Second); m["type"] != "error" || !strings.Contains(m["message"].(string), "organization") {
+		t.Fatalf("third connection of one organization: %v", m)
+	}
+	other := newFleet(t, e, 1)
+	mustDial(t, e.srv.URL, other.keys[0]) // still has room
+}
+
+// waitPing reads until the server pings (answering it), so that the
+// connection has been active after its handshake.
+func (c *wsClient) waitPing(timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		op, payload, err := c.readFrame(time.Until(deadline))
+		if err != nil {
+			c.t.Fatalf("no ping: %v", err)
+		}
+		if op == opPing {
+			c.writeFrame(opPong, payload)
+			return
+		}
+	}
+}
+
+// TestLastSeenSurvivesDisconnect: after a disconnect, lastSeenAt fell back
+// to the last token check (the connect time), going backwards.
+func TestLastSeenSurvivesDisconnect(t *testing.T) {
+	e := newEnvWith(t, fastHub)
+	f := newFleet(t, e, 1)
+	c, _ := mustDial(t, e.srv.URL, f.keys[0])
+	c.waitPing(2 * time.Second)
+	c.waitPing(2 * time.Second)
+	status := func() gatewayStatus {
+		var st listBody[gatewayStatus]
+		e.must(200, "GET", "/api/v1/status/gateways?gatewayId="+f.gws[0].ID, f.tok, nil, &st)
+		return st.List[0]
+	}
+	live := status()
+	if !live.IsActive || live.LastSeenAt == nil {
+		t.Fatalf("live status %+v", live)
+	}
+	c.conn.Close()
+	waitDisconnected(t, e, f.gws[0].ID)
+	after := status()
+	if after.LastSeenAt == nil || after.LastSeenAt.Before(*live.LastSeenAt) {
+		t.Fatalf("lastSeenAt went from %v to %v", live.LastSeenAt, after.LastSeenAt)
+	}
+}
+
+// TestGatewayReportCannotClaimAnAPI: a gateway token could make the server
+// deploy to it, and serve it, an API no user deployed there (mTLS key
+// included) by reporting its id; and another organization's id was
+// answered differently from an API of its own organization.
+func TestGatewayReportCannotClaimAnAPI(t *testing.T) {
+	e := newEnvWith(t, fastHub)
+	f := newFleet(t, e, 1) // f.api holds an endpoint mTLS key, deployed nowhere
+	other := newFleet(t, e, 1)
+	report := func(apiID string) map[string]any {
+		return map[string]any{"id": apiID, "projectIdentifier": "default",
+			"configuration": map[string]any{"kind": "http/rest", "data": map[string]any{
+				"name": "claimed", "version": "v1", "context": "/claimed-" + apiID[:8],
+				"upstream":   []any{map[string]any{"url": "https://a.internal"}},
+				"operations": []any{map[string]any{"method": "GET", "path": "/x"}}}}}
+	}
+	post := func(key, apiID string) (int, []byte) {
+		data, _ := json.Marshal(report(apiID))
+		req, _ := http.NewRequest("POST", e.srv.URL+"/api/internal/v1/apis/"+apiID+"/gateway-deployments", bytes.NewReader(data))
+		req.Header.Set("api-key", key)
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, body
+	}
+	ownCode, ownBody := post(f.keys[0], f.api)
+	wantError(t, ownCode, ownBody, 409, "already in use")
+	if resp, _ := download(t, e, f.keys[0], "/api/internal/v1/apis/"+f.api); resp.StatusCode != 404 {
+		t.Fatalf("the gateway can download an API no user deployed to it: %d", resp.StatusCode)
+	}
+	foreignCode, foreignBody := post(f.keys[0], other.api)
+	if foreignCode != ownCode || !bytes.Equal(normalizeIDs(foreignBody), normalizeIDs(ownBody)) {
+		t.Fatalf("own organization's API: %d %s\nanother's: %d %s", ownCode, ownBody, foreignCode, foreignBody)
+	}
+	code, body := post(f.keys[0], strings.ToUpper("7d1f5c3e-2b4a-4c6d-8e9f-0a1b2c3d4e5f"))
+	wantError(t, code, body, 400, "canonical lower-case")
+}
+
+// TestIDsOnlyInCanonicalForm: an id in another spelling named the same
+// resource (or, from a gateway, made a second one).
+func TestIDsOnlyInCanonicalForm(t *testing.T) {
+	e := newEnvWith(t, fastHub)
+	f := newFleet(t, e, 1)
+	upper := strings.ToUpper(f.api)
+	code, data := e.do("GET", "/api/v1/apis/"+upper, f.tok, nil)
+	wantError(t, code, data, 404, "canonical lower-case")
+	code, data = e.do("GET", "/api/v1/gateways/"+strings.ToUpper(f.gws[0].ID), f.tok, nil)
+	wantError(t, code, data, 404, "canonical lower-case")
+	code, data = e.do("GET", "/api/v1/status/gateways?gatewayId="+strings.ToUpper(f.gws[0].ID), f.tok, nil)
+	wantError(t, code, data, 400, "gatewayId: must be a UUID in canonical lower-case form")
+	code, data = e.do("POST", "/api/v1/apis/"+f.api+"/deploy-revision", f.tok, []map[string]string{{"gatewayId": strings.ToUpper(f.gws[0].ID)}})
+	wantError(t, code, data, 400, "[0].gatewayId")
+	body := fixture(t, "api_minimal.json", strings.ToUpper(e.defaultProject(f.tok)))
+	code, data = e.do("POST", "/api/v1/apis", f.tok, body)
+	wantError(t, code, data, 400, "projectId")
+}
+
+// waitDisconnected waits until the gateway has no live connection.
+func waitDisconnected(t *testing.T, e *testEnv, gatewayID string) {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		changed := e.api.hub.Changed()
+		if n, _ := e.api.hub.Presence(gatewayID); n == 0 {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatal("the gateway is still connected")
+		}
+	}
 }

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
-
 	"platform-api/store"
 )
 
@@ -24,7 +22,7 @@ var handlePattern = regexp.MustCompile(`^(?:[a-z]|[a-z][a-z0-9_-]*[a-z0-9])$`)
 func (o *organizationRequest) validate(context.Context) error {
 	var errs fieldErrors
 	if o.ID != "" {
-		if _, err := uuid.Parse(o.ID); err != nil || len(o.ID) != 36 {
+		if !isID(o.ID) {
 			errs.add("id", "must be a UUID such as 3f2c1d9e-8b7a-4c6d-9e0f-1a2b3c4d5e6f")
 		}
 	}

@@ -129,7 +129,8 @@ func (s *Server) handle(h handlerFunc) http.Handler {
 	})
 }
 
-// user wraps a public-API handler with bearer JWT authentication.
+// user wraps a public-API handler with bearer JWT authentication and the
+// check of the ids in its path and query.
 func (s *Server) user(h userHandler) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		raw, ok := bearerToken(r)
@@ -141,6 +142,9 @@ func (s *Server) user(h userHandler) http.Handler {
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 			return errorf(http.StatusUnauthorized, "%v", err)
+		}
+		if err := checkIDs(r); err != nil {
+			return err
 		}
 		return h(w, r, p)
 	})

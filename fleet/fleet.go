@@ -48,6 +48,7 @@ func New(db *store.DB, hc hub.Config, log *slog.Logger) *Fleet {
 	}
 	f := &Fleet{store: db, log: log, reports: map[string]report{}}
 	hc.OnConnect = f.initialState
+	hc.OnDisconnect = func(c *hub.Conn) { db.MarkSeen(c.Identity.GatewayID, c.LastActivity()) }
 	f.hub = hub.New(hc, log)
 	if db != nil {
 		db.SetPublisher(f.publish)

@@ -45,14 +45,20 @@ type Config struct {
 	// QueueSize is how many frames may wait for one connection; a gateway
 	// that falls further behind is disconnected.
 	QueueSize int
-	// MaxConnections and MaxPerGateway cap live connections (0: no cap).
+	// MaxConnections, MaxPerOrg and MaxPerGateway cap live connections:
+	// in all, of one organization, and of one gateway (0: no cap). A
+	// connection must fit under all three.
 	MaxConnections int
+	MaxPerOrg      int
 	MaxPerGateway  int
 	// OnConnect, if set, returns the events a new connection must get to
 	// reach its gateway's desired state. They are sent after the ack and
 	// paced behind heartbeats and live events. done is called once they
 	// have all been handed to the writer.
 	OnConnect func(ctx context.Context, c *Conn) (events []Event, done func())
+	// OnDisconnect, if set, is called once a registered connection has
+	// ended.
+	OnDisconnect func(c *Conn)
 }
 
 // Defaults of the contract (§3).
@@ -117,12 +123,14 @@ type Hub struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex // serializes every change of gateways, tokens and total
+	mu       sync.Mutex // serializes every change of gateways, tokens, orgs and total
 	gateways sync.Map   // gateway ID -> *connSet (immutable)
 	tokens   map[string]map[*Conn]bool
+	orgs     map[string]int       // organization ID -> live connections
 	revoked  map[string]time.Time // "t:"+token or "g:"+gateway ID -> when
 	total    int
 	closing  bool
+	changed  chan struct{} // closed and replaced on every register and unregister
 
 	wg sync.WaitGroup // one per connection, done when all its goroutines are
 
@@ -154,7 +162,8 @@ func New(cfg Config, log *slog.Logger) *Hub {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Hub{cfg: cfg, log: log, tokens: map[string]map[*Conn]bool{}, revoked: map[string]time.Time{}}
+	return &Hub{cfg: cfg, log: log, tokens: map[string]map[*Conn]bool{}, orgs: map[string]int{}, revoked: map[string]time.Time{},
+		changed: make(chan struct{})}
 }
 
 // ErrLimit is why a connection was refused: a connection limit is reached.
@@ -174,6 +183,9 @@ func (h *Hub) register(c *Conn) error {
 	if h.cfg.MaxConnections > 0 && h.total >= h.cfg.MaxConnections {
 		return fmt.Errorf("%w: the server holds its maximum of %d gateway connections", ErrLimit, h.cfg.MaxConnections)
 	}
+	if org := c.Identity.OrganizationID; h.cfg.MaxPerOrg > 0 && h.orgs[org] >= h.cfg.MaxPerOrg {
+		return fmt.Errorf("%w: organization %s already has its maximum of %d gateway connections", ErrLimit, org, h.cfg.MaxPerOrg)
+	}
 	id := c.Identity.GatewayID
 	var old []*Conn
 	if v, ok := h.gateways.Load(id); ok {
@@ -189,9 +201,26 @@ func (h *Hub) register(c *Conn) error {
 		h.tokens[c.Identity.TokenID] = map[*Conn]bool{}
 	}
 	h.tokens[c.Identity.TokenID][c] = true
+	h.orgs[c.Identity.OrganizationID]++
 	h.total++
 	h.wg.Add(1)
+	h.notifyLocked()
 	return nil
+}
+
+// notifyLocked wakes the waiters of Changed. h.mu must be held.
+func (h *Hub) notifyLocked() {
+	close(h.changed)
+	h.changed = make(chan struct{})
+}
+
+// Changed returns a channel that is closed at the next registration or
+// unregistration of a connection. Take it before looking at the registry,
+// then wait on it.
+func (h *Hub) Changed() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.changed
 }
 
 // unregister removes exactly c, never another connection of its gateway.
@@ -224,7 +253,11 @@ func (h *Hub) unregister(c *Conn) {
 			delete(h.tokens, c.Identity.TokenID)
 		}
 	}
+	if h.orgs[c.Identity.OrganizationID]--; h.orgs[c.Identity.OrganizationID] <= 0 {
+		delete(h.orgs, c.Identity.OrganizationID)
+	}
 	h.total--
+	h.notifyLocked()
 }
 
 func (h *Hub) conns(gatewayID string) []*Conn {
@@ -351,6 +384,9 @@ func (c *Conn) enqueue(apiID string, frame []byte) bool {
 		return false
 	}
 }
+
+// LastActivity is when the gateway last sent anything on this connection.
+func (c *Conn) LastActivity() time.Time { return c.t.LastActivity() }
 
 func (c *Conn) hadLiveEvent(apiID string) bool {
 	c.liveMu.Lock()
@@ -497,6 +533,9 @@ func (h *Hub) Serve(ctx context.Context, t Transport, id Identity) {
 	}
 	c.cancel()
 	wg.Wait()
+	if h.cfg.OnDisconnect != nil {
+		h.cfg.OnDisconnect(c)
+	}
 	// A close code was set when the server ended the connection.
 	c.log.Info("gateway disconnected", "byServer", c.closeCode.Load() != 0, "code", c.closeCode.Load())
 }

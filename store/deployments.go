@@ -341,24 +341,41 @@ func (db *DB) MarkFetched(gatewayID string, revisions map[string]string) {
 // fetchKey names one downloaded revision.
 type fetchKey struct{ gateway, api, revision string }
 
+// MarkSeen records that a gateway was active at t (a connection of it just
+// ended). Like MarkFetched it is written in the next flush, so a fleet
+// disconnecting at once costs one transaction; a time never moves back.
+func (db *DB) MarkSeen(gatewayID string, t time.Time) {
+	db.fetchMu.Lock()
+	if t.After(db.seen[gatewayID]) {
+		db.seen[gatewayID] = t.UTC()
+	}
+	db.fetchMu.Unlock()
+}
+
 // fetchFlushEvery is how often fetch times reach the database.
 const fetchFlushEvery = 250 * time.Millisecond
 
-// flushFetched writes the pending fetch times.
+// flushFetched writes the pending fetch and last-seen times.
 func (db *DB) flushFetched(ctx context.Context) error {
 	db.fetchMu.Lock()
-	pending := db.fetched
-	if len(pending) == 0 {
+	pending, seen := db.fetched, db.seen
+	if len(pending) == 0 && len(seen) == 0 {
 		db.fetchMu.Unlock()
 		return nil
 	}
-	db.fetched = map[fetchKey]time.Time{}
+	db.fetched, db.seen = map[fetchKey]time.Time{}, map[string]time.Time{}
 	db.fetchMu.Unlock()
 	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		for k, t := range pending {
 			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET fetched_at = $1
 				WHERE gateway_id = $2 AND api_id = $3 AND revision_id = $4`,
 				formatTime(t), k.gateway, k.api, k.revision); err != nil {
+				return err
+			}
+		}
+		for id, t := range seen {
+			if _, err := tx.ExecContext(ctx, `UPDATE gateways SET last_seen_at = $1
+				WHERE id = $2 AND (last_seen_at IS NULL OR last_seen_at < $1)`, formatTime(t), id); err != nil {
 				return err
 			}
 		}
@@ -436,54 +453,59 @@ func (db *DB) DeleteAPI(ctx context.Context, orgID, id string) error {
 
 // RecordGatewayDeployment stores what a gateway reports it deployed by
 // itself: the API (created in the organization's project named
-// projectName, unless an API with a.ID already exists there), a revision of
-// it, and the gateway's deployment, all in one transaction. created is false
-// when the gateway had already reported this API (a repeat).
+// projectName), a revision of it, and the gateway's deployment, all in one
+// transaction. created is false when the gateway had already reported this
+// API (a repeat).
+//
+// A gateway may report what it runs; it never obtains what no user deployed
+// to it. So an API id already in use by an API this gateway does not run
+// is ErrConflict, answered alike whichever organization holds it. A gateway
+// deleted while its report was under way is ErrBadToken.
 func (db *DB) RecordGatewayDeployment(ctx context.Context, gatewayID string, a *API, projectName string) (created bool, err error) {
 	err = db.writeTx(ctx, func(tx *Tx, now time.Time) error {
-		var exists int
+		created = false
+		var vhost string
+		err := tx.QueryRowContext(ctx, `SELECT vhost FROM gateways WHERE id = $1 AND organization_id = $2`,
+			gatewayID, a.OrganizationID).Scan(&vhost)
+		if errors.Is(err, sql.ErrNoRows) {
+			return &Error{kind: ErrBadToken, msg: "the gateway of this token no longer exists"}
+		} else if err != nil {
+			return err
+		}
+		var pid string
+		err = tx.QueryRowContext(ctx, `SELECT id FROM projects WHERE organization_id = $1 AND name = $2`,
+			a.OrganizationID, projectName).Scan(&pid)
+		if errors.Is(err, sql.ErrNoRows) {
+			return invalid("projectIdentifier: this organization has no project named %q", projectName)
+		} else if err != nil {
+			return err
+		}
+		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployments WHERE api_id = $1 AND gateway_id = $2`,
-			a.ID, gatewayID).Scan(&exists); err != nil {
+			a.ID, gatewayID).Scan(&n); err != nil {
 			return err
 		}
-		if exists > 0 {
-			return nil
+		if n > 0 {
+			return nil // a repeat
 		}
-		list, err := queryAPIs(ctx, tx, `WHERE id = $1`, a.ID)
-		if err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM apis WHERE id = $1`, a.ID).Scan(&n); err != nil {
 			return err
 		}
-		stored := a
-		switch {
-		case len(list) > 0 && list[0].OrganizationID != a.OrganizationID:
-			return conflict("API id %s is already in use", a.ID)
-		case len(list) > 0:
-			stored = list[0]
-		default:
-			var pid string
-			err := tx.QueryRowContext(ctx, `SELECT id FROM projects WHERE organization_id = $1 AND name = $2`,
-				a.OrganizationID, projectName).Scan(&pid)
-			if errors.Is(err, sql.ErrNoRows) {
-				return invalid("projectIdentifier: this organization has no project named %q", projectName)
-			} else if err != nil {
-				return err
-			}
-			a.ProjectID = pid
-			if err := insertAPI(ctx, tx, a, now); err != nil {
-				return err
-			}
+		if n > 0 {
+			return conflict("API id %s is already in use by an API this gateway does not run: report the API under another id", a.ID)
 		}
-		rev, err := insertRevision(ctx, tx, stored, now)
+		a.ProjectID = pid
+		if err := insertAPI(ctx, tx, a, now); err != nil {
+			return err
+		}
+		rev, err := insertRevision(ctx, tx, a, now)
 		if err != nil {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO deployments (api_id, gateway_id, revision_id, vhost,
 			display_on_devportal, status, deployed_at, delivered_at)
-			VALUES ($1, $2, $3, (SELECT vhost FROM gateways WHERE id = $2), FALSE, $4, $5, $5)`,
-			a.ID, gatewayID, rev.ID, StatusDelivered, formatTime(now))
-		if constraintOf(err) == uniqueViolation {
-			return nil // a concurrent first report won: this one is a repeat
-		}
+			VALUES ($1, $2, $3, $4, FALSE, $5, $6, $6)`,
+			a.ID, gatewayID, rev.ID, vhost, StatusDelivered, formatTime(now))
 		created = err == nil
 		return err
 	})

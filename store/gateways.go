@@ -134,16 +134,20 @@ func (db *DB) DeleteGateway(ctx context.Context, orgID, id string) error {
 	})
 }
 
-// GatewayStatus is a gateway with the last time one of its tokens verified,
-// which stands in for "last seen" when it has no live connection.
+// GatewayStatus is a gateway with when it was last seen while not
+// connected: the later of the end of its last connection and the last
+// verification of one of its tokens.
 type GatewayStatus struct {
 	Gateway
-	LastTokenUse *time.Time
+	LastSeen *time.Time
 }
 
 // GatewayStatuses lists the organization's gateways (or the one named by
-// gatewayID, when not empty) with their last token use.
+// gatewayID, when not empty) with when they were last seen.
 func (db *DB) GatewayStatuses(ctx context.Context, orgID, gatewayID string, page Page) ([]*GatewayStatus, int, error) {
+	if err := db.flushFetched(ctx); err != nil {
+		return nil, 0, err
+	}
 	list := []*GatewayStatus{}
 	var total int
 	cond, args := `g.organization_id = $1`, []any{orgID}
@@ -156,7 +160,7 @@ func (db *DB) GatewayStatuses(ctx context.Context, orgID, gatewayID string, page
 		}
 		n := len(args)
 		rows, err := tx.QueryContext(ctx, fmt.Sprintf(`SELECT g.id, g.organization_id, g.name, g.display_name, g.description,
-			g.vhost, g.is_critical, g.functionality_type, g.created_at, g.updated_at,
+			g.vhost, g.is_critical, g.functionality_type, g.created_at, g.updated_at, g.last_seen_at,
 			(SELECT MAX(t.last_used_at) FROM gateway_tokens t WHERE t.gateway_id = g.id)
 			FROM gateways g WHERE %s ORDER BY g.created_at DESC, g.id DESC LIMIT $%d OFFSET $%d`, cond, n+1, n+2),
 			append(args, page.Limit, page.Offset)...)
@@ -167,9 +171,14 @@ func (db *DB) GatewayStatuses(ctx context.Context, orgID, gatewayID string, page
 		for rows.Next() {
 			var s GatewayStatus
 			g := &s.Gateway
+			var seen, tokenUse *time.Time
 			if err := rows.Scan(&g.ID, &g.OrganizationID, &g.Name, &g.DisplayName, &g.Description, &g.Vhost,
-				&g.IsCritical, &g.FunctionalityType, dbTime{&g.CreatedAt}, dbTime{&g.UpdatedAt}, dbTimePtr{&s.LastTokenUse}); err != nil {
+				&g.IsCritical, &g.FunctionalityType, dbTime{&g.CreatedAt}, dbTime{&g.UpdatedAt}, dbTimePtr{&seen}, dbTimePtr{&tokenUse}); err != nil {
 				return err
+			}
+			s.LastSeen = seen
+			if tokenUse != nil && (seen == nil || tokenUse.After(*seen)) {
+				s.LastSeen = tokenUse
 			}
 			list = append(list, &s)
 		}

@@ -68,7 +68,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 
 	db := &DB{write: write, read: read, wstmts: newStmtCache(write), rstmts: newStmtCache(read), Now: time.Now,
 		writeSlot: make(chan struct{}, 1),
-		fetched:   map[fetchKey]time.Time{}, stopFlush: make(chan struct{}), flushDone: make(chan struct{})}
+		fetched:   map[fetchKey]time.Time{}, seen: map[string]time.Time{}, stopFlush: make(chan struct{}), flushDone: make(chan struct{})}
 	go db.flushLoop(db.stopFlush, db.flushDone)
 	if err := db.checkWAL(ctx); err != nil {
 		db.Close()

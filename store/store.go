@@ -82,6 +82,7 @@ type DB struct {
 
 	fetchMu   sync.Mutex
 	fetched   map[fetchKey]time.Time // downloads not yet written
+	seen      map[string]time.Time   // gateway last-seen times not yet written
 	stopFlush chan struct{}
 	closeOnce sync.Once
 	flushDone chan struct{}

@@ -279,3 +279,22 @@ func TestFetchMarkOnlyLandsOnItsRevision(t *testing.T) {
 		t.Fatalf("rev2 marked fetched by a download of rev1: %+v %v", deps[0], err)
 	}
 }
+
+// TestReportForADeletedGateway: a gateway report racing the gateway's
+// deletion answered 500 (NOT NULL constraint failed: deployments.vhost).
+// The token verified before the deletion; the report lands after it.
+func TestReportForADeletedGateway(t *testing.T) {
+	db := MustOpen(t)
+	ctx := context.Background()
+	org := mustOrg(t, db).ID
+	g := mustGateway(t, db, org, "gw")
+	if err := db.DeleteGateway(ctx, org, g.ID); err != nil {
+		t.Fatal(err)
+	}
+	a := &API{ID: newID(), OrganizationID: org, Name: "x", Context: "/x", Version: "v1", Provider: "admin",
+		LifeCycleStatus: "CREATED", Type: "HTTP", Transport: []string{"https"}}
+	_, err := db.RecordGatewayDeployment(ctx, g.ID, a, DefaultProjectName)
+	if !errors.Is(err, ErrBadToken) {
+		t.Fatalf("report of a deleted gateway: %v", err)
+	}
+}
