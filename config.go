@@ -19,6 +19,8 @@ type Config struct {
 	Addr            string        // PLATFORM_ADDR: listen address; default ":8443"
 	DataDir         string        // PLATFORM_DATA_DIR: database, TLS files, signing key; default "./data"
 	DBPath          string        // PLATFORM_DB: SQLite file; default "<data dir>/platform.db"
+	KeyFile         string        // PLATFORM_ENCRYPTION_KEY_FILE: keys sealing secrets at rest; default "<data dir>/encryption.key"
+	KeepRevisions   int           // PLATFORM_REVISIONS_KEEP: revisions kept per API besides deployed ones; default 20
 	TLSCert         string        // PLATFORM_TLS_CERT: PEM certificate; empty means self-signed
 	TLSKey          string        // PLATFORM_TLS_KEY: PEM key matching TLSCert
 	TLSHosts        []string      // PLATFORM_TLS_HOSTS: extra names for the self-signed certificate
@@ -68,6 +70,8 @@ func settings() []setting {
 			return nil
 		}},
 		{"PLATFORM_DB", "db", "", "SQLite database file (default <data dir>/platform.db)", setString(func(c *Config) *string { return &c.DBPath })},
+		{"PLATFORM_ENCRYPTION_KEY_FILE", "encryption-key-file", "", "file of the keys that seal secrets at rest, made on first start (default <data dir>/encryption.key); replicas share it", setString(func(c *Config) *string { return &c.KeyFile })},
+		{"PLATFORM_REVISIONS_KEEP", "revisions-keep", "20", "revisions kept per API besides the deployed ones (older ones are pruned)", setPositive(func(c *Config) *int { return &c.KeepRevisions })},
 		{"PLATFORM_TLS_CERT", "tls-cert", "", "PEM certificate file (default: a self-signed one in the data dir)", setString(func(c *Config) *string { return &c.TLSCert })},
 		{"PLATFORM_TLS_KEY", "tls-key", "", "PEM private key file for -tls-cert", setString(func(c *Config) *string { return &c.TLSKey })},
 		{"PLATFORM_TLS_HOSTS", "tls-hosts", "", "comma-separated extra DNS names or IPs for the self-signed certificate", func(c *Config, v string) error {
@@ -204,6 +208,9 @@ func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*
 	}
 	if c.DBPath == "" {
 		c.DBPath = filepath.Join(c.DataDir, "platform.db")
+	}
+	if c.KeyFile == "" {
+		c.KeyFile = filepath.Join(c.DataDir, "encryption.key")
 	}
 	if c.WSMaxPerOrg == 0 {
 		c.WSMaxPerOrg = max(1, c.WSMaxConnections/2)

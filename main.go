@@ -167,14 +167,21 @@ func runSimulate(ctx context.Context, args []string, getenv func(string) string,
 // accepting, let in-flight requests finish within the timeout, close the
 // database.
 func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger) error {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("PLATFORM_DATA_DIR: %w", err)
+	if err := ensurePrivateDir(cfg.DataDir, log); err != nil {
+		return err
 	}
 	cert, err := loadCertificate(cfg, log)
 	if err != nil {
 		return err
 	}
-	db, err := store.Open(ctx, cfg.DBPath)
+	sealer, created, err := store.LoadOrCreateKeyFile(cfg.KeyFile)
+	if err != nil {
+		return fmt.Errorf("PLATFORM_ENCRYPTION_KEY_FILE: %w", err)
+	}
+	if created {
+		log.Warn("new encryption key made for secrets at rest: back it up with the database, which cannot be read without it", "file", cfg.KeyFile, "key", sealer.KeyID())
+	}
+	db, err := store.Open(ctx, store.Config{Path: cfg.DBPath, Sealer: sealer, KeepRevisions: cfg.KeepRevisions, Log: log})
 	if err != nil {
 		return fmt.Errorf("PLATFORM_DB %s: %w", cfg.DBPath, err)
 	}
@@ -290,4 +297,24 @@ func loadCertificate(cfg *Config, log *slog.Logger) (tls.Certificate, error) {
 		log.Info("self-signed TLS certificate reused", "file", res.CertFile, "expires", res.Leaf.NotAfter, "sha256", res.Fingerprint)
 	}
 	return res.Certificate, nil
+}
+
+// ensurePrivateDir makes the data directory with mode 0700, or takes group
+// and other permissions away from an existing one, saying so; a directory
+// that cannot be made private stops the start.
+func ensurePrivateDir(dir string, log *slog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("PLATFORM_DATA_DIR: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("PLATFORM_DATA_DIR: %w", err)
+	}
+	if mode := fi.Mode().Perm(); mode&0o077 != 0 {
+		if err := os.Chmod(dir, mode&0o700); err != nil {
+			return fmt.Errorf("PLATFORM_DATA_DIR %s is readable by others (mode %o) and could not be made private: %w", dir, mode, err)
+		}
+		log.Warn("data directory was readable by others: made private", "dir", dir, "was", fmt.Sprintf("%o", mode), "now", fmt.Sprintf("%o", mode&0o700))
+	}
+	return nil
 }

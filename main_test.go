@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -314,5 +315,30 @@ func TestHostileClients(t *testing.T) {
 		t.Fatal("a silent connection got data")
 	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		t.Fatal("a silent connection was never closed")
+	}
+}
+
+// TestDataDirMadePrivate: an existing data directory open to others is
+// tightened, and the log says so.
+func TestDataDirMadePrivate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755) // whatever the umask
+	var logs bytes.Buffer
+	if err := ensurePrivateDir(dir, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(dir)
+	if fi.Mode().Perm() != 0o700 || !strings.Contains(logs.String(), "made private") {
+		t.Fatalf("mode %o, log %q", fi.Mode().Perm(), logs.String())
+	}
+	fresh := filepath.Join(t.TempDir(), "new")
+	if err := ensurePrivateDir(fresh, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(fresh); fi.Mode().Perm() != 0o700 {
+		t.Fatalf("new data dir mode %o", fi.Mode().Perm())
 	}
 }

@@ -29,11 +29,14 @@ func (s *Server) createAPI(w http.ResponseWriter, r *http.Request, p Principal) 
 	if err := validateAPI(r.Context(), a); err != nil {
 		return err
 	}
+	if err := checkSecretInput(a, true); err != nil {
+		return err
+	}
 	stored, err := s.store.CreateAPI(r.Context(), a)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, stored)
+	writeJSON(w, http.StatusCreated, masked(stored))
 	return nil
 }
 
@@ -46,6 +49,9 @@ func (s *Server) listAPIs(w http.ResponseWriter, r *http.Request, p Principal) e
 	if err != nil {
 		return err
 	}
+	for _, a := range list {
+		masked(a)
+	}
 	writeJSON(w, http.StatusOK, newList(list, total, page))
 	return nil
 }
@@ -55,7 +61,7 @@ func (s *Server) getAPI(w http.ResponseWriter, r *http.Request, p Principal) err
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a)
+	writeJSON(w, http.StatusOK, masked(a))
 	return nil
 }
 
@@ -75,6 +81,9 @@ func (s *Server) updateAPI(w http.ResponseWriter, r *http.Request, p Principal) 
 	if err := decodeJSON(raw, &req, true); err != nil {
 		return err
 	}
+	if err := checkSecretInput(&req.API, false); err != nil {
+		return err
+	}
 	// The names present, exactly as checked against apiRequest above.
 	var present map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &present); err != nil {
@@ -90,10 +99,14 @@ func (s *Server) updateAPI(w http.ResponseWriter, r *http.Request, p Principal) 
 		if err := errs.err(); err != nil {
 			return err
 		}
+		kept := storedSecrets(a)
 		for name := range present {
 			if f := jsonField(a, name); f.IsValid() && !readOnlyAPIField(name) {
 				f.Set(jsonField(&req.API, name))
 			}
+		}
+		if err := keepMaskedSecrets(a, kept); err != nil {
+			return err
 		}
 		applyAPIDefaults(a)
 		return validateAPI(r.Context(), a)
@@ -101,7 +114,7 @@ func (s *Server) updateAPI(w http.ResponseWriter, r *http.Request, p Principal) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, stored)
+	writeJSON(w, http.StatusOK, masked(stored))
 	return nil
 }
 

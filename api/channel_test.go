@@ -478,6 +478,9 @@ func mustStoredRevision(t *testing.T, e *testEnv, f *testFleet, gw int) *store.A
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := e.db.OpenSecrets(rev.API); err != nil {
+		t.Fatal(err)
+	}
 	return rev.API
 }
 

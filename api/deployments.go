@@ -54,7 +54,7 @@ func (s *Server) deployable(rev *store.Revision) error {
 	if err := runnable(rev.API); err != nil {
 		return err
 	}
-	entry, err := renderEntry(rev)
+	entry, err := s.renderEntry(rev)
 	if err != nil {
 		if document.IsTooLarge(err) {
 			return badRequest("%v", document.ErrTooLarge)

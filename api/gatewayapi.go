@@ -97,11 +97,16 @@ func (s *Server) document(ctx context.Context, apiID, revisionID string) (*docum
 		if err != nil {
 			return nil, err
 		}
-		return renderEntry(rev)
+		return s.renderEntry(rev)
 	})
 }
 
-func renderEntry(rev *store.Revision) (*document.Entry, error) {
+// renderEntry renders a revision for the gateways it is deployed to: the
+// only place secrets are opened.
+func (s *Server) renderEntry(rev *store.Revision) (*document.Entry, error) {
+	if err := s.store.OpenSecrets(rev.API); err != nil {
+		return nil, err
+	}
 	doc, err := document.RenderHTTPRest(rev.API)
 	if err != nil {
 		return nil, fmt.Errorf("render API %s revision %d: %w", rev.APIID, rev.Number, err)

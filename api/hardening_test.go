@@ -578,3 +578,53 @@ func waitDisconnected(t *testing.T, e *testEnv, gatewayID string) {
 		}
 	}
 }
+
+// TestSecretsNeverAnswered: endpoint credentials were stored and returned
+// in clear. The public API answers a mask; sending the mask back keeps the
+// stored key; only the download of a revision deployed to the gateway holds
+// the key.
+func TestSecretsNeverAnswered(t *testing.T) {
+	e := newEnvWith(t, fastHub)
+	f := newFleet(t, e, 2) // f.api is api_maximal.json, with mTLS keys
+	path := "/api/v1/apis/" + f.api
+	for _, p := range []string{path, "/api/v1/apis"} {
+		if data := e.must(200, "GET", p, f.tok, nil, nil); bytes.Contains(data, []byte("MIIE")) || !bytes.Contains(data, []byte(secretMask)) {
+			t.Fatalf("GET %s answers the key: %s", p, data)
+		}
+	}
+	// The mask sent back keeps the key, even with the endpoints reordered.
+	a := asMap(t, e.must(200, "GET", path, f.tok, nil, nil))
+	bs := a["backend-services"].([]any)
+	eps := bs[0].(map[string]any)["endpoints"].([]any)
+	eps[0], eps[1] = eps[1], eps[0]
+	e.must(200, "PUT", path, f.tok, map[string]any{"mtls": a["mtls"], "backend-services": bs}, nil)
+	f.deploy(t, "", 0)
+	_, files := download(t, e, f.keys[0], "/api/internal/v1/apis/"+f.api)
+	doc := string(files["api-"+f.api+".yaml"])
+	if !strings.Contains(doc, "clientKey: key") || strings.Contains(doc, secretMask) {
+		t.Fatalf("the gateway's download lacks the kept endpoint key:\n%s", doc)
+	}
+	// The API-level key (not part of the first generation's document) was
+	// kept too.
+	if a := mustStoredRevision(t, e, f, 0); a.MTLS.ClientKey != "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n" {
+		t.Fatalf("API-level key after a PUT of the mask: %q", a.MTLS.ClientKey)
+	}
+	// A gateway the API is not deployed to gets nothing.
+	if resp, _ := download(t, e, f.keys[1], "/api/internal/v1/apis/"+f.api); resp.StatusCode != 404 {
+		t.Fatalf("another gateway downloads the API: %d", resp.StatusCode)
+	}
+	// The mask with nothing stored, and the sealed form, are refused.
+	body := fixture(t, "api_minimal.json", e.defaultProject(f.tok))
+	body["mtls"] = map[string]any{"enabled": true, "clientKey": secretMask}
+	code, data := e.do("POST", "/api/v1/apis", f.tok, body)
+	wantError(t, code, data, 400, "mtls.clientKey: ******** stands for a stored key")
+	body["mtls"] = map[string]any{"enabled": true, "clientKey": "enc:v1:00000000:AAAA"}
+	code, data = e.do("POST", "/api/v1/apis", f.tok, body)
+	wantError(t, code, data, 400, "mtls.clientKey: must be PEM text")
+	code, data = e.do("PUT", path, f.tok, map[string]any{"backend-services": []any{map[string]any{"name": "new", "endpoints": []any{
+		map[string]any{"url": "https://new.internal", "mtls": map[string]any{"clientKey": secretMask}}}}}})
+	wantError(t, code, data, 400, "backend-services[0].endpoints[0].mtls.clientKey: ******** stands for a stored key, but none is stored here")
+	if rows, _ := e.dbRead("SELECT settings FROM apis WHERE id = '" + f.api + "'"); bytes.Contains(rows[0], []byte("MIIE")) {
+		t.Fatal("the key is stored in clear")
+	}
+}

@@ -40,7 +40,11 @@ func newEnv(t testing.TB) *testEnv {
 func newEnvWith(t testing.TB, mod func(*Options)) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
-	db, err := store.Open(context.Background(), filepath.Join(dir, "platform.db"))
+	sealer, _, err := store.LoadOrCreateKeyFile(filepath.Join(dir, "encryption.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(context.Background(), store.Config{Path: filepath.Join(dir, "platform.db"), Sealer: sealer})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -238,6 +238,9 @@ func insertAPI(ctx context.Context, tx *Tx, a *API, now time.Time) error {
 		return err
 	}
 	a.CreatedAt, a.UpdatedAt = now, now
+	if _, err := tx.sealer.sealSecrets(a); err != nil {
+		return err
+	}
 	row, err := apiRowArgs(a)
 	if err != nil {
 		return err
@@ -265,18 +268,24 @@ func apiConflict(ctx context.Context, tx *Tx, a *API) error {
 	return conflict("context %q with version %q is already used by another API of this organization", a.Context, a.Version)
 }
 
+// settingsJSON is the settings column of a.
+func settingsJSON(a *API) (string, error) {
+	b, err := marshalJSON(apiSettings{MTLS: a.MTLS, Security: a.Security, CORS: a.CORS, RateLimiting: a.RateLimiting})
+	return string(b), err
+}
+
 func apiRowArgs(a *API) ([]any, error) {
 	transport, err := marshalJSON(a.Transport)
 	if err != nil {
 		return nil, err
 	}
-	settings, err := marshalJSON(apiSettings{MTLS: a.MTLS, Security: a.Security, CORS: a.CORS, RateLimiting: a.RateLimiting})
+	settings, err := settingsJSON(a)
 	if err != nil {
 		return nil, err
 	}
 	return []any{a.ID, a.OrganizationID, a.ProjectID, a.Name, a.DisplayName, a.Description, a.Context, a.Version,
 		a.Provider, a.LifeCycleStatus, a.Type, string(transport), a.HasThumbnail, a.IsDefaultVersion, a.IsRevision,
-		a.RevisionedAPIID, a.RevisionID, string(settings), formatTime(a.CreatedAt), formatTime(a.UpdatedAt)}, nil
+		a.RevisionedAPIID, a.RevisionID, settings, formatTime(a.CreatedAt), formatTime(a.UpdatedAt)}, nil
 }
 
 // insertAPIChildren writes the backend services and operations of a.
@@ -455,6 +464,9 @@ func (db *DB) UpdateAPI(ctx context.Context, orgID, id string, change func(*API)
 			return err
 		}
 		a.ID, a.OrganizationID, a.CreatedAt, a.UpdatedAt = id, orgID, created, now
+		if _, err := tx.sealer.sealSecrets(a); err != nil {
+			return err
+		}
 		row, err := apiRowArgs(a)
 		if err != nil {
 			return err

@@ -98,3 +98,49 @@ func TestAPIChildrenKeepOrder(t *testing.T) {
 		t.Fatalf("unknown project: %v", err)
 	}
 }
+
+// TestRevisionsArePruned: revisions were never pruned, and every deploy
+// stored another copy of the definition. The newest KeepRevisions and the
+// deployed ones stay; the rest go in the background.
+func TestRevisionsArePruned(t *testing.T) {
+	db := MustOpen(t)
+	db.keep = 5
+	ctx := context.Background()
+	o := mustOrg(t, db)
+	ps, _, _ := db.Projects(ctx, o.ID, Page{Limit: 1})
+	a, err := db.CreateAPI(ctx, apiWithSecrets(o.ID, ps[0].ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned, moving := mustGateway(t, db, o.ID, "pinned"), mustGateway(t, db, o.ID, "moving")
+	ok := func(*Revision) error { return nil }
+	first, _, err := db.Deploy(ctx, o.ID, a.ID, "", []DeployTarget{{GatewayID: pinned.ID}}, ok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var revs []*Revision
+	for range 12 {
+		rev, _, err := db.Deploy(ctx, o.ID, a.ID, "", []DeployTarget{{GatewayID: moving.ID}}, ok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		revs = append(revs, rev)
+	}
+	if err := db.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	db.read.QueryRow(`SELECT COUNT(*) FROM api_revisions WHERE api_id = $1`, a.ID).Scan(&n)
+	if n != 5+1 { // the newest five, and the one still deployed to "pinned"
+		t.Fatalf("%d revisions kept", n)
+	}
+	if _, err := db.Revision(ctx, a.ID, first.ID); err != nil {
+		t.Fatalf("the deployed revision was pruned: %v", err)
+	}
+	if _, _, err := db.Deploy(ctx, o.ID, a.ID, revs[0].ID, []DeployTarget{{GatewayID: moving.ID}}, ok); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("rollback to a pruned revision: %v", err)
+	}
+	if _, _, err := db.Deploy(ctx, o.ID, a.ID, revs[8].ID, []DeployTarget{{GatewayID: moving.ID}}, ok); err != nil {
+		t.Fatalf("rollback to a kept revision: %v", err)
+	}
+}

@@ -125,6 +125,7 @@ func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targe
 	if err != nil {
 		return nil, nil, err
 	}
+	db.schedulePrune(apiID)
 	return rev, change, nil
 }
 
@@ -191,7 +192,7 @@ func findRevision(ctx context.Context, q queryer, apiID, id string) (*Revision, 
 	err := q.QueryRowContext(ctx, `SELECT id, api_id, number, definition, created_at FROM api_revisions
 		WHERE id = $1 AND api_id = $2`, id, apiID).Scan(&rev.ID, &rev.APIID, &rev.Number, &def, dbTime{&rev.CreatedAt})
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, notFound("revision %s of API %s not found", id, apiID)
+		return nil, notFound("revision %s of API %s not found (the newest revisions of an API and the ones deployed are kept; see PLATFORM_REVISIONS_KEEP)", id, apiID)
 	}
 	if err != nil {
 		return nil, err
@@ -383,7 +384,8 @@ func (db *DB) flushFetched(ctx context.Context) error {
 	})
 }
 
-// flushLoop runs until stop is closed, then flushes once more.
+// flushLoop does the pending background work (Sync) every
+// fetchFlushEvery until stop is closed, then once more.
 func (db *DB) flushLoop(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	t := time.NewTicker(fetchFlushEvery)
@@ -392,10 +394,12 @@ func (db *DB) flushLoop(stop <-chan struct{}, done chan<- struct{}) {
 		select {
 		case <-t.C:
 		case <-stop:
-			db.flushFetched(context.Background())
+			db.Sync(context.Background())
 			return
 		}
-		db.flushFetched(context.Background())
+		if err := db.Sync(context.Background()); err != nil {
+			db.log.Warn("background database work failed; it is retried", "err", err)
+		}
 	}
 }
 

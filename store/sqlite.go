@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/url"
+	"os"
 	"runtime"
 	"sort"
 	"strconv"
@@ -21,10 +23,42 @@ import (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-// Open opens (creating if needed) the SQLite database at path and brings its
-// schema up to date. A database whose schema is newer than this binary knows
-// is refused, so that an older binary never writes to a newer schema.
-func Open(ctx context.Context, path string) (*DB, error) {
+// Config says which database to open and how the store behaves.
+type Config struct {
+	// Path is the SQLite database file.
+	Path string
+	// Sealer seals the secrets of API definitions at rest. Required.
+	Sealer *Sealer
+	// KeepRevisions is how many revisions of each API are kept besides
+	// the ones deployed somewhere; older ones are pruned in the
+	// background. 0 means DefaultKeepRevisions.
+	KeepRevisions int
+	// Log receives what the store does by itself (resealing, pruning
+	// failures). Nil discards it.
+	Log *slog.Logger
+}
+
+// DefaultKeepRevisions is the default of Config.KeepRevisions.
+const DefaultKeepRevisions = 20
+
+// Open opens (creating if needed) the SQLite database at cfg.Path and brings
+// its schema up to date. A database whose schema is newer than this binary
+// knows is refused, so that an older binary never writes to a newer schema.
+// The database files are readable by their owner only.
+func Open(ctx context.Context, cfg Config) (*DB, error) {
+	if cfg.Sealer == nil {
+		return nil, errors.New("open database: no encryption key for secrets at rest")
+	}
+	if cfg.KeepRevisions <= 0 {
+		cfg.KeepRevisions = DefaultKeepRevisions
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	path := cfg.Path
+	if err := ownerOnly(path); err != nil {
+		return nil, err
+	}
 	base := "file:" + (&url.URL{Path: path}).EscapedPath()
 	// Per-connection settings live in the DSN so that every pooled connection
 	// gets them, not only the first one.
@@ -67,8 +101,8 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	read.SetMaxIdleConns(n)
 
 	db := &DB{write: write, read: read, wstmts: newStmtCache(write), rstmts: newStmtCache(read), Now: time.Now,
-		writeSlot: make(chan struct{}, 1),
-		fetched:   map[fetchKey]time.Time{}, seen: map[string]time.Time{}, stopFlush: make(chan struct{}), flushDone: make(chan struct{})}
+		writeSlot: make(chan struct{}, 1), sealer: cfg.Sealer, keep: cfg.KeepRevisions, log: cfg.Log, prune: map[string]bool{},
+		fetched: map[fetchKey]time.Time{}, seen: map[string]time.Time{}, stopFlush: make(chan struct{}), flushDone: make(chan struct{})}
 	go db.flushLoop(db.stopFlush, db.flushDone)
 	if err := db.checkWAL(ctx); err != nil {
 		db.Close()
@@ -78,7 +112,35 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := db.atStart(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return db, nil
+}
+
+// ownerOnly creates the database file with mode 0600 if it does not exist
+// (SQLite gives its -wal and -shm files the same mode), and takes group and
+// other permissions away from the files that exist.
+func ownerOnly(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open database: %w", err)
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err == nil && fi.Mode().Perm()&0o077 != 0 {
+			err = os.Chmod(p, fi.Mode().Perm()&0o700)
+		}
+		if err != nil {
+			return fmt.Errorf("open database: %w", err)
+		}
+	}
+	return nil
 }
 
 func (db *DB) checkWAL(ctx context.Context) error {

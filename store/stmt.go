@@ -116,6 +116,7 @@ func (c *stmtCache) ExecContext(ctx context.Context, q string, args ...any) (sql
 type Tx struct {
 	*sql.Tx
 	stmts   *stmtCache
+	sealer  *Sealer
 	changes []*Change // published after commit
 }
 

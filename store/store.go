@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -72,6 +73,9 @@ type DB struct {
 	// order (SQLite commits one writer at a time).
 	writeSlot chan struct{}
 	publish   func(*Change)
+	sealer    *Sealer // seals the secrets of API definitions
+	keep      int     // revisions kept per API besides deployed ones
+	log       *slog.Logger
 	// AfterCommit, if set, runs after a write transaction commits and
 	// before its changes are published. Tests use it to widen races.
 	AfterCommit func()
@@ -83,6 +87,7 @@ type DB struct {
 	fetchMu   sync.Mutex
 	fetched   map[fetchKey]time.Time // downloads not yet written
 	seen      map[string]time.Time   // gateway last-seen times not yet written
+	prune     map[string]bool        // APIs whose old revisions are to be pruned
 	stopFlush chan struct{}
 	closeOnce sync.Once
 	flushDone chan struct{}
@@ -167,7 +172,7 @@ func (db *DB) writeTx(ctx context.Context, fn func(tx *Tx, now time.Time) error)
 		return fmt.Errorf("begin write: %w", err)
 	}
 	defer tx.Rollback()
-	t := &Tx{Tx: tx, stmts: db.wstmts}
+	t := &Tx{Tx: tx, stmts: db.wstmts, sealer: db.sealer}
 	// Truncated to what the timestamp columns keep, so a value returned
 	// before a read-back equals the one read back.
 	err = fn(t, db.Now().UTC().Truncate(time.Microsecond))
@@ -204,7 +209,7 @@ func (db *DB) readTx(ctx context.Context, fn func(tx *Tx) error) error {
 		return fmt.Errorf("begin read: %w", err)
 	}
 	defer tx.Rollback()
-	err = fn(&Tx{Tx: tx, stmts: db.rstmts})
+	err = fn(&Tx{Tx: tx, stmts: db.rstmts, sealer: db.sealer})
 	tx.Rollback()
 	db.observeTx("read", start)
 	if db.rstmts.pending() {
@@ -317,4 +322,61 @@ func marshalJSON(v any) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// atStart does the work a start owes to data written before: secrets in
+// clear or under an older key are sealed under the current key, and
+// revisions beyond what is kept are pruned.
+func (db *DB) atStart(ctx context.Context) error {
+	n, err := db.resealAll(ctx)
+	if err != nil {
+		return fmt.Errorf("seal secrets at rest: %w", err)
+	}
+	if n > 0 {
+		db.log.Info("secrets sealed under the current encryption key", "definitions", n, "key", db.sealer.KeyID())
+	}
+	if err := db.pruneRevisions(ctx, ""); err != nil {
+		return fmt.Errorf("prune revisions: %w", err)
+	}
+	return nil
+}
+
+// Sync does now the background work that is pending: fetch and last-seen
+// times are written, and old revisions pruned.
+func (db *DB) Sync(ctx context.Context) error {
+	db.fetchMu.Lock()
+	prune := db.prune
+	db.prune = map[string]bool{}
+	db.fetchMu.Unlock()
+	var errs []error
+	for apiID := range prune {
+		if err := db.pruneRevisions(ctx, apiID); err != nil {
+			db.schedulePrune(apiID) // again at the next round
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(append(errs, db.flushFetched(ctx))...)
+}
+
+// schedulePrune asks the background loop to prune the API's revisions.
+func (db *DB) schedulePrune(apiID string) {
+	db.fetchMu.Lock()
+	db.prune[apiID] = true
+	db.fetchMu.Unlock()
+}
+
+// pruneRevisions deletes the revisions of an API (of every API when apiID
+// is empty) that are neither among its newest db.keep nor deployed to any
+// gateway. A rollback can go back as far as what is kept.
+func (db *DB) pruneRevisions(ctx context.Context, apiID string) error {
+	cond, args := "", []any{db.keep}
+	if apiID != "" {
+		cond, args = "api_id = $2 AND ", append(args, apiID)
+	}
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM api_revisions WHERE `+cond+`number <=
+			(SELECT MAX(x.number) FROM api_revisions x WHERE x.api_id = api_revisions.api_id) - $1
+			AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.revision_id = api_revisions.id)`, args...)
+		return err
+	})
 }

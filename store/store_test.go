@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"path/filepath"
@@ -11,13 +12,18 @@ import (
 // MustOpen opens a migrated database in a fresh file under t.TempDir.
 func MustOpen(t testing.TB) *DB {
 	t.Helper()
-	db, err := Open(context.Background(), filepath.Join(t.TempDir(), "test.db"))
+	db, err := Open(context.Background(), testConfig(filepath.Join(t.TempDir(), "test.db")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
 }
+
+// testSealer seals with a fixed test key.
+var testSealer, _ = NewSealer(bytes.Repeat([]byte{7}, 32))
+
+func testConfig(path string) Config { return Config{Path: path, Sealer: testSealer} }
 
 func mustOrg(t testing.TB, db *DB) *Organization {
 	t.Helper()
@@ -52,7 +58,7 @@ func TestOrganizationWithDefaultProject(t *testing.T) {
 
 func TestMigrateRefusesNewerSchema(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "t.db")
-	db, err := Open(context.Background(), path)
+	db, err := Open(context.Background(), testConfig(path))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,13 +66,13 @@ func TestMigrateRefusesNewerSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	if _, err := Open(context.Background(), path); err == nil {
+	if _, err := Open(context.Background(), testConfig(path)); err == nil {
 		t.Fatal("Open accepted a database newer than the binary")
 	}
 	// Reopening a current database is fine and applies nothing twice.
 	path2 := filepath.Join(t.TempDir(), "t2.db")
 	for range 2 {
-		db, err := Open(context.Background(), path2)
+		db, err := Open(context.Background(), testConfig(path2))
 		if err != nil {
 			t.Fatal(err)
 		}
