@@ -16,25 +16,29 @@ import (
 // Config is every setting of the server, read once at start from flags and
 // environment (flags win) and passed down. Nothing reads the environment later.
 type Config struct {
-	Addr            string        // PLATFORM_ADDR: listen address; default ":8443"
-	DataDir         string        // PLATFORM_DATA_DIR: database, TLS files, signing key; default "./data"
-	DBPath          string        // PLATFORM_DB: SQLite file; default "<data dir>/platform.db"
-	KeyFile         string        // PLATFORM_ENCRYPTION_KEY_FILE: keys sealing secrets at rest; default "<data dir>/encryption.key"
-	KeepRevisions   int           // PLATFORM_REVISIONS_KEEP: revisions kept per API besides deployed ones; default 20
-	TLSCert         string        // PLATFORM_TLS_CERT: PEM certificate; empty means self-signed
-	TLSKey          string        // PLATFORM_TLS_KEY: PEM key matching TLSCert
-	TLSHosts        []string      // PLATFORM_TLS_HOSTS: extra names for the self-signed certificate
-	JWKS            string        // PLATFORM_JWT_JWKS: JWKS file path or https URL
-	HMACSecret      string        // PLATFORM_JWT_HMAC_SECRET: HS256 secret, at least 32 bytes
-	JWTIssuer       string        // PLATFORM_JWT_ISSUER: required iss claim, if set
-	JWTAudience     string        // PLATFORM_JWT_AUDIENCE: required aud claim, if set
-	JWTLocalKey     bool          // PLATFORM_JWT_LOCAL_KEY: trust the server's own key; default true
-	JWTInsecure     bool          // PLATFORM_JWT_INSECURE_SKIP_VERIFY: accept unsigned JWTs; default false
-	LogLevel        slog.Level    // PLATFORM_LOG_LEVEL: debug|info|warn|error; default info
-	LogFormat       string        // PLATFORM_LOG_FORMAT: text|json; default text
-	MaxBodyBytes    int64         // PLATFORM_MAX_BODY_BYTES: JSON body limit; default 1 MiB
-	CORSOrigins     []string      // PLATFORM_CORS_ORIGINS: allowed browser origins; default none
-	ShutdownTimeout time.Duration // PLATFORM_SHUTDOWN_TIMEOUT: grace for in-flight work; default 15s
+	Addr          string // PLATFORM_ADDR: listen address; default ":8443"
+	DataDir       string // PLATFORM_DATA_DIR: database, TLS files, signing key; default "./data"
+	DBPath        string // PLATFORM_DB: SQLite file; default "<data dir>/platform.db"
+	KeyFile       string // PLATFORM_ENCRYPTION_KEY_FILE: keys sealing secrets at rest; default "<data dir>/encryption.key"
+	KeepRevisions int    // PLATFORM_REVISIONS_KEEP: revisions kept per API besides deployed ones; default 20
+
+	DeployAckTimeout   time.Duration // PLATFORM_DEPLOY_ACK_TIMEOUT: a sent deployment unacknowledged this long is FAILED; default 60s
+	TombstoneRetention time.Duration // PLATFORM_TOMBSTONE_RETENTION: undeployments remembered for gateways away; default 720h (30 days)
+	GenerationGrace    time.Duration // PLATFORM_WS_GENERATION_GRACE: wait for a new connection's manifest; default 2s
+	TLSCert            string        // PLATFORM_TLS_CERT: PEM certificate; empty means self-signed
+	TLSKey             string        // PLATFORM_TLS_KEY: PEM key matching TLSCert
+	TLSHosts           []string      // PLATFORM_TLS_HOSTS: extra names for the self-signed certificate
+	JWKS               string        // PLATFORM_JWT_JWKS: JWKS file path or https URL
+	HMACSecret         string        // PLATFORM_JWT_HMAC_SECRET: HS256 secret, at least 32 bytes
+	JWTIssuer          string        // PLATFORM_JWT_ISSUER: required iss claim, if set
+	JWTAudience        string        // PLATFORM_JWT_AUDIENCE: required aud claim, if set
+	JWTLocalKey        bool          // PLATFORM_JWT_LOCAL_KEY: trust the server's own key; default true
+	JWTInsecure        bool          // PLATFORM_JWT_INSECURE_SKIP_VERIFY: accept unsigned JWTs; default false
+	LogLevel           slog.Level    // PLATFORM_LOG_LEVEL: debug|info|warn|error; default info
+	LogFormat          string        // PLATFORM_LOG_FORMAT: text|json; default text
+	MaxBodyBytes       int64         // PLATFORM_MAX_BODY_BYTES: JSON body limit; default 1 MiB
+	CORSOrigins        []string      // PLATFORM_CORS_ORIGINS: allowed browser origins; default none
+	ShutdownTimeout    time.Duration // PLATFORM_SHUTDOWN_TIMEOUT: grace for in-flight work; default 15s
 
 	WSPingInterval       time.Duration // PLATFORM_WS_PING_INTERVAL: heartbeat ping period; default 20s
 	WSTimeout            time.Duration // PLATFORM_WS_TIMEOUT: close a connection silent this long; default 30s
@@ -72,6 +76,8 @@ func settings() []setting {
 		{"PLATFORM_DB", "db", "", "SQLite database file (default <data dir>/platform.db)", setString(func(c *Config) *string { return &c.DBPath })},
 		{"PLATFORM_ENCRYPTION_KEY_FILE", "encryption-key-file", "", "file of the keys that seal secrets at rest, made on first start (default <data dir>/encryption.key); replicas share it", setString(func(c *Config) *string { return &c.KeyFile })},
 		{"PLATFORM_REVISIONS_KEEP", "revisions-keep", "20", "revisions kept per API besides the deployed ones (older ones are pruned)", setPositive(func(c *Config) *int { return &c.KeepRevisions })},
+		{"PLATFORM_DEPLOY_ACK_TIMEOUT", "deploy-ack-timeout", "60s", "a deployment sent to a second-generation gateway and not acknowledged this long is FAILED (DEPLOYMENT_TIMEOUT)", setDuration(func(c *Config) *time.Duration { return &c.DeployAckTimeout })},
+		{"PLATFORM_TOMBSTONE_RETENTION", "tombstone-retention", "720h", "how long undeployments and deletions are remembered for gateways that have not acknowledged them", setDuration(func(c *Config) *time.Duration { return &c.TombstoneRetention })},
 		{"PLATFORM_TLS_CERT", "tls-cert", "", "PEM certificate file (default: a self-signed one in the data dir)", setString(func(c *Config) *string { return &c.TLSCert })},
 		{"PLATFORM_TLS_KEY", "tls-key", "", "PEM private key file for -tls-cert", setString(func(c *Config) *string { return &c.TLSKey })},
 		{"PLATFORM_TLS_HOSTS", "tls-hosts", "", "comma-separated extra DNS names or IPs for the self-signed certificate", func(c *Config, v string) error {
@@ -120,6 +126,7 @@ func settings() []setting {
 			return setPositive(func(c *Config) *int { return &c.WSMaxPerOrg })(c, v)
 		}},
 		{"PLATFORM_WS_MAX_CONNECTIONS_PER_GATEWAY", "ws-max-connections-per-gateway", "32", "most live connections (replicas) of one gateway", setPositive(func(c *Config) *int { return &c.WSMaxPerGateway })},
+		{"PLATFORM_WS_GENERATION_GRACE", "ws-generation-grace", "2s", "how long a new gateway connection waits for the gateway's manifest before it is taken for the first generation", setDuration(func(c *Config) *time.Duration { return &c.GenerationGrace })},
 		{"PLATFORM_WS_RATE_LIMIT_PER_MINUTE", "ws-rate-limit-per-minute", "600", "gateway connection attempts allowed per client address per minute", setPositive(func(c *Config) *int { return &c.WSRateLimitPerMinute })},
 		{"PLATFORM_READ_HEADER_TIMEOUT", "read-header-timeout", "10s", "time a client has for its TLS handshake and request headers (cuts off slow clients)", setDuration(func(c *Config) *time.Duration { return &c.ReadHeaderTimeout })},
 		{"PLATFORM_METRICS_TOKEN", "metrics-token", "", "bearer token required by GET /metrics (empty: loopback clients only)", setString(func(c *Config) *string { return &c.MetricsToken })},

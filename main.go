@@ -181,7 +181,8 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 	if created {
 		log.Warn("new encryption key made for secrets at rest: back it up with the database, which cannot be read without it", "file", cfg.KeyFile, "key", sealer.KeyID())
 	}
-	db, err := store.Open(ctx, store.Config{Path: cfg.DBPath, Sealer: sealer, KeepRevisions: cfg.KeepRevisions, Log: log})
+	db, err := store.Open(ctx, store.Config{Path: cfg.DBPath, Sealer: sealer, KeepRevisions: cfg.KeepRevisions, Log: log,
+		AckTimeout: cfg.DeployAckTimeout, TombstoneRetention: cfg.TombstoneRetention})
 	if err != nil {
 		return fmt.Errorf("PLATFORM_DB %s: %w", cfg.DBPath, err)
 	}
@@ -216,6 +217,7 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 			MaxPerOrg:      cfg.WSMaxPerOrg,
 			MaxPerGateway:  cfg.WSMaxPerGateway,
 		},
+		GenerationGrace:      cfg.GenerationGrace,
 		WSRateLimitPerMinute: cfg.WSRateLimitPerMinute,
 		TrustForwardedFor:    cfg.TrustForwardedFor,
 		MetricsToken:         cfg.MetricsToken,
@@ -271,6 +273,7 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 	if err := <-hubDone; err != nil {
 		log.Warn("gateway connections did not close in time", "err", err)
 	}
+	handler.Close()
 	log.Info("stopped")
 	return nil
 }

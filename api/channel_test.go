@@ -470,11 +470,11 @@ func TestDownloadsFollowRevisionsAndRollback(t *testing.T) {
 
 func mustStoredRevision(t *testing.T, e *testEnv, f *testFleet, gw int) *store.API {
 	t.Helper()
-	revID, err := e.db.DeployedRevision(t.Context(), f.gws[gw].ID, f.api)
+	d, _, err := e.db.DeployedRevision(t.Context(), f.gws[gw].ID, f.api)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rev, err := e.db.Revision(t.Context(), f.api, revID)
+	rev, err := e.db.Revision(t.Context(), f.api, d.RevisionID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"platform-api/document"
+	"platform-api/fleet"
 	"platform-api/store"
 )
 
@@ -54,7 +55,7 @@ func (s *Server) deployable(rev *store.Revision) error {
 	if err := runnable(rev.API); err != nil {
 		return err
 	}
-	entry, err := s.renderEntry(rev)
+	entry, err := s.renderEntry(rev, document.Gen1, "")
 	if err != nil {
 		if document.IsTooLarge(err) {
 			return badRequest("%v", document.ErrTooLarge)
@@ -88,19 +89,32 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p Principal) err
 	for i, it := range items {
 		targets[i] = store.DeployTarget{GatewayID: it.GatewayID, Vhost: it.Vhost, DisplayOnDevportal: it.DisplayOnDevportal}
 	}
-	out, err := s.fleet.Deploy(r.Context(), p.OrganizationID, r.PathValue("apiId"), r.URL.Query().Get("revisionId"), targets, s.deployable)
+	wait, err := parseWait(r)
+	if err != nil {
+		return err
+	}
+	out, err := s.fleet.Deploy(r.Context(), p.OrganizationID, r.PathValue("apiId"), r.URL.Query().Get("revisionId"), targets, s.deployable, wait)
 	if err != nil {
 		return err
 	}
 	for _, res := range out {
-		if res.Status == store.StatusDelivered {
-			s.metrics.delivered.Add(1)
-		} else {
-			s.metrics.pending.Add(1)
-		}
+		s.metrics.deployed(res.Status)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// parseWait reads ?wait=: a Go duration from 1ms to fleet.MaxWait.
+func parseWait(r *http.Request) (time.Duration, error) {
+	v := r.URL.Query().Get("wait")
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 || d > fleet.MaxWait {
+		return 0, badRequest("wait: must be a duration such as 10s, at most %s, not %q", fleet.MaxWait, v)
+	}
+	return d, nil
 }
 
 func (s *Server) undeploy(w http.ResponseWriter, r *http.Request, p Principal) error {

@@ -87,46 +87,66 @@ func writeZip(w http.ResponseWriter, filename string, entries []document.Named) 
 // documentCacheBytes bounds the rendered documents kept in memory.
 const documentCacheBytes = 64 << 20
 
-// document returns the rendered first-generation document of a revision,
-// from the cache or rendered once for every concurrent caller.
-func (s *Server) document(ctx context.Context, apiID, revisionID string) (*document.Entry, error) {
+// document returns the rendered document of a revision in the form of a
+// gateway generation (the second names the deployment's vhost), from the
+// cache or rendered once for every concurrent caller.
+func (s *Server) document(ctx context.Context, apiID, revisionID string, gen document.Generation, vhost string) (*document.Entry, error) {
+	if gen == document.Gen1 {
+		vhost = ""
+	}
 	// The render outlives a caller that gives up: others may wait on it.
 	ctx = context.WithoutCancel(ctx)
-	return s.docs.Get(document.Key{Revision: revisionID, Generation: document.Gen1}, func() (*document.Entry, error) {
+	return s.docs.Get(document.Key{Revision: revisionID, Generation: gen, Vhost: vhost}, func() (*document.Entry, error) {
 		rev, err := s.store.Revision(ctx, apiID, revisionID)
 		if err != nil {
 			return nil, err
 		}
-		return s.renderEntry(rev)
+		return s.renderEntry(rev, gen, vhost)
 	})
 }
 
 // renderEntry renders a revision for the gateways it is deployed to: the
 // only place secrets are opened.
-func (s *Server) renderEntry(rev *store.Revision) (*document.Entry, error) {
+func (s *Server) renderEntry(rev *store.Revision, gen document.Generation, vhost string) (*document.Entry, error) {
 	if err := s.store.OpenSecrets(rev.API); err != nil {
 		return nil, err
 	}
-	doc, err := document.RenderHTTPRest(rev.API)
+	var doc []byte
+	var err error
+	if gen == document.Gen2 {
+		doc, err = document.RenderRestAPI(rev.API, vhost)
+	} else {
+		doc, err = document.RenderHTTPRest(rev.API)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("render API %s revision %d: %w", rev.APIID, rev.Number, err)
 	}
 	return document.NewEntry(doc, rev.CreatedAt)
 }
 
+func generation(gen2 bool) document.Generation {
+	if gen2 {
+		return document.Gen2
+	}
+	return document.Gen1
+}
+
 // gatewayAPI returns the revision of one API deployed to the calling
-// gateway, rendered once per revision for the whole fleet.
+// gateway, in the form of its generation, rendered once for the fleet.
 func (s *Server) gatewayAPI(w http.ResponseWriter, r *http.Request, g *store.GatewayIdentity) error {
 	apiID := r.PathValue("apiId")
-	revID, err := s.store.DeployedRevision(r.Context(), g.GatewayID, apiID)
+	if !isID(apiID) {
+		return errorf(http.StatusNotFound, "API %s not found: %s", apiID, idDescription)
+	}
+	d, gen2, err := s.store.DeployedRevision(r.Context(), g.GatewayID, apiID)
 	if err != nil {
 		return err
 	}
-	entry, err := s.document(r.Context(), apiID, revID)
+	entry, err := s.document(r.Context(), apiID, d.RevisionID, generation(gen2), d.Vhost)
 	if err != nil {
 		return err
 	}
-	s.store.MarkFetched(g.GatewayID, map[string]string{apiID: revID})
+	s.fleet.Downloaded(g.GatewayID, map[string]string{apiID: d.RevisionID})
 	return writeZip(w, "api-"+apiID+".zip", []document.Named{{Name: "api-" + apiID + ".yaml", Entry: entry}})
 }
 
@@ -137,17 +157,21 @@ func (s *Server) gatewayAPIs(w http.ResponseWriter, r *http.Request, g *store.Ga
 	if err != nil {
 		return err
 	}
+	m, err := s.store.Manifest(r.Context(), g.GatewayID)
+	if err != nil {
+		return err
+	}
 	ids := make(map[string]string, len(deps))
 	entries := make([]document.Named, len(deps))
 	for i, d := range deps {
-		entry, err := s.document(r.Context(), d.APIID, d.RevisionID)
+		entry, err := s.document(r.Context(), d.APIID, d.RevisionID, generation(m != nil), d.Vhost)
 		if err != nil {
 			return err
 		}
 		ids[d.APIID] = d.RevisionID
 		entries[i] = document.Named{Name: "api-" + d.APIID + ".yaml", Entry: entry}
 	}
-	s.store.MarkFetched(g.GatewayID, ids)
+	s.fleet.Downloaded(g.GatewayID, ids)
 	return writeZip(w, "apis-org-"+g.OrganizationID+".zip", entries)
 }
 

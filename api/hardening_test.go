@@ -376,7 +376,7 @@ func TestEventsInCommitOrder(t *testing.T) {
 	}
 	var deps listBody[store.Deployment]
 	e.must(200, "GET", "/api/v1/apis/"+f.api+"/deployments", f.tok, nil, &deps)
-	if deps.Count != 0 {
+	if deps.Count != 1 || deps.List[0].Status != store.StatusUndeployed {
 		t.Fatalf("stored deployments %+v", deps.List)
 	}
 }
@@ -423,7 +423,7 @@ func TestRacingRequestsConverge(t *testing.T) {
 			last = ev
 		}
 		code, data := e.do("GET", "/api/v1/apis/"+api+"/deployments", f.tok, nil)
-		deployed := code == 200 && strings.Contains(string(data), f.gws[0].ID)
+		deployed := code == 200 && strings.Contains(string(data), f.gws[0].ID) && !strings.Contains(string(data), `"UNDEPLOY`)
 		if last != nil && (last["type"] == "api.deployed") != deployed {
 			t.Fatalf("round %d: last event %v, but deployed is %v (%d %s)", round, last["type"], deployed, code, data)
 		}

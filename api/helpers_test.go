@@ -58,7 +58,9 @@ func newEnvWith(t testing.TB, mod func(*Options)) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := Options{Store: db, Auth: auth, Logger: log, MaxBodyBytes: 64 << 10}
+	// First-generation test clients post no manifest: their initial state
+	// comes after the grace period, kept short here.
+	opts := Options{Store: db, Auth: auth, Logger: log, MaxBodyBytes: 64 << 10, GenerationGrace: 100 * time.Millisecond}
 	if mod != nil {
 		mod(&opts)
 	}
@@ -71,6 +73,7 @@ func newEnvWith(t testing.TB, mod func(*Options)) *testEnv {
 		defer cancel()
 		s.Hub().Shutdown(ctx)
 		srv.Close()
+		s.Close()
 	})
 	return &testEnv{t: t, srv: srv, db: db, key: key, client: srv.Client(), api: s, dbPath: filepath.Join(dir, "platform.db")}
 }

@@ -30,7 +30,14 @@ import (
 // encoding/json accepts it, except as the whole body; free-form values (any,
 // json.RawMessage, maps) are checked for syntax, depth and text only.
 func checkJSON(data []byte, t reflect.Type, strict bool) error {
-	c := &shapeChecker{data: data, strict: strict}
+	return checkJSONDepth(data, t, strict, MaxJSONDepth)
+}
+
+// checkJSONDepth is checkJSON with another nesting limit, for bodies that
+// are stored or rendered in no form (a manifest's policy definitions carry
+// JSON schemas that nest deeper than API definitions do).
+func checkJSONDepth(data []byte, t reflect.Type, strict bool, maxDepth int) error {
+	c := &shapeChecker{data: data, strict: strict, maxDepth: maxDepth}
 	c.space()
 	if c.pos == len(data) {
 		return badRequest("request body is empty: send a JSON document")
@@ -55,10 +62,11 @@ func checkJSON(data []byte, t reflect.Type, strict bool) error {
 const MaxJSONDepth = 32
 
 type shapeChecker struct {
-	data   []byte
-	pos    int
-	depth  int
-	strict bool // unknown object keys are errors
+	data     []byte
+	pos      int
+	depth    int
+	strict   bool // unknown object keys are errors
+	maxDepth int
 }
 
 func (c *shapeChecker) peek() byte {
@@ -205,8 +213,8 @@ func (c *shapeChecker) literal(word string) error {
 
 func (c *shapeChecker) enter(path string) error {
 	c.depth++
-	if c.depth > MaxJSONDepth {
-		return badRequest("%s: nests arrays and objects deeper than %d levels", at(path), MaxJSONDepth)
+	if c.depth > c.maxDepth {
+		return badRequest("%s: nests arrays and objects deeper than %d levels", at(path), c.maxDepth)
 	}
 	return nil
 }

@@ -17,6 +17,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"platform-api/fleet"
+	"platform-api/store"
 )
 
 // metrics is the registry behind GET /metrics, written in the Prometheus
@@ -32,7 +35,7 @@ type metrics struct {
 	// counted by the hub, which alone knows whether registration succeeded.
 	badKey, rateLimited, notWebSocket atomic.Int64
 	// Deployment items by the status they were answered with.
-	delivered, pending atomic.Int64
+	deployments sync.Map // status -> *atomic.Int64
 
 	mu         sync.Mutex
 	requests   map[requestKey]uint64
@@ -88,6 +91,12 @@ func (m *metrics) observeTx(kind string, d time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	observe(m.txDur, kind, d)
+}
+
+// deployed counts a deployment item answered with status.
+func (m *metrics) deployed(status string) {
+	v, _ := m.deployments.LoadOrStore(status, new(atomic.Int64))
+	v.(*atomic.Int64).Add(1)
 }
 
 // handshakeRefused counts a gateway handshake refused by verifyGateway.
@@ -178,8 +187,24 @@ func (s *Server) writeMetrics(b *bytes.Buffer) {
 	sample(b, "platform_gateway_timeouts_total", "", float64(h.TimedOut.Load()))
 
 	family(b, "platform_deployments_total", "counter", "Deployment items by the status they were answered with.")
-	sample(b, "platform_deployments_total", labels("status", "DELIVERED"), float64(m.delivered.Load()))
-	sample(b, "platform_deployments_total", labels("status", "PENDING"), float64(m.pending.Load()))
+	for _, st := range []string{store.StatusDelivered, store.StatusPending, store.StatusDeploying, store.StatusDeployed, store.StatusFailed} {
+		var n int64
+		if v, ok := m.deployments.Load(st); ok {
+			n = v.(*atomic.Int64).Load()
+		}
+		sample(b, "platform_deployments_total", labels("status", st), float64(n))
+	}
+
+	acks, malformed := s.fleet.AckCounts()
+	slices.SortFunc(acks, func(a, b fleet.AckCount) int {
+		return cmp.Or(strings.Compare(a.Status, b.Status), strings.Compare(a.ErrorCode, b.ErrorCode))
+	})
+	family(b, "platform_gateway_acks_total", "counter", "Deployment acknowledgements from second-generation gateways, by status and error code.")
+	for _, a := range acks {
+		sample(b, "platform_gateway_acks_total", labels("status", a.Status, "error_code", a.ErrorCode), float64(a.N))
+	}
+	family(b, "platform_gateway_frames_ignored_total", "counter", "Frames from gateways that were not a well-formed acknowledgement, ignored.")
+	sample(b, "platform_gateway_frames_ignored_total", "", float64(malformed))
 
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -35,8 +35,11 @@ type Options struct {
 	// CORSOrigins are the browser origins allowed to call the API; none by
 	// default. "*" allows any origin.
 	CORSOrigins []string
-	// Hub configures the gateway channel; its OnConnect is the fleet's.
+	// Hub configures the gateway channel; its callbacks are the fleet's.
 	Hub hub.Config
+	// GenerationGrace is how long a new gateway connection waits for its
+	// manifest (fleet.Options).
+	GenerationGrace time.Duration
 	// WSRateLimitPerMinute caps gateway connection attempts per client
 	// address (0: the default).
 	WSRateLimitPerMinute int
@@ -93,7 +96,7 @@ func New(o Options) *Server {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.fleet = fleet.New(o.Store, o.Hub, s.log)
+	s.fleet = fleet.New(fleet.Options{Store: o.Store, Hub: o.Hub, Log: s.log, GenerationGrace: o.GenerationGrace})
 	s.hub = s.fleet.Hub()
 	rate := o.WSRateLimitPerMinute
 	if rate <= 0 {
@@ -110,6 +113,10 @@ func New(o Options) *Server {
 
 // Hub is the gateway connection registry, for shutdown and metrics.
 func (s *Server) Hub() *hub.Hub { return s.hub }
+
+// Close stops the background work of the server, once its hub has shut
+// down.
+func (s *Server) Close() { s.fleet.Close() }
 
 // SetShuttingDown makes GET /ready answer 503 from now on, so that a load
 // balancer stops sending traffic while in-flight requests finish.
@@ -206,6 +213,8 @@ func (s *Server) notRouted(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, errorf(probe.Code, "method %s is not allowed on %s; allowed: %s", r.Method, r.URL.Path, probe.Header().Get("Allow")))
 	case probe.Code >= 300 && probe.Code < 400:
 		h.ServeHTTP(w, r)
+	case strings.HasPrefix(r.URL.Path, "/api/internal/"):
+		writeError(w, r, s.log, errorf(http.StatusNotFound, "%s", notRoutedInternal(r.URL.Path)))
 	default:
 		writeError(w, r, s.log, errorf(http.StatusNotFound, "no route for %s %s", r.Method, r.URL.Path))
 	}

@@ -1,8 +1,10 @@
 // Package fleet is where what gateways should run meets the gateways that
 // are connected: it records deployments, undeployments, deletions and
 // revocations through the store, delivers their events to the live
-// connections (hub), and tells the caller how far each one got. HTTP
-// handlers call it; they never coordinate the store and the hub themselves.
+// connections (hub) in the form each gateway generation understands, takes
+// the acknowledgements of second-generation gateways, and tells the caller
+// how far each deployment got. HTTP handlers call it; they never coordinate
+// the store and the hub themselves.
 //
 // Ordering. Every change is delivered from the store's publisher, which
 // runs after the change's transaction commits and in commit order (store
@@ -10,14 +12,14 @@
 // connection in the order their transactions committed, so a gateway's last
 // event always matches the stored state.
 //
-// Reports. A request that makes a change learns what its own change caused
-// (how many connections took each event) from the publisher, by the
-// change's ID.
+// Statuses. A first-generation gateway's deployment is PENDING until a live
+// connection takes it, then DELIVERED. A second-generation gateway's is
+// DEPLOYING once sent, then DEPLOYED when every connection that took it
+// acknowledged success, or FAILED. See store's status constants.
 package fleet
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -26,32 +28,65 @@ import (
 	"platform-api/store"
 )
 
+// Options configure the fleet.
+type Options struct {
+	Store *store.DB
+	// Hub configures the gateway channel; its OnConnect, OnMessage and
+	// OnDisconnect are the fleet's.
+	Hub hub.Config
+	Log *slog.Logger
+	// GenerationGrace is how long a new connection's initial state waits
+	// for its gateway's manifest before the gateway is taken for the
+	// first generation (or for what it reported on an earlier
+	// connection). Default 2 s.
+	GenerationGrace time.Duration
+}
+
+// DefaultGenerationGrace is the default of Options.GenerationGrace. A
+// second-generation gateway posts its manifest as it connects (well within
+// it); a first-generation one waits this long for its initial state.
+const DefaultGenerationGrace = 2 * time.Second
+
 // Fleet coordinates the store and the hub.
 type Fleet struct {
 	store *store.DB
 	hub   *hub.Hub
 	log   *slog.Logger
+	grace time.Duration
 
 	mu      sync.Mutex
-	reports map[string]report // change ID -> what delivering it did
+	reports map[string]report        // change ID -> what delivering it did
+	waiters map[string]chan struct{} // API ID -> closed at its next status change
+
+	acks acks
 }
 
-// report is what delivering one change did: live connections that took the
-// event, by gateway.
-type report map[string]int
+// report is what delivering one change did, by gateway.
+type report map[string]delivered
 
-// New builds the fleet over db, with a hub configured by hc (its OnConnect
-// is the fleet's), and makes itself db's publisher.
-func New(db *store.DB, hc hub.Config, log *slog.Logger) *Fleet {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+// delivered counts the live connections of one gateway that took an event,
+// and how many of them are of the second generation.
+type delivered struct{ conns, gen2 int }
+
+// New builds the fleet over o.Store, with a hub configured by o.Hub, and
+// makes itself the store's publisher.
+func New(o Options) *Fleet {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
 	}
-	f := &Fleet{store: db, log: log, reports: map[string]report{}}
+	if o.GenerationGrace <= 0 {
+		o.GenerationGrace = DefaultGenerationGrace
+	}
+	f := &Fleet{store: o.Store, log: o.Log, grace: o.GenerationGrace,
+		reports: map[string]report{}, waiters: map[string]chan struct{}{}}
+	f.acks.init(f)
+	hc := o.Hub
 	hc.OnConnect = f.initialState
-	hc.OnDisconnect = func(c *hub.Conn) { db.MarkSeen(c.Identity.GatewayID, c.LastActivity()) }
-	f.hub = hub.New(hc, log)
-	if db != nil {
-		db.SetPublisher(f.publish)
+	hc.OnMessage = f.onMessage
+	hc.OnDisconnect = f.onDisconnect
+	f.hub = hub.New(hc, o.Log)
+	if o.Store != nil {
+		o.Store.SetPublisher(f.publish)
 	}
 	return f
 }
@@ -59,47 +94,63 @@ func New(db *store.DB, hc hub.Config, log *slog.Logger) *Fleet {
 // Hub is the registry of live connections.
 func (f *Fleet) Hub() *hub.Hub { return f.hub }
 
-// Event types and environment of the contract (§3).
-const (
-	EventDeployed   = "api.deployed"
-	EventUndeployed = "api.undeployed"
-	environment     = "production"
-)
-
-func deployedEvent(d *store.Deployment) hub.Event {
-	return hub.Event{Type: EventDeployed, APIID: d.APIID, Payload: map[string]string{
-		"apiId": d.APIID, "revisionId": d.RevisionID, "vhost": d.Vhost, "environment": environment}}
-}
-
-func undeployedEvent(d *store.Deployment) hub.Event {
-	return hub.Event{Type: EventUndeployed, APIID: d.APIID, Payload: map[string]string{
-		"apiId": d.APIID, "vhost": d.Vhost, "environment": environment}}
-}
+// Close stops the fleet's background work (after the hub has shut down).
+func (f *Fleet) Close() { f.acks.close() }
 
 // publish delivers a committed change to the live connections. The store
 // calls it in commit order, one change at a time; it never blocks (the hub
-// queues or drops).
+// queues or drops, the ack table is in memory).
 func (f *Fleet) publish(c *store.Change) {
-	rep := report{}
 	switch c.Kind {
-	case store.ChangeDeployed:
+	case store.ChangeDeployed, store.ChangeUndeployed, store.ChangeAPIDeleted:
+		rep := report{}
 		for _, d := range c.Deployments {
-			rep[d.GatewayID] = f.hub.Deliver(d.GatewayID, deployedEvent(d))
+			rep[d.GatewayID] = f.deliver(d, c.Kind)
 		}
-	case store.ChangeUndeployed, store.ChangeAPIDeleted:
-		for _, d := range c.Deployments {
-			rep[d.GatewayID] = f.hub.Deliver(d.GatewayID, undeployedEvent(d))
+		f.mu.Lock()
+		f.reports[c.ID] = rep
+		f.mu.Unlock()
+		if len(c.Deployments) > 0 {
+			f.statusChanged(c.Deployments[0].APIID)
 		}
 	case store.ChangeTokenRevoked:
 		f.hub.CloseToken(c.TokenID)
 	case store.ChangeGatewayDeleted:
 		f.hub.CloseGateway(c.GatewayID)
+	case store.ChangeManifest:
+		// Connections still waiting to know their generation learn it.
+		for _, conn := range f.hub.Conns(c.GatewayID) {
+			conn.SetGeneration(hub.Gen2)
+		}
+	case store.ChangeStatus:
+		for _, api := range c.APIIDs {
+			f.statusChanged(api)
+		}
 	}
-	if c.Kind == store.ChangeDeployed {
-		f.mu.Lock()
-		f.reports[c.ID] = rep
-		f.mu.Unlock()
+}
+
+// deliver sends one deployment's action to the gateway's live connections,
+// and expects the acknowledgement of the second-generation ones.
+func (f *Fleet) deliver(d *store.Deployment, kind store.ChangeKind) delivered {
+	var ev *hub.Event
+	switch kind {
+	case store.ChangeDeployed:
+		ev = deployedEvent(d, d.PerformedAt)
+	case store.ChangeUndeployed:
+		ev = undeployedEvent(d, d.PerformedAt)
+	case store.ChangeAPIDeleted:
+		ev = deletedEvent(d.APIID, d.DeploymentID, d.Vhost, d.PerformedAt, d.State == store.StateDeployed)
 	}
+	var out delivered
+	out.conns = f.hub.Deliver(d.GatewayID, ev, func(c *hub.Conn) {
+		if c.Generation() == hub.Gen2 {
+			out.gen2++
+			if kind != store.ChangeAPIDeleted { // a deletion is not acknowledged
+				f.acks.expect(c, d.APIID, d.DeploymentID, kind == store.ChangeUndeployed)
+			}
+		}
+	})
+	return out
 }
 
 // takeReport returns and forgets what delivering change id did.
@@ -111,56 +162,172 @@ func (f *Fleet) takeReport(id string) report {
 	return rep
 }
 
+// statusChanged wakes those waiting for a status change of the API.
+func (f *Fleet) statusChanged(apiID string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ch, ok := f.waiters[apiID]; ok {
+		close(ch)
+		delete(f.waiters, apiID)
+	}
+}
+
+// statusChange returns a channel closed at the API's next status change.
+// Take it before reading the statuses, then wait on it.
+func (f *Fleet) statusChange(apiID string) <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch, ok := f.waiters[apiID]
+	if !ok {
+		ch = make(chan struct{})
+		f.waiters[apiID] = ch
+	}
+	return ch
+}
+
 // Result is what a deployment to one gateway did, as the deploy request is
 // answered (contract §2).
 type Result struct {
 	RevisionID           string    `json:"revisionId"`
 	GatewayID            string    `json:"gatewayId"`
+	DeploymentID         string    `json:"deploymentId"`
 	Status               string    `json:"status"`
+	ErrorCode            string    `json:"errorCode,omitempty"`
 	Vhost                string    `json:"vhost"`
 	DisplayOnDevportal   bool      `json:"displayOnDevportal"`
 	DeployedTime         time.Time `json:"deployedTime"`
 	DeliveredConnections int       `json:"deliveredConnections"`
 }
 
+// statusAfter is a deployment's status once delivered as rep says: a
+// second-generation connection took it (an acknowledgement will follow),
+// only first-generation ones did, or none did.
+func statusAfter(rep delivered, undeploy bool) string {
+	switch {
+	case rep.gen2 > 0 && undeploy:
+		return store.StatusUndeploying
+	case rep.gen2 > 0:
+		return store.StatusDeploying
+	case rep.conns > 0 && undeploy:
+		return store.StatusUndeployed
+	case rep.conns > 0:
+		return store.StatusDelivered
+	case undeploy:
+		return store.StatusUndeploying
+	}
+	return store.StatusPending
+}
+
+// recordDeliveries stores what delivering a change did.
+func (f *Fleet) recordDeliveries(ctx context.Context, deps []*store.Deployment, rep report, undeploy bool) {
+	var ds []store.Delivery
+	for _, d := range deps {
+		if r := rep[d.GatewayID]; r.conns > 0 {
+			ds = append(ds, store.Delivery{APIID: d.APIID, GatewayID: d.GatewayID, DeploymentID: d.DeploymentID,
+				Status: statusAfter(r, undeploy)})
+		}
+	}
+	if err := f.store.RecordDeliveries(ctx, ds); err != nil {
+		f.log.Warn("could not record deliveries", "err", err)
+	}
+}
+
+// MaxWait bounds how long a deploy request may wait for the gateways.
+const MaxWait = 60 * time.Second
+
 // Deploy records that each target gateway runs a revision of the API (a new
 // one of the current definition, or revisionID: a rollback), in one
 // transaction, then delivers api.deployed to the targets' live connections.
-// check may refuse the revision before anything is recorded. A target is
-// DELIVERED when at least one live connection took the event, PENDING when
-// none did (it gets the deployment when it connects).
-func (f *Fleet) Deploy(ctx context.Context, orgID, apiID, revisionID string, targets []store.DeployTarget, check func(*store.Revision) error) ([]Result, error) {
+// check may refuse the revision before anything is recorded. With wait > 0
+// it answers once no target's deployment is waiting for an
+// acknowledgement, or when wait has passed, with the statuses as they are.
+func (f *Fleet) Deploy(ctx context.Context, orgID, apiID, revisionID string, targets []store.DeployTarget,
+	check func(*store.Revision) error, wait time.Duration) ([]Result, error) {
 	rev, change, err := f.store.Deploy(ctx, orgID, apiID, revisionID, targets, check)
 	if err != nil {
 		return nil, err
 	}
 	rep := f.takeReport(change.ID)
+	f.recordDeliveries(ctx, change.Deployments, rep, false)
 	out := make([]Result, len(change.Deployments))
-	var delivered []string
 	for i, d := range change.Deployments {
-		n := rep[d.GatewayID]
-		out[i] = Result{RevisionID: rev.ID, GatewayID: d.GatewayID, Status: store.StatusPending, Vhost: d.Vhost,
-			DisplayOnDevportal: d.DisplayOnDevportal, DeployedTime: d.DeployedTime, DeliveredConnections: n}
-		if n > 0 {
-			out[i].Status = store.StatusDelivered
-			delivered = append(delivered, d.GatewayID)
-		}
+		r := rep[d.GatewayID]
+		out[i] = Result{RevisionID: rev.ID, GatewayID: d.GatewayID, DeploymentID: d.DeploymentID,
+			Status: statusAfter(r, false), Vhost: d.Vhost, DisplayOnDevportal: d.DisplayOnDevportal,
+			DeployedTime: d.DeployedTime, DeliveredConnections: r.conns}
 	}
-	if err := f.store.MarkDelivered(ctx, apiID, rev.ID, delivered); err != nil {
-		f.log.Warn("could not record delivery", "api", apiID, "err", err)
+	if wait > 0 {
+		f.waitSettled(ctx, apiID, out, min(wait, MaxWait))
 	}
 	return out, nil
 }
 
-// Undeploy removes an API from a gateway and tells its live connections.
-func (f *Fleet) Undeploy(ctx context.Context, orgID, apiID, gatewayID string) error {
-	return f.store.Undeploy(ctx, orgID, apiID, gatewayID)
+// waitSettled waits until none of the results' deployments is DEPLOYING
+// (or the wait ends), and updates the results with the stored statuses.
+func (f *Fleet) waitSettled(ctx context.Context, apiID string, out []Result, wait time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	ids := make([]string, len(out))
+	for i, r := range out {
+		ids[i] = r.GatewayID
+	}
+	for {
+		changed := f.statusChange(apiID)
+		// A fresh context for the read: the wait may just have ended.
+		statuses, err := f.store.DeploymentStatuses(context.WithoutCancel(ctx), apiID, ids)
+		if err != nil {
+			f.log.Warn("could not read deployment statuses", "api", apiID, "err", err)
+			return
+		}
+		settled := true
+		for i := range out {
+			d := statuses[out[i].GatewayID]
+			if d == nil || d.DeploymentID != out[i].DeploymentID {
+				continue // replaced by a later deployment: that one's status is not ours
+			}
+			out[i].Status, out[i].ErrorCode = d.Status, d.ErrorCode
+			if d.Status == store.StatusDeploying {
+				settled = false
+			}
+		}
+		if settled {
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
-// DeleteAPI deletes an API with its deployments, and tells the gateways that
-// ran it to undeploy it.
+// Undeploy undeploys an API from a gateway and tells its live connections.
+func (f *Fleet) Undeploy(ctx context.Context, orgID, apiID, gatewayID string) error {
+	change, err := f.store.Undeploy(ctx, orgID, apiID, gatewayID)
+	if err != nil {
+		return err
+	}
+	f.recordDeliveries(ctx, change.Deployments, f.takeReport(change.ID), true)
+	return nil
+}
+
+// DeleteAPI deletes an API with its deployments; the gateways that ran it
+// are told (api.deleted for the second generation, api.undeployed for the
+// first).
 func (f *Fleet) DeleteAPI(ctx context.Context, orgID, apiID string) error {
-	return f.store.DeleteAPI(ctx, orgID, apiID)
+	change, err := f.store.DeleteAPI(ctx, orgID, apiID)
+	if err != nil || change == nil {
+		return err
+	}
+	rep := f.takeReport(change.ID)
+	for _, d := range change.Deployments {
+		if rep[d.GatewayID].conns > 0 {
+			if err := f.store.MarkDeletedDelivered(ctx, d.GatewayID, []string{d.APIID}); err != nil {
+				f.log.Warn("could not record a deletion's delivery", "err", err)
+			}
+		}
+	}
+	return nil
 }
 
 // RevokeToken revokes a gateway token and closes the connections that
@@ -175,28 +342,17 @@ func (f *Fleet) DeleteGateway(ctx context.Context, orgID, gatewayID string) erro
 	return f.store.DeleteGateway(ctx, orgID, gatewayID)
 }
 
-// initialState gives a new connection an api.deployed for every API deployed
-// to its gateway; once they are all handed to the writer, PENDING
-// deployments are marked DELIVERED.
-func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]hub.Event, func()) {
-	// Only the deployment rows: the events need no definitions, and a
-	// fleet reconnecting at once should not parse every revision.
-	state, err := f.store.GatewayDeployments(ctx, c.Identity.GatewayID)
-	if err != nil {
-		f.log.Warn("could not load a gateway's deployments", "gateway", c.Identity.GatewayID, "err", err)
-		return nil, nil
-	}
-	events := make([]hub.Event, len(state))
-	for i, d := range state {
-		events[i] = deployedEvent(d)
-	}
-	return events, func() {
-		for _, d := range state {
-			if d.Status == store.StatusPending {
-				if err := f.store.MarkDelivered(ctx, d.APIID, d.RevisionID, []string{d.GatewayID}); err != nil {
-					f.log.Warn("could not record delivery", "api", d.APIID, "gateway", d.GatewayID, "err", fmt.Sprint(err))
-				}
-			}
-		}
+// ReportManifest records what a second-generation gateway reported about
+// itself; its connections waiting to know their generation learn it.
+func (f *Fleet) ReportManifest(ctx context.Context, gatewayID, orgID string, m *store.Manifest) error {
+	return f.store.RecordManifest(ctx, gatewayID, orgID, m)
+}
+
+// Downloaded records that a gateway downloaded revisions of APIs (API ID to
+// revision ID), which paces its initial state.
+func (f *Fleet) Downloaded(gatewayID string, revisions map[string]string) {
+	f.store.MarkFetched(gatewayID, revisions)
+	for api := range revisions {
+		f.hub.Credit(gatewayID, api)
 	}
 }

@@ -52,10 +52,21 @@ type Config struct {
 	MaxPerOrg      int
 	MaxPerGateway  int
 	// OnConnect, if set, returns the events a new connection must get to
-	// reach its gateway's desired state. They are sent after the ack and
-	// paced behind heartbeats and live events. done is called once they
-	// have all been handed to the writer.
-	OnConnect func(ctx context.Context, c *Conn) (events []Event, done func())
+	// reach its gateway's desired state. It runs on a goroutine of the
+	// connection's own, so it may wait (for the connection's generation).
+	// The events are sent after the ack, behind heartbeats and live events,
+	// and paced on the gateway: an event with Await set holds one of
+	// InitialWindow slots until the gateway acts on it (Credit) or
+	// CreditTimeout passes. done is called once they have all been handed
+	// to the writer.
+	OnConnect func(ctx context.Context, c *Conn) (events []*Event, done func())
+	// OnMessage, if set, receives each text frame a gateway sends (at
+	// most 4 KiB), on the connection's reading goroutine.
+	OnMessage func(c *Conn, frame []byte)
+	// InitialWindow and CreditTimeout pace the initial state (defaults 8
+	// and 5 s).
+	InitialWindow int
+	CreditTimeout time.Duration
 	// OnDisconnect, if set, is called once a registered connection has
 	// ended.
 	OnDisconnect func(c *Conn)
@@ -63,10 +74,12 @@ type Config struct {
 
 // Defaults of the contract (§3).
 const (
-	DefaultPingInterval = 20 * time.Second
-	DefaultTimeout      = 30 * time.Second
-	DefaultWriteTimeout = 10 * time.Second
-	DefaultQueueSize    = 32
+	DefaultPingInterval  = 20 * time.Second
+	DefaultTimeout       = 30 * time.Second
+	DefaultWriteTimeout  = 10 * time.Second
+	DefaultQueueSize     = 32
+	DefaultInitialWindow = 8
+	DefaultCreditTimeout = 5 * time.Second
 )
 
 // Identity is who a connection authenticated as.
@@ -76,13 +89,43 @@ type Identity struct {
 	TokenID        string
 }
 
-// Event is one message for gateways. Frame is encoded once per Deliver, not
-// once per connection.
+// Event is one message for gateways. Its frame is encoded once per Deliver
+// and generation, not once per connection.
 type Event struct {
 	Type    string
-	APIID   string // the API it concerns, for pacing the initial state
+	APIID   string // the API it concerns, for ordering and pacing
 	Payload any
+	// Gen1, when set, is sent instead to connections that are not of the
+	// second generation; SkipGen1 sends them nothing.
+	Gen1     *Event
+	SkipGen1 bool
+	// Await marks an initial-state event the gateway acts on visibly (a
+	// download, an acknowledgement): it is paced on that (Credit).
+	Await bool
 }
+
+// forGeneration is the event a connection of generation gen gets (nil:
+// none).
+func (e *Event) forGeneration(gen int) *Event {
+	if gen == Gen2 {
+		return e
+	}
+	switch {
+	case e.SkipGen1:
+		return nil
+	case e.Gen1 != nil:
+		return e.Gen1
+	}
+	return e
+}
+
+// Generations of gateway connections (contract §6): unknown until the
+// gateway posts a manifest or a grace period passes.
+const (
+	GenUnknown = 0
+	Gen1       = 1
+	Gen2       = 2
+)
 
 type envelope struct {
 	Type          string `json:"type"`
@@ -116,7 +159,35 @@ type Conn struct {
 	liveMu sync.Mutex
 	live   map[string]bool
 	log    *slog.Logger
+
+	gen      atomic.Int32
+	genKnown chan struct{} // closed when gen is set
+
+	// window holds a slot per initial-state event the gateway has not
+	// acted on yet; inflight names them (API -> when sent).
+	window     chan struct{}
+	inflightMu sync.Mutex
+	inflight   map[string]time.Time
 }
+
+// Generation is the connection's generation (GenUnknown, Gen1, Gen2).
+func (c *Conn) Generation() int { return int(c.gen.Load()) }
+
+// SetGeneration sets the connection's generation, once; later calls do
+// nothing. It reports whether this call set it.
+func (c *Conn) SetGeneration(gen int) bool {
+	if !c.gen.CompareAndSwap(GenUnknown, int32(gen)) {
+		return false
+	}
+	close(c.genKnown)
+	return true
+}
+
+// GenerationKnown is closed once the generation is set.
+func (c *Conn) GenerationKnown() <-chan struct{} { return c.genKnown }
+
+// Context ends when the connection does.
+func (c *Conn) Context() context.Context { return c.ctx }
 
 // Hub is the registry of live connections.
 type Hub struct {
@@ -158,6 +229,12 @@ func New(cfg Config, log *slog.Logger) *Hub {
 	}
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = DefaultQueueSize
+	}
+	if cfg.InitialWindow <= 0 {
+		cfg.InitialWindow = DefaultInitialWindow
+	}
+	if cfg.CreditTimeout <= 0 {
+		cfg.CreditTimeout = DefaultCreditTimeout
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -260,6 +337,9 @@ func (h *Hub) unregister(c *Conn) {
 	h.notifyLocked()
 }
 
+// Conns returns the live connections of a gateway (do not modify).
+func (h *Hub) Conns(gatewayID string) []*Conn { return h.conns(gatewayID) }
+
 func (h *Hub) conns(gatewayID string) []*Conn {
 	if v, ok := h.gateways.Load(gatewayID); ok {
 		return v.(*connSet).conns
@@ -286,31 +366,102 @@ func (h *Hub) Presence(gatewayID string) (int, time.Time) {
 	return len(conns), last
 }
 
-// Deliver queues ev for every live connection of the gateway and returns how
-// many took it. It never blocks: a connection whose queue is full is
-// disconnected (and counted), since a gateway that far behind must reconnect
-// and resynchronise anyway.
-func (h *Hub) Deliver(gatewayID string, ev Event) int {
+// Deliver queues ev, in the form of each connection's generation, for every
+// live connection of the gateway, and returns how many took it. took, if
+// not nil, is called with each connection that took it. Deliver never
+// blocks: a connection whose queue is full is disconnected (and counted),
+// since a gateway that far behind must reconnect and resynchronise anyway.
+func (h *Hub) Deliver(gatewayID string, ev *Event, took func(*Conn)) int {
 	conns := h.conns(gatewayID)
 	if len(conns) == 0 {
 		return 0
 	}
-	count := h.events.get(ev.Type)
-	frame, err := ev.Encode()
-	if err != nil {
-		h.log.Error("encode event", "type", ev.Type, "err", err)
-		count.dropped.Add(int64(len(conns)))
-		return 0
-	}
+	var frames [3][]byte // by generation, encoded on first use
 	n := 0
 	for _, c := range conns {
-		if c.enqueue(ev.APIID, frame) {
+		gen := c.Generation()
+		e := ev.forGeneration(gen)
+		if e == nil {
+			continue
+		}
+		count := h.events.get(e.Type)
+		if frames[gen] == nil {
+			f, err := e.Encode()
+			if err != nil {
+				h.log.Error("encode event", "type", e.Type, "err", err)
+				count.dropped.Add(1)
+				continue
+			}
+			frames[gen] = f
+		}
+		if c.enqueue(ev.APIID, frames[gen]) {
+			count.queued.Add(1)
 			n++
+			if took != nil {
+				took(c)
+			}
+		} else {
+			count.dropped.Add(1)
 		}
 	}
-	count.queued.Add(int64(n))
-	count.dropped.Add(int64(len(conns) - n))
 	return n
+}
+
+// Credit tells the gateway's connections that it acted on the API (it
+// downloaded it, or acknowledged it), which frees the initial-state slot
+// the API's event held.
+func (h *Hub) Credit(gatewayID, apiID string) {
+	for _, c := range h.conns(gatewayID) {
+		c.credit(apiID)
+	}
+}
+
+func (c *Conn) credit(apiID string) {
+	c.inflightMu.Lock()
+	_, ok := c.inflight[apiID]
+	delete(c.inflight, apiID)
+	c.inflightMu.Unlock()
+	if ok {
+		<-c.window
+	}
+}
+
+// acquire takes a slot of the initial-state window for apiID, waiting for
+// the gateway to act on an earlier event; an event it has not acted on
+// within CreditTimeout gives its slot up.
+func (c *Conn) acquire(apiID string) bool {
+	timer := time.NewTimer(c.hub.cfg.CreditTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case c.window <- struct{}{}:
+			c.inflightMu.Lock()
+			c.inflight[apiID] = time.Now()
+			c.inflightMu.Unlock()
+			return true
+		case <-c.ctx.Done():
+			return false
+		case <-timer.C:
+			c.expireCredits()
+			timer.Reset(c.hub.cfg.CreditTimeout)
+		}
+	}
+}
+
+// expireCredits frees the slots of events older than CreditTimeout.
+func (c *Conn) expireCredits() {
+	cutoff := time.Now().Add(-c.hub.cfg.CreditTimeout)
+	var old []string
+	c.inflightMu.Lock()
+	for api, t := range c.inflight {
+		if !t.After(cutoff) {
+			old = append(old, api)
+		}
+	}
+	c.inflightMu.Unlock()
+	for _, api := range old {
+		c.credit(api)
+	}
 }
 
 // EventCount is how many events of one type were queued to connections and
@@ -489,6 +640,9 @@ func (h *Hub) Serve(ctx context.Context, t Transport, id Identity) {
 		ctx:         ctx,
 		cancel:      cancel,
 		live:        map[string]bool{},
+		genKnown:    make(chan struct{}),
+		window:      make(chan struct{}, h.cfg.InitialWindow),
+		inflight:    map[string]time.Time{},
 	}
 	c.log = h.log.With("gateway", id.GatewayID, "connection", c.ID)
 	// The ack is the first frame: it is queued before the connection is
@@ -518,11 +672,15 @@ func (h *Hub) Serve(ctx context.Context, t Transport, id Identity) {
 	go func() { defer wg.Done(); c.writeLoop() }()
 	go func() { defer wg.Done(); c.sendInitialState() }()
 
-	// This goroutine reads: gateways send nothing we act on, but reading is
-	// how pongs are consumed (and timestamped) and how a close is noticed.
+	// This goroutine reads: the frames a gateway sends (acknowledgements)
+	// go to OnMessage; reading is also how pongs are consumed (and
+	// timestamped) and how a close is noticed.
 	for {
-		err := t.Receive()
+		frame, err := t.Receive()
 		if err == nil {
+			if h.cfg.OnMessage != nil {
+				h.cfg.OnMessage(c, frame)
+			}
 			continue
 		}
 		if errors.Is(err, errTooBig) {
@@ -629,11 +787,18 @@ func (c *Conn) sendInitialState() {
 		if c.hadLiveEvent(ev.APIID) {
 			continue // a newer event for this API already went out
 		}
-		count := c.hub.events.get(ev.Type)
-		frame, err := ev.Encode()
+		e := ev.forGeneration(c.Generation())
+		if e == nil {
+			continue
+		}
+		count := c.hub.events.get(e.Type)
+		frame, err := e.Encode()
 		if err != nil {
 			count.dropped.Add(1)
 			continue
+		}
+		if ev.Await && !c.acquire(ev.APIID) {
+			return
 		}
 		select {
 		case c.paced <- pacedFrame{ev.APIID, frame}:

@@ -18,7 +18,7 @@ func TestSlowConnectionIsDisconnected(t *testing.T) {
 	<-tr.firstSend // the ack is being written, and the write never ends
 	took := 0
 	for range 10 {
-		took += h.Deliver("g", Event{Type: "x"})
+		took += h.Deliver("g", &Event{Type: "x"}, nil)
 	}
 	if took > 2 || h.Dropped.Load() != 1 {
 		t.Fatalf("queued %d, dropped %d; want at most the queue size and one drop", took, h.Dropped.Load())
@@ -55,9 +55,9 @@ func (b *blockedTransport) Send([]byte, time.Time) error {
 	<-b.release
 	return io.ErrClosedPipe
 }
-func (b *blockedTransport) Ping(time.Time) error    { return nil }
-func (b *blockedTransport) Receive() error          { <-b.closed; return io.EOF }
-func (b *blockedTransport) LastActivity() time.Time { return time.Now() }
+func (b *blockedTransport) Ping(time.Time) error     { return nil }
+func (b *blockedTransport) Receive() ([]byte, error) { <-b.closed; return nil, io.EOF }
+func (b *blockedTransport) LastActivity() time.Time  { return time.Now() }
 func (b *blockedTransport) Close(int, time.Time) error {
 	b.closeOnce.Do(func() { close(b.closed) })
 	return nil
@@ -74,7 +74,7 @@ func newFakeTransport() *fakeTransport { return &fakeTransport{closed: make(chan
 
 func (f *fakeTransport) Send([]byte, time.Time) error { return nil }
 func (f *fakeTransport) Ping(time.Time) error         { return nil }
-func (f *fakeTransport) Receive() error               { <-f.closed; return io.EOF }
+func (f *fakeTransport) Receive() ([]byte, error)     { <-f.closed; return nil, io.EOF }
 func (f *fakeTransport) LastActivity() time.Time      { return time.Now() }
 func (f *fakeTransport) Close(int, time.Time) error {
 	f.once.Do(func() { close(f.closed) })
@@ -111,7 +111,7 @@ func TestRegistryUnderConcurrency(t *testing.T) {
 		if n, _ := h.Presence(fmt.Sprint(g)); n != replicas {
 			t.Fatalf("gateway %d has %d connections, want %d", g, n, replicas)
 		}
-		if got := h.Deliver(fmt.Sprint(g), Event{Type: "x"}); got != replicas {
+		if got := h.Deliver(fmt.Sprint(g), &Event{Type: "x"}, nil); got != replicas {
 			t.Fatalf("delivered to %d, want %d", got, replicas)
 		}
 	}
@@ -174,16 +174,16 @@ func (r *recordingTransport) Send(f []byte, _ time.Time) error {
 func TestAckFirstAndInitialStateNeverOverwritesLiveEvents(t *testing.T) {
 	computed := make(chan struct{})
 	handedOver := make(chan struct{}) // the initial state has reached the writer
-	h := New(Config{PingInterval: time.Hour, Timeout: 2 * time.Hour, OnConnect: func(ctx context.Context, c *Conn) ([]Event, func()) {
+	h := New(Config{PingInterval: time.Hour, Timeout: 2 * time.Hour, OnConnect: func(ctx context.Context, c *Conn) ([]*Event, func()) {
 		defer close(computed)
-		return []Event{{Type: "api.deployed", APIID: "x", Payload: "rev1"}}, func() { close(handedOver) }
+		return []*Event{{Type: "api.deployed", APIID: "x", Payload: "rev1"}}, func() { close(handedOver) }
 	}}, nil)
 	tr := newRecordingTransport()
 	served := make(chan struct{})
 	go func() { h.Serve(context.Background(), tr, Identity{GatewayID: "g", TokenID: "t"}); close(served) }()
 	<-computed
 	waitUntil(t, func() bool { n, _ := h.Presence("g"); return n == 1 })
-	if n := h.Deliver("g", Event{Type: "api.deployed", APIID: "x", Payload: "rev2"}); n != 1 {
+	if n := h.Deliver("g", &Event{Type: "api.deployed", APIID: "x", Payload: "rev2"}, nil); n != 1 {
 		t.Fatalf("delivered to %d", n)
 	}
 	close(tr.gate) // the writer was held on the ack until now

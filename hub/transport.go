@@ -26,9 +26,9 @@ type Transport interface {
 	Send(frame []byte, deadline time.Time) error
 	// Ping writes a ping frame.
 	Ping(deadline time.Time) error
-	// Receive blocks until the peer sends a data frame (returned and
-	// otherwise ignored) or the connection fails.
-	Receive() error
+	// Receive blocks until the peer sends a data frame, and returns it, or
+	// the connection fails.
+	Receive() ([]byte, error)
 	// Close sends a close frame with code, best effort within deadline,
 	// and closes the connection. It is safe to call more than once and from
 	// any goroutine.
@@ -106,13 +106,13 @@ func (t *wsTransport) send(f rawFrame, deadline time.Time) error {
 	return err
 }
 
-func (t *wsTransport) Receive() error {
+func (t *wsTransport) Receive() ([]byte, error) {
 	var msg []byte
 	err := websocket.Message.Receive(t.ws, &msg)
 	if errors.Is(err, websocket.ErrFrameTooLarge) {
-		return errTooBig
+		return nil, errTooBig
 	}
-	return err
+	return msg, err
 }
 
 var errTooBig = errors.New("gateway sent a frame larger than the limit")

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -46,6 +47,10 @@ type API struct {
 	BackendServices  []BackendService `json:"backend-services"`
 	RateLimiting     *RateLimiting    `json:"api-rate-limiting,omitempty"`
 	Operations       []Operation      `json:"operations"`
+	// Handle names the API uniquely in its organization, for gateways
+	// that name resources (RestApi metadata.name). Made from the context
+	// and version unless a gateway reported the API under one.
+	Handle string `json:"-"`
 }
 
 // MTLS configures mutual TLS, for an API or for a backend endpoint.
@@ -213,7 +218,7 @@ type apiSettings struct {
 
 const apiColumns = `id, organization_id, project_id, name, display_name, description, context, version, provider,
 	lifecycle_status, type, transport, has_thumbnail, is_default_version, is_revision, revisioned_api_id,
-	revision_id, settings, created_at, updated_at`
+	revision_id, settings, created_at, updated_at, handle`
 
 // CreateAPI stores a validated API with all of its children in one
 // transaction and returns it as read back after the commit. A project that
@@ -241,12 +246,19 @@ func insertAPI(ctx context.Context, tx *Tx, a *API, now time.Time) error {
 	if _, err := tx.sealer.sealSecrets(a); err != nil {
 		return err
 	}
+	if a.Handle == "" {
+		h, err := freeHandle(ctx, tx, a.OrganizationID, a.ID, a.Context, a.Version)
+		if err != nil {
+			return err
+		}
+		a.Handle = h
+	}
 	row, err := apiRowArgs(a)
 	if err != nil {
 		return err
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO apis (`+apiColumns+`) VALUES (
-		$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`, row...)
+		$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)`, row...)
 	if constraintOf(err) == uniqueViolation {
 		return apiConflict(ctx, tx, a)
 	}
@@ -265,7 +277,50 @@ func apiConflict(ctx context.Context, tx *Tx, a *API) error {
 	if n > 0 {
 		return conflict("an API named %q with version %q already exists in this project", a.Name, a.Version)
 	}
+	tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM apis WHERE organization_id = $1 AND handle = $2 AND id <> $3`,
+		a.OrganizationID, a.Handle, a.ID).Scan(&n)
+	if n > 0 {
+		return conflict("the handle %q is already used by another API of this organization", a.Handle)
+	}
 	return conflict("context %q with version %q is already used by another API of this organization", a.Context, a.Version)
+}
+
+// handleFrom makes a handle from an API's context and version: lower-case
+// letters, digits and '-', at most 63 characters, as resource names go.
+func handleFrom(context, version string) string {
+	var b strings.Builder
+	dash := true
+	for _, r := range strings.ToLower(strings.TrimPrefix(context, "/") + "-" + version) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			b.WriteRune(r)
+			dash = false
+		} else if !dash {
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	h := strings.Trim(b.String(), "-")
+	if len(h) > 54 {
+		h = strings.TrimRight(h[:54], "-")
+	}
+	if h == "" || h[0] < 'a' {
+		h = "api-" + h
+	}
+	return h
+}
+
+// freeHandle returns handleFrom(context, version), or, when another API of
+// the organization has it, the same with the first digits of the API id.
+func freeHandle(ctx context.Context, tx *Tx, orgID, apiID, context, version string) (string, error) {
+	h := handleFrom(context, version)
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM apis WHERE organization_id = $1 AND handle = $2`, orgID, h).Scan(&n); err != nil {
+		return "", err
+	}
+	if n > 0 {
+		h += "-" + apiID[:8]
+	}
+	return h, nil
 }
 
 // settingsJSON is the settings column of a.
@@ -285,7 +340,7 @@ func apiRowArgs(a *API) ([]any, error) {
 	}
 	return []any{a.ID, a.OrganizationID, a.ProjectID, a.Name, a.DisplayName, a.Description, a.Context, a.Version,
 		a.Provider, a.LifeCycleStatus, a.Type, string(transport), a.HasThumbnail, a.IsDefaultVersion, a.IsRevision,
-		a.RevisionedAPIID, a.RevisionID, settings, formatTime(a.CreatedAt), formatTime(a.UpdatedAt)}, nil
+		a.RevisionedAPIID, a.RevisionID, settings, formatTime(a.CreatedAt), formatTime(a.UpdatedAt), a.Handle}, nil
 }
 
 // insertAPIChildren writes the backend services and operations of a.
@@ -382,7 +437,7 @@ func queryAPIs(ctx context.Context, tx *Tx, where string, args ...any) ([]*API, 
 		if err := rows.Scan(&a.ID, &a.OrganizationID, &a.ProjectID, &a.Name, &a.DisplayName, &a.Description,
 			&a.Context, &a.Version, &a.Provider, &a.LifeCycleStatus, &a.Type, &transport, &a.HasThumbnail,
 			&a.IsDefaultVersion, &a.IsRevision, &a.RevisionedAPIID, &a.RevisionID, &settings,
-			dbTime{&a.CreatedAt}, dbTime{&a.UpdatedAt}); err != nil {
+			dbTime{&a.CreatedAt}, dbTime{&a.UpdatedAt}, &a.Handle); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -459,11 +514,11 @@ func (db *DB) UpdateAPI(ctx context.Context, orgID, id string, change func(*API)
 			return notFound("API %s not found", id)
 		}
 		a := list[0]
-		created := a.CreatedAt
+		created, handle := a.CreatedAt, a.Handle
 		if err := change(a); err != nil {
 			return err
 		}
-		a.ID, a.OrganizationID, a.CreatedAt, a.UpdatedAt = id, orgID, created, now
+		a.ID, a.OrganizationID, a.CreatedAt, a.UpdatedAt, a.Handle = id, orgID, created, now, handle
 		if _, err := tx.sealer.sealSecrets(a); err != nil {
 			return err
 		}
@@ -477,7 +532,7 @@ func (db *DB) UpdateAPI(ctx context.Context, orgID, id string, change func(*API)
 			lifecycle_status = $10, type = $11, transport = $12, has_thumbnail = $13, is_default_version = $14,
 			is_revision = $15, revisioned_api_id = $16, revision_id = $17, settings = $18, updated_at = $20
 			WHERE id = $1 AND organization_id = $2 AND project_id = $3 AND name = $4 AND context = $7
-			AND version = $8 AND created_at = $19`, row...)
+			AND version = $8 AND created_at = $19 AND handle = $21`, row...)
 		if err != nil {
 			return fmt.Errorf("update api: %w", err)
 		}

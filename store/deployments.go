@@ -19,24 +19,64 @@ type Revision struct {
 	CreatedAt time.Time
 }
 
-// Deployment is the revision of an API that one gateway runs.
+// Deployment is the revision of an API that one gateway runs, or, once
+// undeployed (State StateUndeployed), ran: a tombstone that stays until the
+// gateway has acknowledged the undeployment or the retention time passes.
 type Deployment struct {
-	APIID              string     `json:"-"`
-	GatewayID          string     `json:"gatewayId"`
-	RevisionID         string     `json:"revisionId"`
-	Vhost              string     `json:"vhost"`
-	DisplayOnDevportal bool       `json:"-"`
-	Status             string     `json:"status"`
-	DeployedTime       time.Time  `json:"deployedTime"`
-	DeliveredAt        *time.Time `json:"deliveredAt"`
-	FetchedAt          *time.Time `json:"fetchedAt"`
+	APIID              string `json:"-"`
+	GatewayID          string `json:"gatewayId"`
+	DeploymentID       string `json:"deploymentId"`
+	RevisionID         string `json:"revisionId"`
+	Vhost              string `json:"vhost"`
+	DisplayOnDevportal bool   `json:"-"`
+	State              string `json:"-"`
+	Status             string `json:"status"`
+	ErrorCode          string `json:"errorCode,omitempty"`
+	// DeployedTime is when the deployment was made; PerformedAt when its
+	// last action (the deploy, or the undeploy) was: what gateways are
+	// told as performedAt.
+	DeployedTime time.Time  `json:"deployedTime"`
+	PerformedAt  time.Time  `json:"-"`
+	DeliveredAt  *time.Time `json:"deliveredAt"`
+	AckedAt      *time.Time `json:"ackedAt"`
+	FetchedAt    *time.Time `json:"fetchedAt"`
 }
 
-// Deployment statuses.
+// Deployment states.
 const (
-	StatusPending   = "PENDING"
-	StatusDelivered = "DELIVERED"
+	StateDeployed   = "deployed"
+	StateUndeployed = "undeployed"
 )
+
+// Deployment statuses. A first-generation gateway's deployment is PENDING
+// until a live connection took it, then DELIVERED. A second-generation
+// gateway acknowledges: DEPLOYING once sent, then DEPLOYED (every connection
+// that took it applied it) or FAILED (one reported failure, or no
+// acknowledgement came in time); an undeployment is UNDEPLOYING until
+// acknowledged (or, for the first generation, delivered), then UNDEPLOYED.
+const (
+	StatusPending     = "PENDING"
+	StatusDelivered   = "DELIVERED"
+	StatusDeploying   = "DEPLOYING"
+	StatusDeployed    = "DEPLOYED"
+	StatusFailed      = "FAILED"
+	StatusUndeploying = "UNDEPLOYING"
+	StatusUndeployed  = "UNDEPLOYED"
+)
+
+// ErrorDeploymentTimeout is the error code of a deployment no gateway
+// connection acknowledged in time.
+const ErrorDeploymentTimeout = "DEPLOYMENT_TIMEOUT"
+
+// DeletedDeployment is the tombstone of a deployment whose API was deleted.
+type DeletedDeployment struct {
+	APIID        string
+	GatewayID    string
+	DeploymentID string
+	Vhost        string
+	DeletedAt    time.Time
+	DeliveredAt  *time.Time
+}
 
 // DeployTarget is one item of a deploy request.
 type DeployTarget struct {
@@ -95,26 +135,31 @@ func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targe
 		}
 		// Rows go in batches of upsertChunk: one statement per batch, not
 		// per gateway, keeps a deploy to a whole fleet short. The revision,
-		// status and time are shared parameters ($1..$4).
+		// state, status and time are shared parameters ($1..$5). Each
+		// target gets a new deployment id, which replaces whatever the
+		// gateway ran (or had undeployed) before.
 		for start := 0; start < len(targets); start += upsertChunk {
 			chunk := targets[start:min(start+upsertChunk, len(targets))]
-			args := []any{apiID, rev.ID, StatusPending, formatTime(now)}
+			args := []any{apiID, rev.ID, StatusPending, formatTime(now), StateDeployed}
 			var values strings.Builder
 			for i, t := range chunk {
 				if i > 0 {
 					values.WriteString(", ")
 				}
 				n := len(args)
-				fmt.Fprintf(&values, "($1, $%d, $2, $%d, $%d, $3, $4)", n+1, n+2, n+3)
-				args = append(args, t.GatewayID, t.Vhost, t.DisplayOnDevportal)
-				deps = append(deps, &Deployment{APIID: apiID, GatewayID: t.GatewayID, RevisionID: rev.ID, Vhost: t.Vhost,
-					DisplayOnDevportal: t.DisplayOnDevportal, Status: StatusPending, DeployedTime: now})
+				fmt.Fprintf(&values, "($1, $%d, $%d, $2, $%d, $%d, $5, $3, $4, $4)", n+1, n+2, n+3, n+4)
+				d := &Deployment{APIID: apiID, GatewayID: t.GatewayID, DeploymentID: newID(), RevisionID: rev.ID,
+					Vhost: t.Vhost, DisplayOnDevportal: t.DisplayOnDevportal, State: StateDeployed, Status: StatusPending,
+					DeployedTime: now, PerformedAt: now}
+				args = append(args, t.GatewayID, d.DeploymentID, t.Vhost, t.DisplayOnDevportal)
+				deps = append(deps, d)
 			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO deployments (api_id, gateway_id, revision_id, vhost,
-				display_on_devportal, status, deployed_at) VALUES `+values.String()+`
-				ON CONFLICT (api_id, gateway_id) DO UPDATE SET revision_id = excluded.revision_id,
-				vhost = excluded.vhost, display_on_devportal = excluded.display_on_devportal,
-				status = excluded.status, deployed_at = excluded.deployed_at, delivered_at = NULL, fetched_at = NULL`, args...)
+			_, err := tx.ExecContext(ctx, `INSERT INTO deployments (api_id, gateway_id, deployment_id, revision_id, vhost,
+				display_on_devportal, state, status, deployed_at, performed_at) VALUES `+values.String()+`
+				ON CONFLICT (api_id, gateway_id) DO UPDATE SET deployment_id = excluded.deployment_id,
+				revision_id = excluded.revision_id, vhost = excluded.vhost, display_on_devportal = excluded.display_on_devportal,
+				state = excluded.state, status = excluded.status, error_code = NULL, deployed_at = excluded.deployed_at,
+				performed_at = excluded.performed_at, sent_at = NULL, delivered_at = NULL, acked_at = NULL, fetched_at = NULL`, args...)
 			if err != nil {
 				return fmt.Errorf("record deployments: %w", err)
 			}
@@ -203,49 +248,36 @@ func findRevision(ctx context.Context, q queryer, apiID, id string) (*Revision, 
 	return rev, nil
 }
 
-// MarkDelivered records that the deployments of the API to these gateways
-// reached at least one live connection. Only rows still on revisionID change,
-// so a slow mark cannot overwrite a newer deployment's status.
-func (db *DB) MarkDelivered(ctx context.Context, apiID, revisionID string, gatewayIDs []string) error {
-	if len(gatewayIDs) == 0 {
-		return nil
-	}
-	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
-		for start := 0; start < len(gatewayIDs); start += inChunk {
-			chunk := gatewayIDs[start:min(start+inChunk, len(gatewayIDs))]
-			args := []any{StatusDelivered, formatTime(now), apiID, revisionID}
-			for _, g := range chunk {
-				args = append(args, g)
-			}
-			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET status = $1, delivered_at = $2
-				WHERE api_id = $3 AND revision_id = $4 AND gateway_id IN (`+placeholders(5, len(chunk))+`)`, args...); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// Undeploy removes the deployment of an API from a gateway; the change
-// (ChangeUndeployed) is published after the commit.
-func (db *DB) Undeploy(ctx context.Context, orgID, apiID, gatewayID string) error {
-	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+// Undeploy undeploys an API from a gateway: the row stays as a tombstone
+// (StateUndeployed, its deployment id kept, UNDEPLOYING) so that the gateway
+// learns of it even if it is away now. The change (ChangeUndeployed) is
+// published after the commit.
+func (db *DB) Undeploy(ctx context.Context, orgID, apiID, gatewayID string) (*Change, error) {
+	var change *Change
+	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		if _, err := findAPIRow(ctx, tx, orgID, apiID); err != nil {
 			return err
 		}
-		list, err := queryDeployments(ctx, tx, `WHERE d.api_id = $1 AND d.gateway_id = $2`, apiID, gatewayID)
+		list, err := queryDeployments(ctx, tx, `WHERE d.api_id = $1 AND d.gateway_id = $2 AND d.state = $3`,
+			apiID, gatewayID, StateDeployed)
 		if err != nil {
 			return err
 		}
 		if len(list) == 0 {
 			return notFound("API %s is not deployed to gateway %s", apiID, gatewayID)
 		}
-		if _, err = tx.ExecContext(ctx, `DELETE FROM deployments WHERE api_id = $1 AND gateway_id = $2`, apiID, gatewayID); err != nil {
+		if _, err = tx.ExecContext(ctx, `UPDATE deployments SET state = $1, status = $2, error_code = NULL,
+			performed_at = $3, sent_at = NULL, delivered_at = NULL, acked_at = NULL
+			WHERE api_id = $4 AND gateway_id = $5`, StateUndeployed, StatusUndeploying, formatTime(now), apiID, gatewayID); err != nil {
 			return err
 		}
-		tx.record(&Change{Kind: ChangeUndeployed, Deployments: list})
+		d := list[0]
+		d.State, d.Status, d.ErrorCode, d.PerformedAt = StateUndeployed, StatusUndeploying, "", now
+		d.DeliveredAt, d.AckedAt = nil, nil
+		change = tx.record(&Change{Kind: ChangeUndeployed, Deployments: list})
 		return nil
 	})
+	return change, err
 }
 
 // findAPIRow checks that the API exists in the organization.
@@ -259,8 +291,9 @@ func findAPIRow(ctx context.Context, q queryer, orgID, apiID string) (string, er
 }
 
 func queryDeployments(ctx context.Context, tx *Tx, where string, args ...any) ([]*Deployment, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT d.api_id, d.gateway_id, d.revision_id, d.vhost, d.display_on_devportal,
-		d.status, d.deployed_at, d.delivered_at, d.fetched_at FROM deployments d `+where+` ORDER BY d.deployed_at DESC, d.gateway_id`, args...)
+	rows, err := tx.QueryContext(ctx, `SELECT d.api_id, d.gateway_id, d.deployment_id, d.revision_id, d.vhost,
+		d.display_on_devportal, d.state, d.status, d.error_code, d.deployed_at, d.performed_at, d.delivered_at,
+		d.acked_at, d.fetched_at FROM deployments d `+where+` ORDER BY d.performed_at DESC, d.gateway_id`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -268,16 +301,21 @@ func queryDeployments(ctx context.Context, tx *Tx, where string, args ...any) ([
 	list := []*Deployment{}
 	for rows.Next() {
 		var d Deployment
-		if err := rows.Scan(&d.APIID, &d.GatewayID, &d.RevisionID, &d.Vhost, &d.DisplayOnDevportal, &d.Status,
-			dbTime{&d.DeployedTime}, dbTimePtr{&d.DeliveredAt}, dbTimePtr{&d.FetchedAt}); err != nil {
+		var code sql.NullString
+		if err := rows.Scan(&d.APIID, &d.GatewayID, &d.DeploymentID, &d.RevisionID, &d.Vhost, &d.DisplayOnDevportal,
+			&d.State, &d.Status, &code, dbTime{&d.DeployedTime}, dbTime{&d.PerformedAt}, dbTimePtr{&d.DeliveredAt},
+			dbTimePtr{&d.AckedAt}, dbTimePtr{&d.FetchedAt}); err != nil {
 			return nil, err
 		}
+		d.ErrorCode = code.String
 		list = append(list, &d)
 	}
 	return list, rows.Err()
 }
 
-// Deployments lists where an API of the organization is deployed.
+// Deployments lists where an API of the organization is deployed, and the
+// undeployments gateways have not yet been told of or have acknowledged
+// within the retention time.
 func (db *DB) Deployments(ctx context.Context, orgID, apiID string) ([]*Deployment, error) {
 	// Pending fetch times first, so that the answer is up to date.
 	if err := db.flushFetched(ctx); err != nil {
@@ -306,23 +344,66 @@ func (db *DB) DeployedGateways(ctx context.Context, orgID, apiID string) ([]*Gat
 		list, err = collect(scanGateway)(tx.QueryContext(ctx, `SELECT g.id, g.organization_id, g.name, g.display_name,
 			g.description, g.vhost, g.is_critical, g.functionality_type, g.created_at, g.updated_at
 			FROM deployments d JOIN gateways g ON g.id = d.gateway_id
-			WHERE d.api_id = $1 AND g.organization_id = $2 ORDER BY g.created_at DESC, g.id`, apiID, orgID))
-		return err
+			WHERE d.api_id = $1 AND g.organization_id = $2 AND d.state = $3 ORDER BY g.created_at DESC, g.id`, apiID, orgID, StateDeployed))
+		if err != nil {
+			return err
+		}
+		return fillManifests(ctx, tx, list)
 	})
 	return list, err
 }
 
-// GatewayDeployments lists the deployments to a gateway: what it must run,
+// GatewayDeployments lists the deployments to a gateway that it must run,
 // without the definitions. Gateways see only deployments to themselves, so
 // never another organization's API.
 func (db *DB) GatewayDeployments(ctx context.Context, gatewayID string) ([]*Deployment, error) {
 	var list []*Deployment
 	err := db.readTx(ctx, func(tx *Tx) error {
 		var err error
-		list, err = queryDeployments(ctx, tx, `WHERE d.gateway_id = $1`, gatewayID)
+		list, err = queryDeployments(ctx, tx, `WHERE d.gateway_id = $1 AND d.state = $2`, gatewayID, StateDeployed)
 		return err
 	})
 	return list, err
+}
+
+// GatewayState is everything a gateway must know about on connect: its
+// deployments, its undeployment tombstones, and the tombstones of deployed
+// APIs since deleted.
+type GatewayState struct {
+	Deployments []*Deployment // both states
+	Deleted     []*DeletedDeployment
+}
+
+// GatewayState reads a gateway's state in one snapshot.
+func (db *DB) GatewayState(ctx context.Context, gatewayID string) (*GatewayState, error) {
+	st := &GatewayState{}
+	err := db.readTx(ctx, func(tx *Tx) error {
+		var err error
+		if st.Deployments, err = queryDeployments(ctx, tx, `WHERE d.gateway_id = $1`, gatewayID); err != nil {
+			return err
+		}
+		st.Deleted, err = queryDeleted(ctx, tx, `WHERE gateway_id = $1`, gatewayID)
+		return err
+	})
+	return st, err
+}
+
+func queryDeleted(ctx context.Context, tx *Tx, where string, args ...any) ([]*DeletedDeployment, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT gateway_id, api_id, deployment_id, vhost, deleted_at, delivered_at
+		FROM deleted_deployments `+where+` ORDER BY deleted_at, api_id`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var list []*DeletedDeployment
+	for rows.Next() {
+		var d DeletedDeployment
+		if err := rows.Scan(&d.GatewayID, &d.APIID, &d.DeploymentID, &d.Vhost, dbTime{&d.DeletedAt}, dbTimePtr{&d.DeliveredAt}); err != nil {
+			return nil, err
+		}
+		list = append(list, &d)
+	}
+	return list, rows.Err()
 }
 
 // MarkFetched records that a gateway downloaded revisions of APIs (API ID
@@ -403,16 +484,23 @@ func (db *DB) flushLoop(stop <-chan struct{}, done chan<- struct{}) {
 	}
 }
 
-// DeployedRevision returns the ID of the revision of an API deployed to a
-// gateway (ErrNotFound when it is not deployed there).
-func (db *DB) DeployedRevision(ctx context.Context, gatewayID, apiID string) (string, error) {
-	var id string
-	err := db.rstmts.QueryRowContext(ctx, `SELECT revision_id FROM deployments WHERE gateway_id = $1 AND api_id = $2`,
-		gatewayID, apiID).Scan(&id)
+// DeployedRevision returns the deployment of an API to a gateway
+// (ErrNotFound when it is not deployed there), and whether the gateway has
+// reported a manifest: which generation of document it loads.
+func (db *DB) DeployedRevision(ctx context.Context, gatewayID, apiID string) (*Deployment, bool, error) {
+	d := &Deployment{APIID: apiID, GatewayID: gatewayID}
+	var gen2 bool
+	err := db.rstmts.QueryRowContext(ctx, `SELECT d.revision_id, d.deployment_id, d.vhost,
+		EXISTS (SELECT 1 FROM gateway_manifests m WHERE m.gateway_id = d.gateway_id)
+		FROM deployments d WHERE d.gateway_id = $1 AND d.api_id = $2 AND d.state = $3`,
+		gatewayID, apiID, StateDeployed).Scan(&d.RevisionID, &d.DeploymentID, &d.Vhost, &gen2)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", notFound("API %s is not deployed to this gateway", apiID)
+		return nil, false, notFound("API %s is not deployed to this gateway", apiID)
 	}
-	return id, err
+	if err != nil {
+		return nil, false, err
+	}
+	return d, gen2, nil
 }
 
 // Revision returns one revision of an API, definition included.
@@ -429,30 +517,44 @@ func (db *DB) DeployedAPIs(ctx context.Context, orgID, gatewayID string) ([]*API
 			return err
 		}
 		var err error
-		list, err = queryAPIs(ctx, tx, `WHERE organization_id = $1 AND id IN (SELECT api_id FROM deployments WHERE gateway_id = $2)
-			ORDER BY created_at DESC, id DESC`, orgID, gatewayID)
+		list, err = queryAPIs(ctx, tx, `WHERE organization_id = $1 AND id IN
+			(SELECT api_id FROM deployments WHERE gateway_id = $2 AND state = $3)
+			ORDER BY created_at DESC, id DESC`, orgID, gatewayID, StateDeployed)
 		return err
 	})
 	return list, err
 }
 
 // DeleteAPI deletes an API of the organization with its revisions and
-// deployments. When it was deployed, the change (ChangeAPIDeleted, with the
-// removed deployments) is published after the commit.
-func (db *DB) DeleteAPI(ctx context.Context, orgID, id string) error {
-	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+// deployments. Each gateway it was deployed (or undeployed) to keeps a
+// tombstone of it (deleted_deployments), and the change (ChangeAPIDeleted,
+// with the removed deployments as they were) is published after the commit.
+func (db *DB) DeleteAPI(ctx context.Context, orgID, id string) (*Change, error) {
+	var change *Change
+	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		deps, err := queryDeployments(ctx, tx, `JOIN apis a ON a.id = d.api_id WHERE d.api_id = $1 AND a.organization_id = $2`, id, orgID)
 		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO deleted_deployments (gateway_id, api_id, deployment_id, vhost, deleted_at)
+			SELECT gateway_id, api_id, deployment_id, vhost, $1 FROM deployments WHERE api_id = $2
+			ON CONFLICT (gateway_id, api_id) DO UPDATE SET deployment_id = excluded.deployment_id,
+			vhost = excluded.vhost, deleted_at = excluded.deleted_at, delivered_at = NULL`, formatTime(now), id); err != nil {
 			return err
 		}
 		if err := deleteAPI(ctx, tx, orgID, id); err != nil {
 			return err
 		}
+		for _, d := range deps {
+			d.PerformedAt = now
+		}
+		change = nil
 		if len(deps) > 0 {
-			tx.record(&Change{Kind: ChangeAPIDeleted, Deployments: deps})
+			change = tx.record(&Change{Kind: ChangeAPIDeleted, Deployments: deps})
 		}
 		return nil
 	})
+	return change, err
 }
 
 // RecordGatewayDeployment stores what a gateway reports it deployed by
@@ -506,10 +608,10 @@ func (db *DB) RecordGatewayDeployment(ctx context.Context, gatewayID string, a *
 		if err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO deployments (api_id, gateway_id, revision_id, vhost,
-			display_on_devportal, status, deployed_at, delivered_at)
-			VALUES ($1, $2, $3, $4, FALSE, $5, $6, $6)`,
-			a.ID, gatewayID, rev.ID, vhost, StatusDelivered, formatTime(now))
+		_, err = tx.ExecContext(ctx, `INSERT INTO deployments (api_id, gateway_id, deployment_id, revision_id, vhost,
+			display_on_devportal, state, status, deployed_at, performed_at, delivered_at)
+			VALUES ($1, $2, $3, $4, $5, FALSE, $6, $7, $8, $8, $8)`,
+			a.ID, gatewayID, newID(), rev.ID, vhost, StateDeployed, StatusDelivered, formatTime(now))
 		created = err == nil
 		return err
 	})

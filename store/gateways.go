@@ -22,6 +22,9 @@ type Gateway struct {
 	IsActive          bool      `json:"isActive"`
 	CreatedAt         time.Time `json:"createdAt"`
 	UpdatedAt         time.Time `json:"updatedAt"`
+	// Manifest is what the gateway last reported, if it is of the second
+	// generation (contract §6).
+	Manifest *Manifest `json:"manifest,omitempty"`
 }
 
 const gatewayColumns = `id, organization_id, name, display_name, description, vhost, is_critical, functionality_type, created_at, updated_at`
@@ -67,7 +70,10 @@ func (db *DB) Gateways(ctx context.Context, orgID string, page Page) ([]*Gateway
 		var err error
 		list, err = collect(scanGateway)(tx.QueryContext(ctx, `SELECT `+gatewayColumns+` FROM gateways WHERE organization_id = $1
 			ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3`, orgID, page.Limit, page.Offset))
-		return err
+		if err != nil {
+			return err
+		}
+		return fillManifests(ctx, tx, list)
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("list gateways: %w", err)
@@ -78,7 +84,15 @@ func (db *DB) Gateways(ctx context.Context, orgID string, page Page) ([]*Gateway
 // Gateway returns one gateway of the organization. A gateway of another
 // organization is ErrNotFound, exactly like a missing one.
 func (db *DB) Gateway(ctx context.Context, orgID, id string) (*Gateway, error) {
-	return findGateway(ctx, db.rstmts, orgID, id)
+	var g *Gateway
+	err := db.readTx(ctx, func(tx *Tx) error {
+		var err error
+		if g, err = findGateway(ctx, tx, orgID, id); err != nil {
+			return err
+		}
+		return fillManifests(ctx, tx, []*Gateway{g})
+	})
+	return g, err
 }
 
 func findGateway(ctx context.Context, q queryer, orgID, id string) (*Gateway, error) {
@@ -109,7 +123,10 @@ func (db *DB) UpdateGateway(ctx context.Context, orgID, id string, change func(*
 		_, err = tx.ExecContext(ctx, `UPDATE gateways SET display_name = $1, description = $2, vhost = $3,
 			is_critical = $4, updated_at = $5 WHERE id = $6`,
 			g.DisplayName, g.Description, g.Vhost, g.IsCritical, formatTime(now), g.ID)
-		return err
+		if err != nil {
+			return err
+		}
+		return fillManifests(ctx, tx, []*Gateway{g})
 	})
 	if err != nil {
 		return nil, err

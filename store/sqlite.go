@@ -36,10 +36,22 @@ type Config struct {
 	// Log receives what the store does by itself (resealing, pruning
 	// failures). Nil discards it.
 	Log *slog.Logger
+	// AckTimeout is how long a deployment sent to a second-generation
+	// gateway may wait for its acknowledgement before it is FAILED with
+	// DEPLOYMENT_TIMEOUT. 0 means DefaultAckTimeout.
+	AckTimeout time.Duration
+	// TombstoneRetention is how long undeployments and deletions are
+	// remembered for gateways that have not acknowledged them. 0 means
+	// DefaultTombstoneRetention.
+	TombstoneRetention time.Duration
 }
 
-// DefaultKeepRevisions is the default of Config.KeepRevisions.
-const DefaultKeepRevisions = 20
+// Defaults of Config.
+const (
+	DefaultKeepRevisions      = 20
+	DefaultAckTimeout         = 60 * time.Second
+	DefaultTombstoneRetention = 30 * 24 * time.Hour
+)
 
 // Open opens (creating if needed) the SQLite database at cfg.Path and brings
 // its schema up to date. A database whose schema is newer than this binary
@@ -54,6 +66,12 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = DefaultAckTimeout
+	}
+	if cfg.TombstoneRetention <= 0 {
+		cfg.TombstoneRetention = DefaultTombstoneRetention
 	}
 	path := cfg.Path
 	if err := ownerOnly(path); err != nil {
@@ -102,6 +120,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 
 	db := &DB{write: write, read: read, wstmts: newStmtCache(write), rstmts: newStmtCache(read), Now: time.Now,
 		writeSlot: make(chan struct{}, 1), sealer: cfg.Sealer, keep: cfg.KeepRevisions, log: cfg.Log, prune: map[string]bool{},
+		ackTimeout: cfg.AckTimeout, retention: cfg.TombstoneRetention,
 		fetched: map[fetchKey]time.Time{}, seen: map[string]time.Time{}, stopFlush: make(chan struct{}), flushDone: make(chan struct{})}
 	go db.flushLoop(db.stopFlush, db.flushDone)
 	if err := db.checkWAL(ctx); err != nil {
@@ -212,6 +231,11 @@ func (db *DB) migrate(ctx context.Context) error {
 			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
 				return err
 			}
+			if hook := migrationHooks[m.version]; hook != nil {
+				if err := hook(ctx, tx); err != nil {
+					return err
+				}
+			}
 			_, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
 				m.version, m.name, formatTime(now))
 			return err
@@ -248,4 +272,63 @@ func constraintOf(err error) constraint {
 		return checkViolation
 	}
 	return noConstraint
+}
+
+// migrationHooks finish a migration where SQL alone cannot (portably): they
+// run in the migration's transaction, after its SQL.
+var migrationHooks = map[int]func(ctx context.Context, tx *Tx) error{
+	5: fillDeploymentIDsAndHandles,
+}
+
+// fillDeploymentIDsAndHandles gives each existing deployment a deployment
+// id and each existing API a handle, then makes handles unique per
+// organization.
+func fillDeploymentIDsAndHandles(ctx context.Context, tx *Tx) error {
+	type key struct{ api, gateway string }
+	var deps []key
+	rows, err := tx.QueryContext(ctx, `SELECT api_id, gateway_id FROM deployments WHERE deployment_id = ''`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var k key
+		if err := rows.Scan(&k.api, &k.gateway); err != nil {
+			rows.Close()
+			return err
+		}
+		deps = append(deps, k)
+	}
+	rows.Close()
+	for _, k := range deps {
+		if _, err := tx.ExecContext(ctx, `UPDATE deployments SET deployment_id = $1 WHERE api_id = $2 AND gateway_id = $3`,
+			newID(), k.api, k.gateway); err != nil {
+			return err
+		}
+	}
+	type api struct{ id, org, context, version string }
+	var apis []api
+	rows, err = tx.QueryContext(ctx, `SELECT id, organization_id, context, version FROM apis WHERE handle = '' ORDER BY created_at, id`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var a api
+		if err := rows.Scan(&a.id, &a.org, &a.context, &a.version); err != nil {
+			rows.Close()
+			return err
+		}
+		apis = append(apis, a)
+	}
+	rows.Close()
+	for _, a := range apis {
+		h, err := freeHandle(ctx, tx, a.org, a.id, a.context, a.version)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE apis SET handle = $1 WHERE id = $2`, h, a.id); err != nil {
+			return err
+		}
+	}
+	_, err = tx.ExecContext(ctx, `CREATE UNIQUE INDEX apis_org_handle ON apis (organization_id, handle)`)
+	return err
 }

@@ -84,13 +84,18 @@ type DB struct {
 	// Now gives the time stamped on rows; tests may replace it.
 	Now func() time.Time
 
-	fetchMu   sync.Mutex
-	fetched   map[fetchKey]time.Time // downloads not yet written
-	seen      map[string]time.Time   // gateway last-seen times not yet written
-	prune     map[string]bool        // APIs whose old revisions are to be pruned
-	stopFlush chan struct{}
-	closeOnce sync.Once
-	flushDone chan struct{}
+	fetchMu sync.Mutex
+	fetched map[fetchKey]time.Time // downloads not yet written
+	seen    map[string]time.Time   // gateway last-seen times not yet written
+	prune   map[string]bool        // APIs whose old revisions are to be pruned
+
+	ackTimeout   time.Duration
+	retention    time.Duration
+	expireAt     time.Time // when the oldest unacknowledged deployment times out; zero: none waits
+	tombstonesAt time.Time // when tombstones are next pruned
+	stopFlush    chan struct{}
+	closeOnce    sync.Once
+	flushDone    chan struct{}
 	// OnTx, if set, is told how long each transaction took, from asking for
 	// a connection to commit or rollback, so that waiting for the single
 	// writer shows. kind is "read" or "write". Set it before first use.
@@ -134,6 +139,8 @@ type Change struct {
 	// TokenID or GatewayID name a revoked token or a deleted gateway.
 	TokenID   string
 	GatewayID string
+	// APIIDs are the APIs whose statuses changed (ChangeStatus).
+	APIIDs []string
 }
 
 // ChangeKind says what a Change did.
@@ -146,6 +153,8 @@ const (
 	ChangeAPIDeleted
 	ChangeTokenRevoked
 	ChangeGatewayDeleted
+	ChangeManifest // a gateway reported its manifest
+	ChangeStatus   // deployment statuses of APIIDs changed (acknowledged, timed out)
 )
 
 // SetPublisher sets the function that hears every committed change, in
@@ -310,6 +319,9 @@ func collect[T any](scan func(rowScanner) (*T, error)) func(*sql.Rows, error) ([
 	}
 }
 
+// unmarshalJSON decodes a column written by marshalJSON.
+func unmarshalJSON(b []byte, v any) error { return json.Unmarshal(b, v) }
+
 // marshalJSON encodes v as compact JSON without HTML escaping: '<', '>' and
 // '&' stay one byte each instead of becoming six-byte \u003c escapes, which
 // would let a body of such characters be stored at six times its size (and
@@ -338,7 +350,62 @@ func (db *DB) atStart(ctx context.Context) error {
 	if err := db.pruneRevisions(ctx, ""); err != nil {
 		return fmt.Errorf("prune revisions: %w", err)
 	}
+	// One process holds every connection: none is live at start, so what
+	// waited for an acknowledgement waits for the gateway's return.
+	if err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		_, err := tx.ExecContext(ctx, `UPDATE deployments SET sent_at = NULL,
+			status = CASE status WHEN $1 THEN $2 ELSE status END
+			WHERE status IN ($1, $3)`, StatusDeploying, StatusPending, StatusUndeploying)
+		return err
+	}); err != nil {
+		return fmt.Errorf("reset unacknowledged deployments: %w", err)
+	}
+	db.fetchMu.Lock()
+	db.tombstonesAt = db.Now().Add(tombstonesEvery)
+	db.fetchMu.Unlock()
+	return db.PruneTombstones(ctx, db.Now().Add(-db.retention))
+}
+
+// tombstonesEvery is how often old tombstones are forgotten.
+const tombstonesEvery = time.Hour
+
+// expireDue times out the unacknowledged deployments that are due, and
+// finds when the next one is. It runs only when one is due, so an idle
+// server makes no queries.
+func (db *DB) expireDue(ctx context.Context) error {
+	db.fetchMu.Lock()
+	due := !db.expireAt.IsZero() && !db.Now().Before(db.expireAt)
+	if due {
+		db.expireAt = time.Time{}
+	}
+	db.fetchMu.Unlock()
+	if !due {
+		return nil
+	}
+	if err := db.ExpireAcks(ctx, db.Now().Add(-db.ackTimeout)); err != nil {
+		db.scheduleExpiry(db.Now())
+		return err
+	}
+	var oldest *time.Time
+	if err := db.rstmts.QueryRowContext(ctx, `SELECT MIN(sent_at) FROM deployments WHERE status IN ($1, $2)`,
+		StatusDeploying, StatusUndeploying).Scan(dbTimePtr{&oldest}); err != nil {
+		return err
+	}
+	if oldest != nil {
+		db.scheduleExpiry(*oldest)
+	}
 	return nil
+}
+
+// scheduleExpiry notes that a deployment was sent at sent and waits for
+// its acknowledgement.
+func (db *DB) scheduleExpiry(sent time.Time) {
+	at := sent.Add(db.ackTimeout)
+	db.fetchMu.Lock()
+	if db.expireAt.IsZero() || at.Before(db.expireAt) {
+		db.expireAt = at
+	}
+	db.fetchMu.Unlock()
 }
 
 // Sync does now the background work that is pending: fetch and last-seen
@@ -355,7 +422,18 @@ func (db *DB) Sync(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(append(errs, db.flushFetched(ctx))...)
+	errs = append(errs, db.flushFetched(ctx), db.expireDue(ctx))
+	now := db.Now()
+	db.fetchMu.Lock()
+	pruneTombstones := now.After(db.tombstonesAt)
+	if pruneTombstones {
+		db.tombstonesAt = now.Add(tombstonesEvery)
+	}
+	db.fetchMu.Unlock()
+	if pruneTombstones {
+		errs = append(errs, db.PruneTombstones(ctx, now.Add(-db.retention)))
+	}
+	return errors.Join(errs...)
 }
 
 // schedulePrune asks the background loop to prune the API's revisions.

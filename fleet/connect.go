@@ -1,0 +1,151 @@
+package fleet
+
+import (
+	"context"
+	"time"
+
+	"platform-api/hub"
+	"platform-api/store"
+)
+
+// A new connection learns its generation before anything else: the manifest
+// arrives in parallel with the connection, and a document or event in the
+// wrong form would be refused (contract §6). So its initial state waits
+// until the generation is known: from a manifest reported around the time
+// of the connection (just before it, or within the grace period), else
+// from a manifest the gateway reported on an earlier connection, else it
+// is first generation.
+
+// awaitGeneration sets the connection's generation, waiting at most the
+// grace period for its manifest.
+func (f *Fleet) awaitGeneration(ctx context.Context, c *hub.Conn) {
+	if c.Generation() != hub.GenUnknown {
+		return
+	}
+	m, err := f.store.Manifest(ctx, c.Identity.GatewayID)
+	if err != nil {
+		f.log.Warn("could not read a gateway's manifest", "gateway", c.Identity.GatewayID, "err", err)
+	}
+	if m != nil && m.ReportedAt.After(c.ConnectedAt.Add(-f.grace)) {
+		c.SetGeneration(hub.Gen2)
+		return
+	}
+	timer := time.NewTimer(f.grace)
+	defer timer.Stop()
+	select {
+	case <-c.GenerationKnown():
+	case <-timer.C:
+	case <-ctx.Done():
+		return
+	}
+	if m != nil {
+		c.SetGeneration(hub.Gen2) // reported on an earlier connection
+	}
+	c.SetGeneration(hub.Gen1) // no-op when already set
+}
+
+// initialState tells a new connection everything its gateway must know, in
+// the form of its generation, once that is known.
+//
+// The first generation gets api.deployed for every API deployed to it (its
+// whole desired state, contract §3), and api.undeployed for the
+// undeployments and deletions it was never told of.
+//
+// The second generation applies an event only when its performedAt is newer
+// than what it holds, and acknowledges only what it applies. So it is sent
+// only what it has not acknowledged: deployments and undeployments with a
+// performedAt newer than anything sent before (so that one it synced by
+// itself at start is applied and acknowledged, not timed out), and
+// api.deleted for deletions it was never told of. What it acknowledged is
+// not sent again, and keeps its status.
+func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, func()) {
+	f.awaitGeneration(ctx, c)
+	gw := c.Identity.GatewayID
+	st, err := f.store.GatewayState(ctx, gw)
+	if err != nil {
+		if ctx.Err() == nil {
+			f.log.Warn("could not load a gateway's state", "gateway", gw, "err", err)
+		}
+		return nil, nil
+	}
+	gen2 := c.Generation() == hub.Gen2
+	now := time.Now().UTC()
+	var events []*hub.Event
+	var sent []store.Delivery
+	var deleted []string
+	for _, d := range st.Deployments {
+		undeploy := d.State == store.StateUndeployed
+		at := d.PerformedAt
+		switch {
+		case gen2 && d.AckedAt != nil:
+			continue // applied and acknowledged: not again
+		case gen2:
+			at = now
+			if !at.After(d.PerformedAt) {
+				at = d.PerformedAt.Add(time.Millisecond)
+			}
+			f.acks.expect(c, d.APIID, d.DeploymentID, undeploy)
+		case undeploy && d.DeliveredAt != nil:
+			continue // a first-generation gateway was told already
+		}
+		var ev *hub.Event
+		if undeploy {
+			ev = undeployedEvent(d, at)
+		} else {
+			ev = deployedEvent(d, at)
+			ev.Await = true // the gateway downloads it, then (gen 2) acknowledges
+		}
+		if undeploy && gen2 {
+			ev.Await = true // acknowledged
+		}
+		events = append(events, ev)
+		if gen2 || undeploy || d.Status == store.StatusPending {
+			sent = append(sent, store.Delivery{APIID: d.APIID, GatewayID: gw, DeploymentID: d.DeploymentID,
+				Status: statusAfter(delivered{conns: 1, gen2: btoi(gen2)}, undeploy)})
+		}
+	}
+	for _, d := range st.Deleted {
+		if d.DeliveredAt != nil {
+			continue
+		}
+		events = append(events, deletedEvent(d.APIID, d.DeploymentID, d.Vhost, d.DeletedAt, true))
+		deleted = append(deleted, d.APIID)
+	}
+	return events, func() {
+		if err := f.store.RecordDeliveries(ctx, sent); err != nil && ctx.Err() == nil {
+			f.log.Warn("could not record the initial state's delivery", "gateway", gw, "err", err)
+		}
+		if err := f.store.MarkDeletedDelivered(ctx, gw, deleted); err != nil && ctx.Err() == nil {
+			f.log.Warn("could not record the initial state's delivery", "gateway", gw, "err", err)
+		}
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// onDisconnect records when the gateway was last seen; what the connection
+// owed acknowledgements for no longer waits on it, and when it was the
+// gateway's last connection, what the gateway did not acknowledge waits for
+// its return instead of timing out.
+func (f *Fleet) onDisconnect(c *hub.Conn) {
+	gw := c.Identity.GatewayID
+	f.store.MarkSeen(gw, c.LastActivity())
+	owed := f.acks.owes(c)
+	f.acks.gone(c)
+	if !owed {
+		return
+	}
+	for _, other := range f.hub.Conns(gw) {
+		if other != c {
+			return
+		}
+	}
+	if err := f.store.GatewayOffline(context.Background(), gw); err != nil {
+		f.log.Warn("could not record a gateway going offline", "gateway", gw, "err", err)
+	}
+}

@@ -1,0 +1,220 @@
+package store
+
+// How far each deployment got: what delivering it did, what the gateways
+// acknowledged, and what never came back in time. Every update names the
+// deployment id it is about, so a late report about an older deployment of
+// the same API to the same gateway changes nothing.
+
+import (
+	"context"
+	"time"
+)
+
+// Delivery is what delivering one deployment's current action did.
+type Delivery struct {
+	APIID, GatewayID, DeploymentID string
+	// Status is what the deployment becomes: DELIVERED or UNDEPLOYED (a
+	// first-generation connection took it), DEPLOYING or UNDEPLOYING (a
+	// second-generation connection took it; an acknowledgement will
+	// follow).
+	Status string
+}
+
+// RecordDeliveries records deliveries, in one transaction. A delivery only
+// moves a deployment forward: one already acknowledged keeps its status.
+func (db *DB) RecordDeliveries(ctx context.Context, ds []Delivery) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		t := formatTime(now)
+		for _, d := range ds {
+			sent := any(nil)
+			if d.Status == StatusDeploying || d.Status == StatusUndeploying {
+				sent = t
+				db.scheduleExpiry(now)
+			}
+			// The state guard keeps a deploy's delivery from landing on
+			// the undeployment that replaced it, and the other way round.
+			state := StateDeployed
+			if d.Status == StatusUndeploying || d.Status == StatusUndeployed {
+				state = StateUndeployed
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET status = $1, delivered_at = $2,
+				sent_at = COALESCE($3, sent_at)
+				WHERE api_id = $4 AND gateway_id = $5 AND deployment_id = $6 AND state = $7 AND acked_at IS NULL`,
+				d.Status, t, sent, d.APIID, d.GatewayID, d.DeploymentID, state); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// MarkDeletedDelivered records that the deletion of APIs reached gateways
+// (a tombstone then stops being sent on connect).
+func (db *DB) MarkDeletedDelivered(ctx context.Context, gatewayID string, apiIDs []string) error {
+	if len(apiIDs) == 0 {
+		return nil
+	}
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		for _, id := range apiIDs {
+			if _, err := tx.ExecContext(ctx, `UPDATE deleted_deployments SET delivered_at = $1
+				WHERE gateway_id = $2 AND api_id = $3`, formatTime(now), gatewayID, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Ack is a gateway's acknowledgement of one deployment's action.
+type Ack struct {
+	APIID, GatewayID, DeploymentID string
+	Undeploy                       bool   // the action acknowledged
+	Failed                         bool   // the gateway reports failure
+	ErrorCode                      string // when Failed
+	// Final is false for the success of one connection of a gateway whose
+	// other connections still owe theirs: it records nothing yet.
+	Final bool
+}
+
+// ApplyAcks records acknowledgements, in one transaction; the APIs whose
+// deployments changed are published (ChangeStatus). An acknowledgement of another deployment
+// id than the current one (stale), or of an action that is no longer the
+// deployment's (a deploy acknowledged after the undeploy), changes nothing.
+func (db *DB) ApplyAcks(ctx context.Context, acks []Ack) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		var changed []string
+		for _, a := range acks {
+			if !a.Final {
+				continue
+			}
+			state, status := StateDeployed, StatusDeployed
+			if a.Undeploy {
+				state, status = StateUndeployed, StatusUndeployed
+			}
+			code := any(nil)
+			if a.Failed {
+				status, code = StatusFailed, a.ErrorCode
+			}
+			res, err := tx.ExecContext(ctx, `UPDATE deployments SET status = $1, error_code = $2, acked_at = $3, sent_at = NULL
+				WHERE api_id = $4 AND gateway_id = $5 AND deployment_id = $6 AND state = $7`,
+				status, code, formatTime(now), a.APIID, a.GatewayID, a.DeploymentID, state)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n > 0 {
+				changed = append(changed, a.APIID)
+			}
+		}
+		if len(changed) > 0 {
+			tx.record(&Change{Kind: ChangeStatus, APIIDs: changed})
+		}
+		return nil
+	})
+}
+
+// ExpireAcks fails every deployment sent to a second-generation connection
+// before cutoff and not acknowledged since (DEPLOYMENT_TIMEOUT); the APIs
+// concerned are published (ChangeStatus).
+func (db *DB) ExpireAcks(ctx context.Context, cutoff time.Time) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		var apis []string
+		rows, err := tx.QueryContext(ctx, `SELECT DISTINCT api_id FROM deployments
+			WHERE status IN ($1, $2) AND sent_at < $3`, StatusDeploying, StatusUndeploying, formatTime(cutoff))
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			apis = append(apis, id)
+		}
+		rows.Close()
+		if len(apis) == 0 {
+			return rows.Err()
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE deployments SET status = $1, error_code = $2, sent_at = NULL
+			WHERE status IN ($3, $4) AND sent_at < $5`,
+			StatusFailed, ErrorDeploymentTimeout, StatusDeploying, StatusUndeploying, formatTime(cutoff))
+		if err == nil {
+			tx.record(&Change{Kind: ChangeStatus, APIIDs: apis})
+		}
+		return err
+	})
+}
+
+// GatewayOffline records that a gateway has no live connection left: what
+// it was sent and did not acknowledge waits for its return (PENDING, or
+// UNDEPLOYING), and is not timed out meanwhile. The APIs concerned are
+// published (ChangeStatus).
+func (db *DB) GatewayOffline(ctx context.Context, gatewayID string) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		var apis []string
+		rows, err := tx.QueryContext(ctx, `SELECT api_id FROM deployments
+			WHERE gateway_id = $1 AND status IN ($2, $3)`, gatewayID, StatusDeploying, StatusUndeploying)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			apis = append(apis, id)
+		}
+		rows.Close()
+		if len(apis) == 0 {
+			return rows.Err()
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE deployments SET sent_at = NULL,
+			status = CASE status WHEN $1 THEN $2 ELSE status END
+			WHERE gateway_id = $3 AND status IN ($1, $4)`, StatusDeploying, StatusPending, gatewayID, StatusUndeploying)
+		if err == nil {
+			tx.record(&Change{Kind: ChangeStatus, APIIDs: apis})
+		}
+		return err
+	})
+}
+
+// PruneTombstones forgets undeployments and deletions older than cutoff.
+func (db *DB) PruneTombstones(ctx context.Context, cutoff time.Time) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM deployments WHERE state = $1 AND performed_at < $2`,
+			StateUndeployed, formatTime(cutoff)); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM deleted_deployments WHERE deleted_at < $1`, formatTime(cutoff))
+		return err
+	})
+}
+
+// DeploymentStatuses returns the current deployment of an API to each of
+// the gateways, by gateway id (ErrNotFound is not an error here: a gateway
+// missing from the answer has no deployment of the API any more).
+func (db *DB) DeploymentStatuses(ctx context.Context, apiID string, gatewayIDs []string) (map[string]*Deployment, error) {
+	out := make(map[string]*Deployment, len(gatewayIDs))
+	err := db.readTx(ctx, func(tx *Tx) error {
+		for start := 0; start < len(gatewayIDs); start += inChunk {
+			chunk := gatewayIDs[start:min(start+inChunk, len(gatewayIDs))]
+			args := []any{apiID}
+			for _, g := range chunk {
+				args = append(args, g)
+			}
+			list, err := queryDeployments(ctx, tx, `WHERE d.api_id = $1 AND d.gateway_id IN (`+placeholders(2, len(chunk))+`)`, args...)
+			if err != nil {
+				return err
+			}
+			for _, d := range list {
+				out[d.GatewayID] = d
+			}
+		}
+		return nil
+	})
+	return out, err
+}
