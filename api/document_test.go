@@ -154,3 +154,95 @@ func mustJSON(v any) json.RawMessage {
 	}
 	return b
 }
+
+// TestRenderRestAPIGolden pins the second generation's document of the
+// fixtures (contract §6).
+func TestRenderRestAPIGolden(t *testing.T) {
+	for _, name := range []string{"api_maximal", "api_minimal"} {
+		t.Run(name, func(t *testing.T) {
+			a := storedFixture(t, name+".json")
+			a.Handle = "handle-of-" + strings.ReplaceAll(name, "_", "-")
+			if len(a.BackendServices) == 0 { // deployable needs an upstream
+				a.BackendServices = []store.BackendService{{Name: "only", Endpoints: []store.Endpoint{{URL: "http://only.internal:8080"}}}}
+			}
+			got, err := document.RenderRestAPI(a, "api.example.com")
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden := "../testdata/" + name + ".restapi.yaml"
+			if *update {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./api -run Golden -update to create it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("document differs from %s:\n--- got\n%s\n--- want\n%s", golden, got, want)
+			}
+		})
+	}
+}
+
+// TestRenderRestAPIParsesBack reads the RestApi document with a YAML
+// parser and checks it against the API: what the second generation
+// receives, faithfully, and nothing invented.
+func TestRenderRestAPIParsesBack(t *testing.T) {
+	a := storedFixture(t, "api_maximal.json")
+	a.Handle = "payments-v2-1-0"
+	out, err := document.RenderRestAPI(a, "api.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		APIVersion string `yaml:"apiVersion"`
+		Kind       string
+		Metadata   struct{ Name string }
+		Spec       struct {
+			DisplayName string `yaml:"displayName"`
+			Version     string
+			Context     string
+			Vhosts      map[string]string
+			Upstream    map[string]struct{ URL string }
+			Operations  []struct {
+				Method, Path string
+				Policies     []struct {
+					Name, Version string
+					Params        map[string]any
+				}
+			}
+		}
+	}
+	if err := yaml.Unmarshal(out, &doc); err != nil {
+		t.Fatal(err)
+	}
+	s := doc.Spec
+	if doc.APIVersion != "gateway.api-platform.wso2.com/v1" || doc.Kind != "RestApi" || doc.Metadata.Name != a.Handle ||
+		s.Version != a.Version || s.Context != a.Context || s.Vhosts["main"] != "api.example.com" {
+		t.Fatalf("parsed back %+v", doc)
+	}
+	// displayName falls back to the name when it holds what RestApi refuses.
+	if a.DisplayName == s.DisplayName || s.DisplayName != a.Name {
+		t.Fatalf("displayName %q for %q", s.DisplayName, a.DisplayName)
+	}
+	// The one upstream: the first endpoint of the default backend service.
+	if s.Upstream["main"].URL != "https://pay-1.internal:8443/v2" || len(s.Upstream) != 1 {
+		t.Fatalf("upstream %+v", s.Upstream)
+	}
+	if len(s.Operations) != len(a.Operations) {
+		t.Fatalf("%d operations, want %d", len(s.Operations), len(a.Operations))
+	}
+	op := s.Operations[0]
+	want := len(a.Operations[0].Request.RequestPolicies) + len(a.Operations[0].Request.ResponsePolicies)
+	if len(op.Policies) != want || op.Policies[0].Version != "v1" || op.Policies[0].Params["big"] != 9007199254740993 {
+		t.Fatalf("policies %+v", op.Policies)
+	}
+	// No per-operation backend, weight or health check is invented.
+	for _, absent := range []string{"backend-services", "weight", "healthCheck", "clientKey", "requestPolicies"} {
+		if bytes.Contains(out, []byte(absent)) {
+			t.Fatalf("the RestApi document holds %q:\n%s", absent, out)
+		}
+	}
+}

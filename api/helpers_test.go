@@ -39,12 +39,22 @@ func newEnv(t testing.TB) *testEnv {
 // newEnvWith is newEnv with changed options (hub timing, limits).
 func newEnvWith(t testing.TB, mod func(*Options)) *testEnv {
 	t.Helper()
+	return newEnvStore(t, nil, mod)
+}
+
+// newEnvStore is newEnvWith with a changed store configuration too.
+func newEnvStore(t testing.TB, storeMod func(*store.Config), mod func(*Options)) *testEnv {
+	t.Helper()
 	dir := t.TempDir()
 	sealer, _, err := store.LoadOrCreateKeyFile(filepath.Join(dir, "encryption.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := store.Open(context.Background(), store.Config{Path: filepath.Join(dir, "platform.db"), Sealer: sealer})
+	cfg := store.Config{Path: filepath.Join(dir, "platform.db"), Sealer: sealer}
+	if storeMod != nil {
+		storeMod(&cfg)
+	}
+	db, err := store.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

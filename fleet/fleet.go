@@ -172,9 +172,9 @@ func (f *Fleet) statusChanged(apiID string) {
 	}
 }
 
-// statusChange returns a channel closed at the API's next status change.
+// StatusChange returns a channel closed at the API's next status change.
 // Take it before reading the statuses, then wait on it.
-func (f *Fleet) statusChange(apiID string) <-chan struct{} {
+func (f *Fleet) StatusChange(apiID string) <-chan struct{} {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	ch, ok := f.waiters[apiID]
@@ -272,7 +272,7 @@ func (f *Fleet) waitSettled(ctx context.Context, apiID string, out []Result, wai
 		ids[i] = r.GatewayID
 	}
 	for {
-		changed := f.statusChange(apiID)
+		changed := f.StatusChange(apiID)
 		// A fresh context for the read: the wait may just have ended.
 		statuses, err := f.store.DeploymentStatuses(context.WithoutCancel(ctx), apiID, ids)
 		if err != nil {

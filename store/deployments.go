@@ -233,9 +233,12 @@ func insertRevision(ctx context.Context, tx *Tx, a *API, now time.Time) (*Revisi
 
 func findRevision(ctx context.Context, q queryer, apiID, id string) (*Revision, error) {
 	rev := &Revision{}
-	var def string
-	err := q.QueryRowContext(ctx, `SELECT id, api_id, number, definition, created_at FROM api_revisions
-		WHERE id = $1 AND api_id = $2`, id, apiID).Scan(&rev.ID, &rev.APIID, &rev.Number, &def, dbTime{&rev.CreatedAt})
+	var def, handle string
+	// The handle is the API's (it never changes), not part of the frozen
+	// definition.
+	err := q.QueryRowContext(ctx, `SELECT r.id, r.api_id, r.number, r.definition, r.created_at, a.handle
+		FROM api_revisions r JOIN apis a ON a.id = r.api_id
+		WHERE r.id = $1 AND r.api_id = $2`, id, apiID).Scan(&rev.ID, &rev.APIID, &rev.Number, &def, dbTime{&rev.CreatedAt}, &handle)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("revision %s of API %s not found (the newest revisions of an API and the ones deployed are kept; see PLATFORM_REVISIONS_KEEP)", id, apiID)
 	}
@@ -245,6 +248,7 @@ func findRevision(ctx context.Context, q queryer, apiID, id string) (*Revision, 
 	if err := json.Unmarshal([]byte(def), &rev.API); err != nil {
 		return nil, fmt.Errorf("revision %s: %w", id, err)
 	}
+	rev.API.Handle = handle
 	return rev, nil
 }
 
