@@ -1,9 +1,12 @@
 // Command gateway is a tiny gateway for trying platform-api by hand: it
 // connects to the gateway channel with a gateway token, prints every frame,
-// and downloads the API of each api.deployed event. It skips certificate
-// checks unless -ca is given, so it is for a laptop, not for production.
+// and downloads the API of each api.deployed event. With -generation 2 it
+// behaves as a 2026 gateway: it posts its manifest as it connects, applies
+// an event only when its performedAt is newer than what it holds, and
+// acknowledges what it applied. It skips certificate checks unless -ca is
+// given, so it is for a laptop, not for production.
 //
-//	go run ./testdata/gateway -url https://localhost:8443 -key gwt_...
+//	go run ./testdata/gateway -url https://localhost:8443 -key gwt_... [-generation 2]
 package main
 
 import (
@@ -19,14 +22,24 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"golang.org/x/net/websocket"
 )
+
+type gateway struct {
+	base, key string
+	gen       int
+	client    *http.Client
+	ws        *websocket.Conn
+	held      map[string]time.Time // API -> performedAt applied (generation 2)
+}
 
 func main() {
 	base := flag.String("url", "https://localhost:8443", "platform-api base URL")
 	key := flag.String("key", os.Getenv("GATEWAY_TOKEN"), "gateway token (or GATEWAY_TOKEN)")
 	ca := flag.String("ca", "", "PEM file of the server certificate to trust (default: trust any)")
+	gen := flag.Int("generation", 1, "gateway generation: 1 (late 2025) or 2 (2026: manifest, acknowledgements, RestApi)")
 	flag.Parse()
 	tlsCfg := &tls.Config{InsecureSkipVerify: true}
 	if *ca != "" {
@@ -38,6 +51,8 @@ func main() {
 		pool.AppendCertsFromPEM(pem)
 		tlsCfg = &tls.Config{RootCAs: pool}
 	}
+	g := &gateway{base: *base, key: *key, gen: *gen, held: map[string]time.Time{},
+		client: &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}}
 	wsURL := "wss://" + strings.TrimPrefix(*base, "https://") + "/api/internal/v1/ws/gateways/connect"
 	cfg, err := websocket.NewConfig(wsURL, *base)
 	if err != nil {
@@ -45,35 +60,78 @@ func main() {
 	}
 	cfg.TlsConfig = tlsCfg
 	cfg.Header.Set("api-key", *key)
-	ws, err := websocket.DialConfig(cfg)
-	if err != nil {
+	if g.ws, err = websocket.DialConfig(cfg); err != nil {
 		log.Fatalf("connect: %v", err)
 	}
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}
 	for {
 		var msg string
-		if err := websocket.Message.Receive(ws, &msg); err != nil {
+		if err := websocket.Message.Receive(g.ws, &msg); err != nil {
 			log.Fatalf("connection closed: %v", err)
 		}
 		fmt.Println("frame:", msg)
 		var ev struct {
-			Type    string
-			Payload struct {
-				APIID string `json:"apiId"`
+			Type, GatewayID string
+			Payload         struct {
+				APIID        string `json:"apiId"`
+				DeploymentID string `json:"deploymentId"`
+				PerformedAt  string `json:"performedAt"`
 			}
 		}
 		json.Unmarshal([]byte(msg), &ev)
-		if ev.Type == "api.deployed" {
-			download(client, *base, *key, ev.Payload.APIID)
+		switch {
+		case ev.Type == "connection.ack" && g.gen == 2:
+			g.postManifest(ev.GatewayID)
+		case ev.Type == "api.deployed" && g.gen == 1:
+			g.download(ev.Payload.APIID)
+		case (ev.Type == "api.deployed" || ev.Type == "api.undeployed") && g.gen == 2:
+			at, _ := time.Parse(time.RFC3339Nano, ev.Payload.PerformedAt)
+			if held, ok := g.held[ev.Payload.APIID]; ok && !at.After(held) {
+				fmt.Println("  (not newer than what is held: ignored)")
+				continue
+			}
+			action := "undeploy"
+			if ev.Type == "api.deployed" {
+				action = "deploy"
+				g.download(ev.Payload.APIID)
+			}
+			g.held[ev.Payload.APIID] = at
+			g.ack(ev.Payload.DeploymentID, ev.Payload.APIID, action, ev.Payload.PerformedAt)
+		case ev.Type == "api.deleted":
+			delete(g.held, ev.Payload.APIID)
 		}
 	}
 }
 
+// postManifest reports the gateway's version and policies (generation 2).
+func (g *gateway) postManifest(gatewayID string) {
+	body := `{"version":"1.2.0","functionalityType":"regular","policies":[{"name":"cors","version":"v1"}]}`
+	req, _ := http.NewRequest("POST", g.base+"/api/internal/v1/gateways/"+gatewayID+"/manifest", strings.NewReader(body))
+	req.Header.Set("api-key", g.key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := g.client.Do(req)
+	if err != nil {
+		log.Fatalf("manifest: %v", err)
+	}
+	resp.Body.Close()
+	fmt.Println("manifest:", resp.Status)
+}
+
+// ack acknowledges an applied event (generation 2).
+func (g *gateway) ack(deploymentID, apiID, action, performedAt string) {
+	frame, _ := json.Marshal(map[string]any{"type": "deployment.ack", "payload": map[string]string{
+		"deploymentId": deploymentID, "artifactId": apiID, "resourceType": "api", "action": action,
+		"status": "success", "performedAt": performedAt}})
+	if err := websocket.Message.Send(g.ws, string(frame)); err != nil {
+		log.Fatalf("ack: %v", err)
+	}
+	fmt.Println("acknowledged:", action, apiID)
+}
+
 // download fetches the zip of one API and prints its YAML.
-func download(client *http.Client, base, key, apiID string) {
-	req, _ := http.NewRequest("GET", base+"/api/internal/v1/apis/"+apiID, nil)
-	req.Header.Set("api-key", key)
-	resp, err := client.Do(req)
+func (g *gateway) download(apiID string) {
+	req, _ := http.NewRequest("GET", g.base+"/api/internal/v1/apis/"+apiID, nil)
+	req.Header.Set("api-key", g.key)
+	resp, err := g.client.Do(req)
 	if err != nil {
 		log.Printf("download: %v", err)
 		return
