@@ -18,7 +18,8 @@ import (
 type Config struct {
 	Addr          string // PLATFORM_ADDR: listen address; default ":8443"
 	DataDir       string // PLATFORM_DATA_DIR: database, TLS files, signing key; default "./data"
-	DBPath        string // PLATFORM_DB: SQLite file; default "<data dir>/platform.db"
+	DBPath        string // PLATFORM_DB: SQLite file, or postgres:// URL; default "<data dir>/platform.db"
+	DBMaxConns    int    // PLATFORM_DB_MAX_CONNS: database connection pool; default 16 (PostgreSQL), 2 per CPU (SQLite readers)
 	KeyFile       string // PLATFORM_ENCRYPTION_KEY_FILE: keys sealing secrets at rest; default "<data dir>/encryption.key"
 	KeepRevisions int    // PLATFORM_REVISIONS_KEEP: revisions kept per API besides deployed ones; default 20
 
@@ -73,7 +74,13 @@ func settings() []setting {
 			c.DataDir = v
 			return nil
 		}},
-		{"PLATFORM_DB", "db", "", "SQLite database file (default <data dir>/platform.db)", setString(func(c *Config) *string { return &c.DBPath })},
+		{"PLATFORM_DB", "db", "", "SQLite database file (default <data dir>/platform.db), or a postgres:// URL", setString(func(c *Config) *string { return &c.DBPath })},
+		{"PLATFORM_DB_MAX_CONNS", "db-max-conns", "", "database connections in the pool (default 16 on PostgreSQL; SQLite: its readers, 2 per CPU)", func(c *Config, v string) error {
+			if v == "" {
+				return nil
+			}
+			return setPositive(func(c *Config) *int { return &c.DBMaxConns })(c, v)
+		}},
 		{"PLATFORM_ENCRYPTION_KEY_FILE", "encryption-key-file", "", "file of the keys that seal secrets at rest, made on first start (default <data dir>/encryption.key); replicas share it", setString(func(c *Config) *string { return &c.KeyFile })},
 		{"PLATFORM_REVISIONS_KEEP", "revisions-keep", "20", "revisions kept per API besides the deployed ones (older ones are pruned)", setPositive(func(c *Config) *int { return &c.KeepRevisions })},
 		{"PLATFORM_DEPLOY_ACK_TIMEOUT", "deploy-ack-timeout", "60s", "a deployment sent to a second-generation gateway and not acknowledged this long is FAILED (DEPLOYMENT_TIMEOUT)", setDuration(func(c *Config) *time.Duration { return &c.DeployAckTimeout })},

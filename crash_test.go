@@ -5,14 +5,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +20,9 @@ import (
 
 	"github.com/google/uuid"
 	"golang.org/x/net/websocket"
+
+	"platform-api/store/pgtest"
+	"platform-api/store/storetest"
 )
 
 // TestMain lets the test binary be the server in a child process: with
@@ -31,7 +32,7 @@ func TestMain(m *testing.M) {
 		main()
 		return
 	}
-	os.Exit(m.Run())
+	os.Exit(pgtest.Main(m))
 }
 
 // child is the real program running in its own process.
@@ -40,9 +41,10 @@ type child struct {
 	base string
 }
 
-func startChild(t *testing.T, dataDir string) *child {
+// startChild runs the server on dataDir and the database dsn.
+func startChild(t *testing.T, dataDir, dsn string) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-addr", "127.0.0.1:0", "-data-dir", dataDir, "-log-level", "warn")
+	cmd := exec.Command(os.Args[0], "-addr", "127.0.0.1:0", "-data-dir", dataDir, "-db", dsn, "-log-level", "warn")
 	cmd.Env = append(os.Environ(), "PLATFORM_API_CHILD=1")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -78,8 +80,8 @@ func TestCrashSafety(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the server twice in child processes")
 	}
-	dir := t.TempDir()
-	srv := startChild(t, dir)
+	dir, dsn := t.TempDir(), storetest.DSN(t)
+	srv := startChild(t, dir, dsn)
 	org := uuid.NewString()
 	var tokBuf bytes.Buffer
 	if err := run(context.Background(), []string{"token", "-org", org, "-data-dir", dir}, os.Getenv, &tokBuf, io.Discard); err != nil {
@@ -158,18 +160,17 @@ func TestCrashSafety(t *testing.T) {
 	wg.Wait()
 	t.Logf("killed after %d acknowledged creates", created.Load())
 
-	srv = startChild(t, dir)
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "platform.db")+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var integrity string
-	if err := db.QueryRow("PRAGMA integrity_check").Scan(&integrity); err != nil || integrity != "ok" {
-		t.Fatalf("integrity_check: %q %v", integrity, err)
-	}
-	if rows, err := db.Query("PRAGMA foreign_key_check"); err != nil || rows.Next() {
-		t.Fatalf("foreign_key_check found violations (%v)", err)
+	srv = startChild(t, dir, dsn)
+	db := storetest.Raw(t, dsn)
+	// PostgreSQL checks its own pages and foreign keys; SQLite is asked.
+	if !pgtest.Postgres() {
+		var integrity string
+		if err := db.QueryRow("PRAGMA integrity_check").Scan(&integrity); err != nil || integrity != "ok" {
+			t.Fatalf("integrity_check: %q %v", integrity, err)
+		}
+		if rows, err := db.Query("PRAGMA foreign_key_check"); err != nil || rows.Next() {
+			t.Fatalf("foreign_key_check found violations (%v)", err)
+		}
 	}
 	// No partial API: every stored API has all of its children.
 	var partial int
@@ -214,8 +215,8 @@ func TestRestartConverges(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the server twice in child processes")
 	}
-	dir := t.TempDir()
-	srv := startChild(t, dir)
+	dir, dsn := t.TempDir(), storetest.DSN(t)
+	srv := startChild(t, dir, dsn)
 	var tokBuf bytes.Buffer
 	if err := run(context.Background(), []string{"token", "-org", uuid.NewString(), "-data-dir", dir}, os.Getenv, &tokBuf, io.Discard); err != nil {
 		t.Fatal(err)
@@ -280,7 +281,7 @@ func TestRestartConverges(t *testing.T) {
 	srv.cmd.Process.Signal(syscall.SIGKILL)
 	srv.cmd.Wait()
 
-	srv = startChild(t, dir)
+	srv = startChild(t, dir, dsn)
 	if active() {
 		t.Fatal("a gateway is reported active after a restart before it reconnected")
 	}

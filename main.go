@@ -181,10 +181,10 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 	if created {
 		log.Warn("new encryption key made for secrets at rest: back it up with the database, which cannot be read without it", "file", cfg.KeyFile, "key", sealer.KeyID())
 	}
-	db, err := store.Open(ctx, store.Config{Path: cfg.DBPath, Sealer: sealer, KeepRevisions: cfg.KeepRevisions, Log: log,
-		AckTimeout: cfg.DeployAckTimeout, TombstoneRetention: cfg.TombstoneRetention})
+	db, err := store.Open(ctx, store.Config{DSN: cfg.DBPath, MaxConns: cfg.DBMaxConns, Sealer: sealer, KeepRevisions: cfg.KeepRevisions,
+		Log: log, AckTimeout: cfg.DeployAckTimeout, TombstoneRetention: cfg.TombstoneRetention})
 	if err != nil {
-		return fmt.Errorf("PLATFORM_DB %s: %w", cfg.DBPath, err)
+		return fmt.Errorf("PLATFORM_DB %s: %w", store.RedactedDSN(cfg.DBPath), err)
 	}
 	defer db.Close()
 
@@ -247,7 +247,7 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 	if err != nil {
 		return fmt.Errorf("PLATFORM_ADDR: %w", err)
 	}
-	log.Info("platform-api started", "version", buildVersion(), "addr", ln.Addr().String(), "db", cfg.DBPath)
+	log.Info("platform-api started", "version", buildVersion(), "addr", ln.Addr().String(), "db", store.RedactedDSN(cfg.DBPath))
 	fmt.Fprintf(stdout, "platform-api listening on https://%s\n", ln.Addr())
 
 	errc := make(chan error, 1)

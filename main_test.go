@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"platform-api/store/storetest"
 )
 
 func envMap(m map[string]string) func(string) string {
@@ -116,7 +118,7 @@ func (w lineWriter) Write(p []byte) (int, error) {
 // from the token command, an organization over HTTPS, and a clean shutdown.
 func TestServeEndToEnd(t *testing.T) {
 	dir := t.TempDir()
-	env := envMap(map[string]string{"PLATFORM_DATA_DIR": dir, "PLATFORM_ADDR": "127.0.0.1:0"})
+	env := envMap(map[string]string{"PLATFORM_DATA_DIR": dir, "PLATFORM_ADDR": "127.0.0.1:0", "PLATFORM_DB": storetest.DSN(t)})
 
 	org := uuid.NewString()
 	var tok bytes.Buffer
@@ -189,7 +191,8 @@ func TestVersion(t *testing.T) {
 func startServer(t *testing.T, extra map[string]string) (string, string) {
 	t.Helper()
 	dir := t.TempDir()
-	vars := map[string]string{"PLATFORM_DATA_DIR": dir, "PLATFORM_ADDR": "127.0.0.1:0", "PLATFORM_LOG_LEVEL": "warn"}
+	vars := map[string]string{"PLATFORM_DATA_DIR": dir, "PLATFORM_ADDR": "127.0.0.1:0", "PLATFORM_LOG_LEVEL": "warn",
+		"PLATFORM_DB": storetest.DSN(t)}
 	for k, v := range extra {
 		vars[k] = v
 	}

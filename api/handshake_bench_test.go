@@ -11,15 +11,20 @@ import (
 	"github.com/google/uuid"
 
 	"platform-api/hub"
+	"platform-api/store"
 )
 
 // seedGateways adds n gateways with one active token each straight into the
 // database file, in one transaction, so that 100,000 take seconds. Their
 // tokens are never presented; they only make the tables as large as a big
 // fleet's.
-func seedGateways(b *testing.B, dbPath, orgID string, n int) {
+func seedGateways(b *testing.B, dsn, orgID string, n int) {
 	b.Helper()
-	db, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=busy_timeout(10000)")
+	driver, source := "sqlite", "file:"+dsn+"?_pragma=busy_timeout(10000)"
+	if store.IsPostgres(dsn) {
+		driver, source = "pgx", dsn
+	}
+	db, err := sql.Open(driver, source)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -59,7 +64,7 @@ func BenchmarkHandshake(b *testing.B) {
 				o.WSRateLimitPerMinute = 1 << 30
 			})
 			org, tok := e.newOrg()
-			seedGateways(b, e.dbPath, org, n)
+			seedGateways(b, e.dsn, org, n)
 			g := e.newGateway(tok, "bench-gw")
 			var issued struct{ Token string }
 			e.must(201, "POST", "/api/v1/gateways/"+g.ID+"/tokens", tok, nil, &issued)

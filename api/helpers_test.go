@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"database/sql"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"platform-api/store"
+	"platform-api/store/storetest"
 )
 
 // testEnv is the real handler on a real TLS listener over a real SQLite file.
@@ -28,7 +28,7 @@ type testEnv struct {
 	key    *ecdsa.PrivateKey
 	client *http.Client
 	api    *Server
-	dbPath string
+	dsn    string // of the store: a SQLite path or a PostgreSQL URL
 }
 
 func newEnv(t testing.TB) *testEnv {
@@ -46,19 +46,7 @@ func newEnvWith(t testing.TB, mod func(*Options)) *testEnv {
 func newEnvStore(t testing.TB, storeMod func(*store.Config), mod func(*Options)) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
-	sealer, _, err := store.LoadOrCreateKeyFile(filepath.Join(dir, "encryption.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := store.Config{Path: filepath.Join(dir, "platform.db"), Sealer: sealer}
-	if storeMod != nil {
-		storeMod(&cfg)
-	}
-	db, err := store.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db, dsn := storetest.Open(t, storeMod)
 	key, err := LoadOrCreateSigningKey(filepath.Join(dir, "jwt.pem"))
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +73,7 @@ func newEnvStore(t testing.TB, storeMod func(*store.Config), mod func(*Options))
 		srv.Close()
 		s.Close()
 	})
-	return &testEnv{t: t, srv: srv, db: db, key: key, client: srv.Client(), api: s, dbPath: filepath.Join(dir, "platform.db")}
+	return &testEnv{t: t, srv: srv, db: db, key: key, client: srv.Client(), api: s, dsn: dsn}
 }
 
 type testWriter struct{ t testing.TB }
@@ -194,14 +182,9 @@ func httpsServer(t testing.TB, body []byte) *httptest.Server {
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
 
 // dbRead returns the first column of every row of a query on the test
-// database file, read through a separate connection.
+// database, read through a separate connection.
 func (e *testEnv) dbRead(query string) ([][]byte, error) {
-	db, err := sql.Open("sqlite", "file:"+e.dbPath+"?mode=ro")
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
-	rows, err := db.Query(query)
+	rows, err := storetest.Raw(e.t, e.dsn).Query(query)
 	if err != nil {
 		return nil, err
 	}

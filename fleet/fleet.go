@@ -40,7 +40,14 @@ type Options struct {
 	// first generation (or for what it reported on an earlier
 	// connection). Default 2 s.
 	GenerationGrace time.Duration
+	// DeliveryWait bounds how long a request waits to learn what
+	// delivering its change did (PostgreSQL delivers from the listener).
+	// A gateway not reported in time is answered PENDING. Default 2 s.
+	DeliveryWait time.Duration
 }
+
+// DefaultDeliveryWait is the default of Options.DeliveryWait.
+const DefaultDeliveryWait = 2 * time.Second
 
 // DefaultGenerationGrace is the default of Options.GenerationGrace. A
 // second-generation gateway posts its manifest as it connects (well within
@@ -55,14 +62,24 @@ type Fleet struct {
 	grace time.Duration
 
 	mu      sync.Mutex
-	reports map[string]report        // change ID -> what delivering it did
-	waiters map[string]chan struct{} // API ID -> closed at its next status change
+	reports map[string]*pendingReport // change ID -> what delivering it did
+	waiters map[string]chan struct{}  // API ID -> closed at its next status change
+	wait    time.Duration             // how long a request waits for its change's report
 
 	acks acks
 }
 
 // report is what delivering one change did, by gateway.
 type report map[string]delivered
+
+// pendingReport is a report a request waits for: on SQLite it is ready when
+// the change is committed; on PostgreSQL when the listener has published
+// the change.
+type pendingReport struct {
+	rep   report
+	ready chan struct{}
+	at    time.Time
+}
 
 // delivered counts the live connections of one gateway that took an event,
 // and how many of them are of the second generation.
@@ -77,8 +94,11 @@ func New(o Options) *Fleet {
 	if o.GenerationGrace <= 0 {
 		o.GenerationGrace = DefaultGenerationGrace
 	}
-	f := &Fleet{store: o.Store, log: o.Log, grace: o.GenerationGrace,
-		reports: map[string]report{}, waiters: map[string]chan struct{}{}}
+	if o.DeliveryWait <= 0 {
+		o.DeliveryWait = DefaultDeliveryWait
+	}
+	f := &Fleet{store: o.Store, log: o.Log, grace: o.GenerationGrace, wait: o.DeliveryWait,
+		reports: map[string]*pendingReport{}, waiters: map[string]chan struct{}{}}
 	f.acks.init(f)
 	hc := o.Hub
 	hc.OnConnect = f.initialState
@@ -107,9 +127,13 @@ func (f *Fleet) publish(c *store.Change) {
 		for _, d := range c.Deployments {
 			rep[d.GatewayID] = f.deliver(d, c.Kind)
 		}
-		f.mu.Lock()
-		f.reports[c.ID] = rep
-		f.mu.Unlock()
+		if c.Local {
+			f.mu.Lock()
+			p := f.reportLocked(c.ID)
+			p.rep = rep
+			close(p.ready)
+			f.mu.Unlock()
+		}
 		if len(c.Deployments) > 0 {
 			f.statusChanged(c.Deployments[0].APIID)
 		}
@@ -153,13 +177,48 @@ func (f *Fleet) deliver(d *store.Deployment, kind store.ChangeKind) delivered {
 	return out
 }
 
-// takeReport returns and forgets what delivering change id did.
-func (f *Fleet) takeReport(id string) report {
+// reportLocked returns the entry of change id, made by whichever comes
+// first: the request or the publisher. Entries nobody claimed (a request
+// that gave up waiting) are dropped after a minute. f.mu must be held.
+func (f *Fleet) reportLocked(id string) *pendingReport {
+	p := f.reports[id]
+	if p == nil {
+		now := time.Now()
+		for k, old := range f.reports {
+			if now.Sub(old.at) > time.Minute {
+				delete(f.reports, k)
+			}
+		}
+		p = &pendingReport{ready: make(chan struct{}), at: now}
+		f.reports[id] = p
+	}
+	return p
+}
+
+// takeReport waits (at most f.wait) for what delivering change id did,
+// and forgets it. A report not ready in time is empty: the gateways are
+// answered PENDING, and converge from the state sent when they connect.
+func (f *Fleet) takeReport(ctx context.Context, id string) report {
+	f.mu.Lock()
+	p := f.reportLocked(id)
+	f.mu.Unlock()
+	timer := time.NewTimer(f.wait)
+	defer timer.Stop()
+	select {
+	case <-p.ready:
+	case <-timer.C:
+		f.log.Warn("a change's delivery was not reported in time; its gateways are answered PENDING", "change", id, "wait", f.wait)
+	case <-ctx.Done():
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	rep := f.reports[id]
 	delete(f.reports, id)
-	return rep
+	select {
+	case <-p.ready:
+		return p.rep
+	default:
+		return report{}
+	}
 }
 
 // statusChanged wakes those waiting for a status change of the API.
@@ -247,7 +306,7 @@ func (f *Fleet) Deploy(ctx context.Context, orgID, apiID, revisionID string, tar
 	if err != nil {
 		return nil, err
 	}
-	rep := f.takeReport(change.ID)
+	rep := f.takeReport(ctx, change.ID)
 	f.recordDeliveries(ctx, change.Deployments, rep, false)
 	out := make([]Result, len(change.Deployments))
 	for i, d := range change.Deployments {
@@ -307,7 +366,7 @@ func (f *Fleet) Undeploy(ctx context.Context, orgID, apiID, gatewayID string) er
 	if err != nil {
 		return err
 	}
-	f.recordDeliveries(ctx, change.Deployments, f.takeReport(change.ID), true)
+	f.recordDeliveries(ctx, change.Deployments, f.takeReport(ctx, change.ID), true)
 	return nil
 }
 
@@ -319,7 +378,7 @@ func (f *Fleet) DeleteAPI(ctx context.Context, orgID, apiID string) error {
 	if err != nil || change == nil {
 		return err
 	}
-	rep := f.takeReport(change.ID)
+	rep := f.takeReport(ctx, change.ID)
 	for _, d := range change.Deployments {
 		if rep[d.GatewayID].conns > 0 {
 			if err := f.store.MarkDeletedDelivered(ctx, d.GatewayID, []string{d.APIID}); err != nil {

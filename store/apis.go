@@ -260,7 +260,7 @@ func insertAPI(ctx context.Context, tx *Tx, a *API, now time.Time) error {
 	_, err = tx.ExecContext(ctx, `INSERT INTO apis (`+apiColumns+`) VALUES (
 		$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)`, row...)
 	if constraintOf(err) == uniqueViolation {
-		return apiConflict(ctx, tx, a)
+		return apiConflict(ctx, tx, a, err)
 	}
 	if err != nil {
 		return fmt.Errorf("insert api: %w", err)
@@ -268,9 +268,23 @@ func insertAPI(ctx context.Context, tx *Tx, a *API, now time.Time) error {
 	return insertAPIChildren(ctx, tx, a)
 }
 
-// apiConflict tells which uniqueness rule a failed insert or update broke.
-// The 409 itself comes from the constraint; this only words the message.
-func apiConflict(ctx context.Context, tx *Tx, a *API) error {
+// apiConflict tells which uniqueness rule a failed insert broke. The 409
+// itself comes from the constraint; this only words the message. PostgreSQL
+// names the constraint in the error (and refuses further statements in the
+// transaction); SQLite does not, but lets the transaction go on, so it is
+// asked.
+func apiConflict(ctx context.Context, tx *Tx, a *API, err error) error {
+	switch pgConstraint(err) {
+	case "":
+	case "apis_pkey":
+		return conflict("API id %s is already in use", a.ID)
+	case "apis_project_id_name_version_key":
+		return conflict("an API named %q with version %q already exists in this project", a.Name, a.Version)
+	case "apis_org_handle":
+		return conflict("the handle %q is already used by another API of this organization", a.Handle)
+	default:
+		return conflict("context %q with version %q is already used by another API of this organization", a.Context, a.Version)
+	}
 	var n int
 	tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM apis WHERE project_id = $1 AND name = $2 AND version = $3 AND id <> $4`,
 		a.ProjectID, a.Name, a.Version, a.ID).Scan(&n)
@@ -506,6 +520,9 @@ func eachConfig(ctx context.Context, tx *Tx, query string, args []any, add func(
 // the API as read back after the commit.
 func (db *DB) UpdateAPI(ctx context.Context, orgID, id string, change func(*API) error) (*API, error) {
 	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		if err := tx.lockRow(ctx, "apis", id); err != nil {
+			return err
+		}
 		list, err := queryAPIs(ctx, tx, `WHERE id = $1 AND organization_id = $2`, id, orgID)
 		if err != nil {
 			return err

@@ -74,6 +74,7 @@ type DeletedDeployment struct {
 	GatewayID    string
 	DeploymentID string
 	Vhost        string
+	State        string // of the deployment when the API was deleted
 	DeletedAt    time.Time
 	DeliveredAt  *time.Time
 }
@@ -98,6 +99,12 @@ func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targe
 	var change *Change
 	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		var deps []*Deployment
+		// Changes to one API take turns on its row (PostgreSQL; SQLite has
+		// one writer): each deploy numbers its revision after the last
+		// one, and an undeploy or a deletion reads the state it replaces.
+		if err := tx.lockRow(ctx, "apis", apiID); err != nil {
+			return err
+		}
 		list, err := queryAPIs(ctx, tx, `WHERE id = $1 AND organization_id = $2`, apiID, orgID)
 		if err != nil {
 			return err
@@ -259,6 +266,11 @@ func findRevision(ctx context.Context, q queryer, apiID, id string) (*Revision, 
 func (db *DB) Undeploy(ctx context.Context, orgID, apiID, gatewayID string) (*Change, error) {
 	var change *Change
 	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		// Changes to one API take turns (see Deploy), so what is read here
+		// is what the change replaces.
+		if err := tx.lockRow(ctx, "apis", apiID); err != nil {
+			return err
+		}
 		if _, err := findAPIRow(ctx, tx, orgID, apiID); err != nil {
 			return err
 		}
@@ -393,7 +405,7 @@ func (db *DB) GatewayState(ctx context.Context, gatewayID string) (*GatewayState
 }
 
 func queryDeleted(ctx context.Context, tx *Tx, where string, args ...any) ([]*DeletedDeployment, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT gateway_id, api_id, deployment_id, vhost, deleted_at, delivered_at
+	rows, err := tx.QueryContext(ctx, `SELECT gateway_id, api_id, deployment_id, vhost, state, deleted_at, delivered_at
 		FROM deleted_deployments `+where+` ORDER BY deleted_at, api_id`, args...)
 	if err != nil {
 		return nil, err
@@ -402,7 +414,7 @@ func queryDeleted(ctx context.Context, tx *Tx, where string, args ...any) ([]*De
 	var list []*DeletedDeployment
 	for rows.Next() {
 		var d DeletedDeployment
-		if err := rows.Scan(&d.GatewayID, &d.APIID, &d.DeploymentID, &d.Vhost, dbTime{&d.DeletedAt}, dbTimePtr{&d.DeliveredAt}); err != nil {
+		if err := rows.Scan(&d.GatewayID, &d.APIID, &d.DeploymentID, &d.Vhost, &d.State, dbTime{&d.DeletedAt}, dbTimePtr{&d.DeliveredAt}); err != nil {
 			return nil, err
 		}
 		list = append(list, &d)
@@ -536,14 +548,17 @@ func (db *DB) DeployedAPIs(ctx context.Context, orgID, gatewayID string) ([]*API
 func (db *DB) DeleteAPI(ctx context.Context, orgID, id string) (*Change, error) {
 	var change *Change
 	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		if err := tx.lockRow(ctx, "apis", id); err != nil {
+			return err
+		}
 		deps, err := queryDeployments(ctx, tx, `JOIN apis a ON a.id = d.api_id WHERE d.api_id = $1 AND a.organization_id = $2`, id, orgID)
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO deleted_deployments (gateway_id, api_id, deployment_id, vhost, deleted_at)
-			SELECT gateway_id, api_id, deployment_id, vhost, $1 FROM deployments WHERE api_id = $2
+		if _, err := tx.ExecContext(ctx, `INSERT INTO deleted_deployments (gateway_id, api_id, deployment_id, vhost, state, deleted_at)
+			SELECT gateway_id, api_id, deployment_id, vhost, state, $1 FROM deployments WHERE api_id = $2
 			ON CONFLICT (gateway_id, api_id) DO UPDATE SET deployment_id = excluded.deployment_id,
-			vhost = excluded.vhost, deleted_at = excluded.deleted_at, delivered_at = NULL`, formatTime(now), id); err != nil {
+			vhost = excluded.vhost, state = excluded.state, deleted_at = excluded.deleted_at, delivered_at = NULL`, formatTime(now), id); err != nil {
 			return err
 		}
 		if err := deleteAPI(ctx, tx, orgID, id); err != nil {
@@ -574,6 +589,11 @@ func (db *DB) DeleteAPI(ctx context.Context, orgID, id string) (*Change, error) 
 func (db *DB) RecordGatewayDeployment(ctx context.Context, gatewayID string, a *API, projectName string) (created bool, err error) {
 	err = db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		created = false
+		// A gateway's reports take turns, so that a repeat sent before the
+		// first one committed is answered as a repeat.
+		if err := tx.lockRow(ctx, "gateways", gatewayID); err != nil {
+			return err
+		}
 		var vhost string
 		err := tx.QueryRowContext(ctx, `SELECT vhost FROM gateways WHERE id = $1 AND organization_id = $2`,
 			gatewayID, a.OrganizationID).Scan(&vhost)

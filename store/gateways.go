@@ -112,6 +112,9 @@ func findGateway(ctx context.Context, q queryer, orgID, id string) (*Gateway, er
 func (db *DB) UpdateGateway(ctx context.Context, orgID, id string, change func(*Gateway) error) (*Gateway, error) {
 	var g *Gateway
 	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		if err := tx.lockRow(ctx, "gateways", id); err != nil {
+			return err
+		}
 		var err error
 		if g, err = findGateway(ctx, tx, orgID, id); err != nil {
 			return err

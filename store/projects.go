@@ -104,6 +104,9 @@ func findProject(ctx context.Context, q queryer, orgID, id string) (*Project, er
 func (db *DB) UpdateProject(ctx context.Context, orgID, id string, u ProjectUpdate) (*Project, error) {
 	var p *Project
 	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		if err := tx.lockRow(ctx, "projects", id); err != nil {
+			return err
+		}
 		var err error
 		if p, err = findProject(ctx, tx, orgID, id); err != nil {
 			return err

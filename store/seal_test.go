@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"platform-api/store/pgtest"
 )
 
 func apiWithSecrets(orgID, projectID string) *API {
@@ -82,8 +84,7 @@ func TestSecretsSealedAtRest(t *testing.T) {
 // TestKeyRotationAndUpgrade: a database written in clear (before sealing)
 // is sealed at start, and a new first key reseals every secret.
 func TestKeyRotationAndUpgrade(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "t.db")
+	path := freshDSN(t)
 	ctx := context.Background()
 	db, err := Open(ctx, testConfig(path))
 	if err != nil {
@@ -107,7 +108,7 @@ func TestKeyRotationAndUpgrade(t *testing.T) {
 
 	newKey := bytes.Repeat([]byte{9}, 32)
 	rotated, _ := NewSealer(newKey, bytes.Repeat([]byte{7}, 32))
-	db, err = Open(ctx, Config{Path: path, Sealer: rotated})
+	db, err = Open(ctx, Config{DSN: path, Sealer: rotated})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +119,7 @@ func TestKeyRotationAndUpgrade(t *testing.T) {
 
 	// The old key can now go.
 	only, _ := NewSealer(newKey)
-	db, err = Open(ctx, Config{Path: path, Sealer: only})
+	db, err = Open(ctx, Config{DSN: path, Sealer: only})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,6 +155,9 @@ func TestKeyFile(t *testing.T) {
 // TestDatabaseFilesOwnerOnly: database files were created with the
 // process's umask (0644).
 func TestDatabaseFilesOwnerOnly(t *testing.T) {
+	if pgtest.Postgres() {
+		t.Skip("SQLite files; PostgreSQL keeps its own")
+	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "t.db")
 	os.WriteFile(path, nil, 0o644) // an existing file, too open

@@ -16,21 +16,25 @@ import (
 // a query first seen in a transaction runs unprepared and is only queued;
 // prepareQueued prepares it once the transaction has ended.
 type stmtCache struct {
-	pool   *sql.DB
-	mu     sync.Mutex
-	m      map[string]*sql.Stmt
-	queued map[string]bool
+	pool    *sql.DB
+	enabled bool // PostgreSQL's driver (pgx) caches prepared statements itself
+	mu      sync.Mutex
+	m       map[string]*sql.Stmt
+	queued  map[string]bool
 }
 
 const maxCachedStmts = 256
 
-func newStmtCache(pool *sql.DB) *stmtCache {
-	return &stmtCache{pool: pool, m: map[string]*sql.Stmt{}, queued: map[string]bool{}}
+func newStmtCache(pool *sql.DB, enabled bool) *stmtCache {
+	return &stmtCache{pool: pool, enabled: enabled, m: map[string]*sql.Stmt{}, queued: map[string]bool{}}
 }
 
 // lookup returns the prepared statement for q, or nil after queueing q to be
 // prepared by prepareQueued.
 func (c *stmtCache) lookup(q string) *sql.Stmt {
+	if !c.enabled {
+		return nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if s, ok := c.m[q]; ok {
@@ -117,13 +121,25 @@ type Tx struct {
 	*sql.Tx
 	stmts   *stmtCache
 	sealer  *Sealer
+	dialect dialect
 	changes []*Change // published after commit
+}
+
+// lockRow locks a row of table by id until the transaction ends, so that a
+// read-modify-write of it is not interleaved with another's. On SQLite the
+// one writer already serializes write transactions.
+func (t *Tx) lockRow(ctx context.Context, table, id string) error {
+	if t.dialect != dialectPostgres {
+		return nil
+	}
+	_, err := t.ExecContext(ctx, `SELECT 1 FROM `+table+` WHERE id = $1 FOR UPDATE`, id)
+	return err
 }
 
 // record notes a change to publish once the transaction has committed, and
 // returns it with its ID set.
 func (t *Tx) record(c *Change) *Change {
-	c.ID = newID()
+	c.ID, c.Local = newID(), true
 	t.changes = append(t.changes, c)
 	return c
 }

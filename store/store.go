@@ -20,11 +20,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mathrand "math/rand/v2"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
 // Sentinel kinds of error. Use errors.Is; the concrete error carries a
@@ -37,13 +39,19 @@ var (
 	// unknown, revoked, or of a deleted gateway. The reason is never told apart
 	// to the caller.
 	ErrBadToken = errors.New("bad gateway token")
+	// ErrUnavailable is returned when the database does not answer (it is
+	// down, unreachable, or did not answer in time). The request may be
+	// tried again.
+	ErrUnavailable = errors.New("database unavailable")
 )
 
 // Error is an error of one of the sentinel kinds with a message that tells
-// an API client what went wrong.
+// an API client what went wrong. Cause, when set, is the underlying error,
+// for the server's log only.
 type Error struct {
-	kind error
-	msg  string
+	kind  error
+	msg   string
+	Cause error
 }
 
 func (e *Error) Error() string { return e.msg }
@@ -61,23 +69,32 @@ func invalid(format string, a ...any) error {
 	return &Error{kind: ErrInvalid, msg: fmt.Sprintf(format, a...)}
 }
 
-// DB is the handle on the database. It holds two pools: one connection for
-// writes, whose transactions start with BEGIN IMMEDIATE, so that writers queue
-// in Go instead of failing with "database is locked", and several read-only
-// connections, which WAL lets run beside the writer.
+// DB is the handle on the database. On SQLite it holds two pools: one
+// connection for writes and several read-only ones (openSQLite); on
+// PostgreSQL both are the same pool.
 type DB struct {
-	write *sql.DB
-	read  *sql.DB
-	// writeSlot holds the one write transaction in progress, from begin
-	// until its changes are published: so changes are published in commit
-	// order (SQLite commits one writer at a time).
+	dialect dialect
+	write   *sql.DB
+	read    *sql.DB
+	// writeSlot (SQLite) holds the one write transaction in progress, from
+	// begin until its changes are published: so changes are published in
+	// commit order. On PostgreSQL the listener publishes them, in the
+	// order of the notifications, which is commit order.
 	writeSlot chan struct{}
+	listener  *listener
 	publish   func(*Change)
-	sealer    *Sealer // seals the secrets of API definitions
-	keep      int     // revisions kept per API besides deployed ones
-	log       *slog.Logger
-	// AfterCommit, if set, runs after a write transaction commits and
-	// before its changes are published. Tests use it to widen races.
+	pgConfig  *pgx.ConnConfig // PostgreSQL: the parsed URL, for the listener
+	dsn       string          // PostgreSQL: the URL, to scrub from errors
+	channel   string          // PostgreSQL: the channel changes are notified on
+	// origin names this process in the changes it makes, so that the
+	// listener tells its own changes from other replicas'.
+	origin string
+	sealer *Sealer // seals the secrets of API definitions
+	keep   int     // revisions kept per API besides deployed ones
+	log    *slog.Logger
+	// AfterCommit, if set, runs after a write transaction that recorded
+	// changes commits, before they are published (SQLite) or while the
+	// listener publishes them (PostgreSQL). Tests use it to widen races.
 	AfterCommit func()
 	wstmts      *stmtCache // prepared statements of the write pool
 	rstmts      *stmtCache // prepared statements of the read pool
@@ -102,24 +119,6 @@ type DB struct {
 	OnTx func(kind string, d time.Duration)
 }
 
-// Close closes both pools.
-func (db *DB) Close() error {
-	var err error
-	db.closeOnce.Do(func() {
-		close(db.stopFlush)
-		<-db.flushDone
-		db.wstmts.close()
-		db.rstmts.close()
-		err = errors.Join(db.write.Close(), db.read.Close())
-	})
-	return err
-}
-
-// Ping checks that the database answers.
-func (db *DB) Ping(ctx context.Context) error {
-	return db.read.PingContext(ctx)
-}
-
 // Page selects a window of a list.
 type Page struct {
 	Offset int
@@ -133,6 +132,9 @@ type Page struct {
 type Change struct {
 	ID   string // unique, so that a caller can find what its change caused
 	Kind ChangeKind
+	// Local is true when this process made the change (and so a request
+	// of this process may wait for what delivering it did).
+	Local bool
 	// Deployments are the rows deployed, undeployed, or removed with a
 	// deleted API, as committed.
 	Deployments []*Deployment
@@ -162,29 +164,65 @@ const (
 // while the next write waits.
 func (db *DB) SetPublisher(fn func(*Change)) { db.publish = fn }
 
-// writeTx runs fn in a write transaction and commits it when fn returns nil,
-// then publishes the changes fn recorded with tx.record, before the next
-// write transaction may begin. The deferred rollback also runs when fn
-// panics.
+// txTimeout bounds one transaction, so that a database that stopped
+// answering makes a request fail (503) rather than hang.
+const txTimeout = 10 * time.Second
+
+// maxTxAttempts bounds the tries of a transaction that PostgreSQL aborted
+// for a serialization failure or a deadlock, or that asked to be retried.
+const maxTxAttempts = 5
+
+// errRetry, returned by a transaction's function, runs the transaction
+// again (a concurrent writer won a race that a fresh read resolves).
+var errRetry = errors.New("retry the transaction")
+
+// writeTx runs fn in a write transaction and commits it when fn returns nil.
+// The changes fn recorded with tx.record are published in commit order:
+// on SQLite after the commit and before the next write transaction may
+// begin; on PostgreSQL they are notified inside the transaction and the
+// listener publishes them. A transaction aborted for a serialization
+// failure or a deadlock is run again, so fn must start from scratch each
+// time. The deferred rollback also runs when fn panics.
 func (db *DB) writeTx(ctx context.Context, fn func(tx *Tx, now time.Time) error) error {
-	start := time.Now()
-	select {
-	case db.writeSlot <- struct{}{}:
-	case <-ctx.Done():
-		db.observeTx("write", start)
-		return ctx.Err()
+	for attempt := 1; ; attempt++ {
+		err := db.writeTxOnce(ctx, fn)
+		if attempt < maxTxAttempts && retryable(err) {
+			time.Sleep(time.Duration(attempt*attempt) * time.Millisecond * time.Duration(1+mathrand.IntN(4)))
+			continue
+		}
+		if errors.Is(err, errRetry) {
+			return fmt.Errorf("gave up after %d tries: %w", attempt, err)
+		}
+		return unavailable(ctx, err)
 	}
-	defer func() { <-db.writeSlot }()
+}
+
+func (db *DB) writeTxOnce(ctx context.Context, fn func(tx *Tx, now time.Time) error) error {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, txTimeout) // unavailable() tells this deadline from the caller's
+	defer cancel()
+	if db.writeSlot != nil {
+		select {
+		case db.writeSlot <- struct{}{}:
+		case <-ctx.Done():
+			db.observeTx("write", start)
+			return ctx.Err()
+		}
+		defer func() { <-db.writeSlot }()
+	}
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		db.observeTx("write", start)
 		return fmt.Errorf("begin write: %w", err)
 	}
 	defer tx.Rollback()
-	t := &Tx{Tx: tx, stmts: db.wstmts, sealer: db.sealer}
+	t := &Tx{Tx: tx, stmts: db.wstmts, sealer: db.sealer, dialect: db.dialect}
 	// Truncated to what the timestamp columns keep, so a value returned
 	// before a read-back equals the one read back.
 	err = fn(t, db.Now().UTC().Truncate(time.Microsecond))
+	if err == nil && db.dialect == dialectPostgres && len(t.changes) > 0 {
+		err = db.notify(ctx, t)
+	}
 	if err == nil {
 		if err = tx.Commit(); err != nil {
 			err = fmt.Errorf("commit: %w", err)
@@ -192,10 +230,13 @@ func (db *DB) writeTx(ctx context.Context, fn func(tx *Tx, now time.Time) error)
 	}
 	tx.Rollback()
 	db.observeTx("write", start)
-	if err == nil && len(t.changes) > 0 {
-		if db.AfterCommit != nil {
-			db.AfterCommit()
-		}
+	if db.dialect == dialectPostgres && len(t.changes) > 0 {
+		db.listener.settle(t.changes, err == nil)
+	}
+	if err == nil && len(t.changes) > 0 && db.AfterCommit != nil {
+		db.AfterCommit()
+	}
+	if err == nil && db.dialect == dialectSQLite && len(t.changes) > 0 {
 		if db.publish != nil {
 			for _, c := range t.changes {
 				db.publish(c)
@@ -212,19 +253,26 @@ func (db *DB) writeTx(ctx context.Context, fn func(tx *Tx, now time.Time) error)
 // one snapshot (a count and the page it counts agree).
 func (db *DB) readTx(ctx context.Context, fn func(tx *Tx) error) error {
 	start := time.Now()
-	tx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	tctx, cancel := context.WithTimeout(ctx, txTimeout)
+	defer cancel()
+	opts := &sql.TxOptions{ReadOnly: true}
+	if db.dialect == dialectPostgres {
+		// One snapshot for the whole transaction, as SQLite's WAL gives.
+		opts.Isolation = sql.LevelRepeatableRead
+	}
+	tx, err := db.read.BeginTx(tctx, opts)
 	if err != nil {
 		db.observeTx("read", start)
-		return fmt.Errorf("begin read: %w", err)
+		return unavailable(ctx, fmt.Errorf("begin read: %w", err))
 	}
 	defer tx.Rollback()
-	err = fn(&Tx{Tx: tx, stmts: db.rstmts, sealer: db.sealer})
+	err = fn(&Tx{Tx: tx, stmts: db.rstmts, sealer: db.sealer, dialect: db.dialect})
 	tx.Rollback()
 	db.observeTx("read", start)
 	if db.rstmts.pending() {
-		db.rstmts.prepareQueued(ctx)
+		db.rstmts.prepareQueued(tctx)
 	}
-	return err
+	return unavailable(ctx, err)
 }
 
 // observeTx reports a transaction's duration to OnTx. Statement preparation

@@ -4,15 +4,32 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"platform-api/store/pgtest"
 )
 
-// MustOpen opens a migrated database in a fresh file under t.TempDir.
+// TestMain runs the tests on SQLite and, when PLATFORM_TEST_POSTGRES is
+// set, again on PostgreSQL.
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// freshDSN returns a new database of the store under test: a file under
+// t.TempDir, or a PostgreSQL schema of the test's own.
+func freshDSN(t testing.TB) string {
+	t.Helper()
+	if pgtest.Postgres() {
+		return pgtest.Schema(t)
+	}
+	return filepath.Join(t.TempDir(), "test.db")
+}
+
+// MustOpen opens a migrated database of the store under test.
 func MustOpen(t testing.TB) *DB {
 	t.Helper()
-	db, err := Open(context.Background(), testConfig(filepath.Join(t.TempDir(), "test.db")))
+	db, err := Open(context.Background(), testConfig(freshDSN(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +40,7 @@ func MustOpen(t testing.TB) *DB {
 // testSealer seals with a fixed test key.
 var testSealer, _ = NewSealer(bytes.Repeat([]byte{7}, 32))
 
-func testConfig(path string) Config { return Config{Path: path, Sealer: testSealer} }
+func testConfig(path string) Config { return Config{DSN: path, Sealer: testSealer} }
 
 func mustOrg(t testing.TB, db *DB) *Organization {
 	t.Helper()
@@ -57,7 +74,7 @@ func TestOrganizationWithDefaultProject(t *testing.T) {
 }
 
 func TestMigrateRefusesNewerSchema(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "t.db")
+	path := freshDSN(t)
 	db, err := Open(context.Background(), testConfig(path))
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +87,7 @@ func TestMigrateRefusesNewerSchema(t *testing.T) {
 		t.Fatal("Open accepted a database newer than the binary")
 	}
 	// Reopening a current database is fine and applies nothing twice.
-	path2 := filepath.Join(t.TempDir(), "t2.db")
+	path2 := freshDSN(t)
 	for range 2 {
 		db, err := Open(context.Background(), testConfig(path2))
 		if err != nil {

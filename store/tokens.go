@@ -100,6 +100,11 @@ func (db *DB) IssueToken(ctx context.Context, orgID, gatewayID string) (*IssuedT
 	rand.Read(salt)
 	t := &IssuedToken{ID: newID()}
 	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		// Issues for one gateway take turns, so that two never pick the
+		// same free slot (the UNIQUE constraint would refuse the second).
+		if err := tx.lockRow(ctx, "gateways", gatewayID); err != nil {
+			return err
+		}
 		if _, err := findGateway(ctx, tx, orgID, gatewayID); err != nil {
 			return err
 		}

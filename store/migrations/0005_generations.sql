@@ -45,6 +45,7 @@ CREATE TABLE deleted_deployments (
     api_id         TEXT NOT NULL,
     deployment_id  TEXT NOT NULL,
     vhost          TEXT NOT NULL,
+    state          TEXT NOT NULL, -- of the deployment when its API was deleted
     deleted_at     TEXT NOT NULL,
     delivered_at   TEXT,
     PRIMARY KEY (gateway_id, api_id)

@@ -1,0 +1,165 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Config says which database to open and how the store behaves.
+type Config struct {
+	// DSN is a SQLite database file, or a PostgreSQL URL
+	// (postgres://user:password@host:port/database?options).
+	DSN string
+	// MaxConns is the size of the connection pool (PostgreSQL), or of the
+	// read-only pool (SQLite, whose writer has one connection). 0 means a
+	// default: 16 on PostgreSQL, twice the CPUs (at least 4) on SQLite.
+	MaxConns int
+	// Sealer seals the secrets of API definitions at rest. Required.
+	Sealer *Sealer
+	// KeepRevisions is how many revisions of each API are kept besides
+	// the ones deployed somewhere; older ones are pruned in the
+	// background. 0 means DefaultKeepRevisions.
+	KeepRevisions int
+	// Log receives what the store does by itself (resealing, pruning
+	// failures, a lost PostgreSQL listener). Nil discards it.
+	Log *slog.Logger
+	// AckTimeout is how long a deployment sent to a second-generation
+	// gateway may wait for its acknowledgement before it is FAILED with
+	// DEPLOYMENT_TIMEOUT. 0 means DefaultAckTimeout.
+	AckTimeout time.Duration
+	// TombstoneRetention is how long undeployments and deletions are
+	// remembered for gateways that have not acknowledged them. 0 means
+	// DefaultTombstoneRetention.
+	TombstoneRetention time.Duration
+	// OnResync, PostgreSQL only, is called after the connection that
+	// listens for changes was lost and is back: changes made meanwhile
+	// were not heard, so the live gateways must be brought to their
+	// desired state again.
+	OnResync func()
+}
+
+// Defaults of Config.
+const (
+	DefaultKeepRevisions      = 20
+	DefaultAckTimeout         = 60 * time.Second
+	DefaultTombstoneRetention = 30 * 24 * time.Hour
+)
+
+// IsPostgres reports whether dsn names a PostgreSQL database.
+func IsPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// dialect is the kind of database behind a DB.
+type dialect int
+
+const (
+	dialectSQLite dialect = iota
+	dialectPostgres
+)
+
+// Open opens the database cfg.DSN names (creating a SQLite file if needed)
+// and brings its schema up to date. A database whose schema is newer than
+// this binary knows is refused, so that an older binary never writes to a
+// newer schema.
+func Open(ctx context.Context, cfg Config) (*DB, error) {
+	if cfg.Sealer == nil {
+		return nil, errors.New("open database: no encryption key for secrets at rest")
+	}
+	if cfg.KeepRevisions <= 0 {
+		cfg.KeepRevisions = DefaultKeepRevisions
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = DefaultAckTimeout
+	}
+	if cfg.TombstoneRetention <= 0 {
+		cfg.TombstoneRetention = DefaultTombstoneRetention
+	}
+	db := &DB{Now: time.Now, sealer: cfg.Sealer, keep: cfg.KeepRevisions, log: cfg.Log, prune: map[string]bool{},
+		ackTimeout: cfg.AckTimeout, retention: cfg.TombstoneRetention, origin: uuid.NewString(),
+		fetched: map[fetchKey]time.Time{}, seen: map[string]time.Time{}, stopFlush: make(chan struct{}), flushDone: make(chan struct{})}
+	var err error
+	if IsPostgres(cfg.DSN) {
+		db.dialect = dialectPostgres
+		if err := db.openPostgres(ctx, cfg); err != nil {
+			return nil, err
+		}
+	} else {
+		db.writeSlot = make(chan struct{}, 1)
+		if db.write, db.read, err = openSQLite(cfg.DSN, cfg.MaxConns); err != nil {
+			return nil, err
+		}
+	}
+	db.wstmts = newStmtCache(db.write, db.dialect == dialectSQLite)
+	db.rstmts = newStmtCache(db.read, db.dialect == dialectSQLite)
+	fail := func(err error) (*DB, error) {
+		db.closePools()
+		return nil, err
+	}
+	if db.dialect == dialectSQLite {
+		if err := db.checkWAL(ctx); err != nil {
+			return fail(err)
+		}
+	}
+	if err := db.migrate(ctx); err != nil {
+		return fail(err)
+	}
+	if err := db.atStart(ctx); err != nil {
+		return fail(err)
+	}
+	if db.dialect == dialectPostgres {
+		if err := db.startListener(ctx, cfg.OnResync); err != nil {
+			return fail(err)
+		}
+	}
+	go db.flushLoop(db.stopFlush, db.flushDone)
+	return db, nil
+}
+
+// Close stops the background work and closes the pools.
+func (db *DB) Close() error {
+	var err error
+	db.closeOnce.Do(func() {
+		close(db.stopFlush)
+		<-db.flushDone
+		if db.listener != nil {
+			db.listener.stop()
+		}
+		err = db.closePools()
+	})
+	return err
+}
+
+func (db *DB) closePools() error {
+	db.wstmts.close()
+	db.rstmts.close()
+	errs := []error{db.write.Close()}
+	if db.read != db.write {
+		errs = append(errs, db.read.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.read.PingContext(ctx); err != nil {
+		return unavailable(ctx, err)
+	}
+	return nil
+}
+
+// Dialect names the database: "sqlite" or "postgres".
+func (db *DB) Dialect() string {
+	if db.dialect == dialectPostgres {
+		return "postgres"
+	}
+	return "sqlite"
+}
