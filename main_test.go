@@ -345,3 +345,45 @@ func TestDataDirMadePrivate(t *testing.T) {
 		t.Fatalf("new data dir mode %o", fi.Mode().Perm())
 	}
 }
+
+// TestPostgresUnreachableAtStart: a PostgreSQL server that refuses, or
+// never answers, stops the start with an error naming the host and never
+// the password, within the connect timeout.
+func TestPostgresUnreachableAtStart(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	refused, _ := net.Listen("tcp", "127.0.0.1:0")
+	refusedAddr := refused.Addr().String()
+	refused.Close()
+	for name, tc := range map[string]struct{ dsn, host string }{
+		"Refused":  {"postgres://platform:s3cret-pw@" + refusedAddr + "/platform", refusedAddr},
+		"NoAnswer": {"postgres://platform:s3cret-pw@" + silent.Addr().String() + "/platform?connect_timeout=1", silent.Addr().String()},
+	} {
+		t.Run(name, func(t *testing.T) {
+			env := envMap(map[string]string{"PLATFORM_DATA_DIR": t.TempDir(), "PLATFORM_ADDR": "127.0.0.1:0", "PLATFORM_DB": tc.dsn})
+			var logs bytes.Buffer
+			start := time.Now()
+			err := run(context.Background(), nil, env, io.Discard, &logs)
+			took := time.Since(start)
+			host, _, _ := net.SplitHostPort(tc.host)
+			if err == nil || !strings.Contains(err.Error(), host) || strings.Contains(err.Error()+logs.String(), "s3cret-pw") {
+				t.Fatalf("start: %v\nlogs: %s", err, logs.String())
+			}
+			if took > 10*time.Second {
+				t.Fatalf("gave up after %s", took)
+			}
+		})
+	}
+}

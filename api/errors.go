@@ -53,6 +53,8 @@ func errorStatus(err error) (int, string) {
 	case errors.As(err, &storeErr):
 		// The store's message, without the wrapping callers added.
 		switch {
+		case errors.Is(err, store.ErrUnavailable):
+			return http.StatusServiceUnavailable, storeErr.Error()
 		case errors.Is(err, store.ErrNotFound):
 			return http.StatusNotFound, storeErr.Error()
 		case errors.Is(err, store.ErrConflict):
@@ -72,7 +74,11 @@ const statusClientClosed = 499
 // access log.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	status, desc := errorStatus(err)
-	if status >= 500 && status != http.StatusServiceUnavailable {
+	var storeErr *store.Error
+	switch {
+	case status == http.StatusServiceUnavailable && errors.As(err, &storeErr) && storeErr.Cause != nil:
+		log.WarnContext(r.Context(), "request failed: the database is unavailable", "method", r.Method, "path", r.URL.Path, "err", storeErr.Cause)
+	case status >= 500 && status != http.StatusServiceUnavailable:
 		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	msg := http.StatusText(status)

@@ -107,6 +107,7 @@ func New(o Options) *Fleet {
 	f.hub = hub.New(hc, o.Log)
 	if o.Store != nil {
 		o.Store.SetPublisher(f.publish)
+		o.Store.SetResync(f.hub.Resync)
 	}
 	return f
 }

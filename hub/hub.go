@@ -154,11 +154,13 @@ type Conn struct {
 	cancel context.CancelFunc
 	// closeCode is the close frame the writer sends when ctx ends.
 	closeCode atomic.Int32
-	// live records the APIs a live event was queued for, so that the
-	// initial state does not send an older view of them afterwards.
-	liveMu sync.Mutex
-	live   map[string]bool
-	log    *slog.Logger
+	// live records, by API, the sequence number of the last live event
+	// queued for it, so that a state read before that event (the initial
+	// state, a resynchronization) does not send an older view of it.
+	liveMu  sync.Mutex
+	live    map[string]uint64
+	liveSeq uint64
+	log     *slog.Logger
 
 	gen      atomic.Int32
 	genKnown chan struct{} // closed when gen is set
@@ -520,7 +522,8 @@ func (e *eventCounts) get(typ string) *eventCount {
 func (c *Conn) enqueue(apiID string, frame []byte) bool {
 	if apiID != "" {
 		c.liveMu.Lock()
-		c.live[apiID] = true
+		c.liveSeq++
+		c.live[apiID] = c.liveSeq
 		c.liveMu.Unlock()
 	}
 	select {
@@ -539,10 +542,19 @@ func (c *Conn) enqueue(apiID string, frame []byte) bool {
 // LastActivity is when the gateway last sent anything on this connection.
 func (c *Conn) LastActivity() time.Time { return c.t.LastActivity() }
 
-func (c *Conn) hadLiveEvent(apiID string) bool {
+// liveMark is the sequence number of the last live event queued.
+func (c *Conn) liveMark() uint64 {
 	c.liveMu.Lock()
 	defer c.liveMu.Unlock()
-	return c.live[apiID]
+	return c.liveSeq
+}
+
+// hadLiveEvent reports whether a live event for the API was queued after
+// mark.
+func (c *Conn) hadLiveEvent(apiID string, mark uint64) bool {
+	c.liveMu.Lock()
+	defer c.liveMu.Unlock()
+	return c.live[apiID] > mark
 }
 
 // close ends the connection with a close code (the first code wins).
@@ -639,7 +651,7 @@ func (h *Hub) Serve(ctx context.Context, t Transport, id Identity) {
 		paced:       make(chan pacedFrame),
 		ctx:         ctx,
 		cancel:      cancel,
-		live:        map[string]bool{},
+		live:        map[string]uint64{},
 		genKnown:    make(chan struct{}),
 		window:      make(chan struct{}, h.cfg.InitialWindow),
 		inflight:    map[string]time.Time{},
@@ -735,7 +747,7 @@ func (c *Conn) writeLoop() {
 				// Checked here, in the writer, where the order of frames is
 				// decided: a live event for the API already written (or
 				// queued) is newer than the initial state's view of it.
-				if c.hadLiveEvent(p.apiID) {
+				if c.hadLiveEvent(p.apiID, p.mark) {
 					continue
 				}
 				f = p.frame
@@ -770,21 +782,36 @@ func (c *Conn) finish() {
 	c.t.Close(code, time.Now().Add(min(c.hub.cfg.WriteTimeout, time.Second)))
 }
 
-// pacedFrame is an initial-state frame and the API it concerns.
+// pacedFrame is an initial-state frame, the API it concerns, and the live
+// mark of the state it comes from.
 type pacedFrame struct {
 	apiID string
 	frame []byte
+	mark  uint64
 }
 
-// sendInitialState hands the gateway's desired state to the writer, one
-// event at a time behind live traffic.
+// Resync sends every live connection its gateway's state again, as on
+// connect (OnConnect), paced behind live traffic: what the server could
+// not deliver meanwhile (a lost PostgreSQL listener) reaches the gateways.
+func (h *Hub) Resync() {
+	h.gateways.Range(func(_, v any) bool {
+		for _, c := range v.(*connSet).conns {
+			go c.sendInitialState()
+		}
+		return true
+	})
+}
+
+// sendInitialState hands the gateway's state to the writer, one event at a
+// time behind live traffic.
 func (c *Conn) sendInitialState() {
 	if c.hub.cfg.OnConnect == nil {
 		return
 	}
+	mark := c.liveMark() // taken before the state is read
 	events, done := c.hub.cfg.OnConnect(c.ctx, c)
 	for _, ev := range events {
-		if c.hadLiveEvent(ev.APIID) {
+		if c.hadLiveEvent(ev.APIID, mark) {
 			continue // a newer event for this API already went out
 		}
 		e := ev.forGeneration(c.Generation())
@@ -801,7 +828,7 @@ func (c *Conn) sendInitialState() {
 			return
 		}
 		select {
-		case c.paced <- pacedFrame{ev.APIID, frame}:
+		case c.paced <- pacedFrame{ev.APIID, frame, mark}:
 			count.queued.Add(1)
 		case <-c.ctx.Done():
 			count.dropped.Add(1)

@@ -36,11 +36,6 @@ type Config struct {
 	// remembered for gateways that have not acknowledged them. 0 means
 	// DefaultTombstoneRetention.
 	TombstoneRetention time.Duration
-	// OnResync, PostgreSQL only, is called after the connection that
-	// listens for changes was lost and is back: changes made meanwhile
-	// were not heard, so the live gateways must be brought to their
-	// desired state again.
-	OnResync func()
 }
 
 // Defaults of Config.
@@ -116,7 +111,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		return fail(err)
 	}
 	if db.dialect == dialectPostgres {
-		if err := db.startListener(ctx, cfg.OnResync); err != nil {
+		if err := db.startListener(ctx); err != nil {
 			return fail(err)
 		}
 	}
@@ -151,7 +146,7 @@ func (db *DB) closePools() error {
 // Ping checks that the database answers.
 func (db *DB) Ping(ctx context.Context) error {
 	if err := db.read.PingContext(ctx); err != nil {
-		return unavailable(ctx, err)
+		return db.unavailable(ctx, err)
 	}
 	return nil
 }

@@ -146,14 +146,18 @@ func retryable(err error) bool {
 // unavailable turns an error that says the database cannot be reached, or
 // did not answer in time, into ErrUnavailable (503). A context the caller
 // ended is left alone.
-func unavailable(ctx context.Context, err error) error {
+func (db *DB) unavailable(ctx context.Context, err error) error {
 	if err == nil || errors.Is(err, ErrUnavailable) {
 		return err
 	}
 	// A deadline passed while the caller's context is live was ours
 	// (txTimeout): the database did not answer in time.
 	if isConnectionError(err) || errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		return &Error{kind: ErrUnavailable, msg: "the database is unavailable; try again shortly", Cause: err}
+		cause := err
+		if db.dsn != "" {
+			cause = errors.New(scrub(err.Error(), db.dsn))
+		}
+		return &Error{kind: ErrUnavailable, msg: "the database is unavailable; try again shortly", Cause: cause}
 	}
 	return err
 }
@@ -169,8 +173,8 @@ func isConnectionError(err error) bool {
 	var ce *pgconn.ConnectError
 	var ne net.Error
 	return errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) ||
-		errors.Is(err, sql.ErrConnDone) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
-		pgconn.Timeout(err)
+		errors.Is(err, sql.ErrConnDone) || errors.Is(err, pgconn.ErrConnClosed) || pgconn.SafeToRetry(err) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || pgconn.Timeout(err)
 }
 
 // notice is the payload of a change's notification: a reference, well
@@ -231,8 +235,7 @@ func (db *DB) notify(ctx context.Context, t *Tx) error {
 
 // listener holds the connection that listens for changes.
 type listener struct {
-	db       *DB
-	onResync func()
+	db *DB
 
 	mu      sync.Mutex
 	pending map[string]*Change // this process's changes, by ID, until heard
@@ -245,8 +248,8 @@ type listener struct {
 // startListener connects and listens before it returns, so that no change
 // committed after Open is missed, then serves notifications in the
 // background.
-func (db *DB) startListener(ctx context.Context, onResync func()) error {
-	l := &listener{db: db, onResync: onResync, pending: map[string]*Change{}, done: make(chan struct{})}
+func (db *DB) startListener(ctx context.Context) error {
+	l := &listener{db: db, pending: map[string]*Change{}, done: make(chan struct{})}
 	conn, err := l.connect(ctx)
 	if err != nil {
 		return err
@@ -319,9 +322,7 @@ func (l *listener) run(ctx context.Context, conn *pgx.Conn) {
 		l.pending = map[string]*Change{}
 		l.mu.Unlock()
 		l.db.log.Info("listening for changes again; resynchronizing the live gateways")
-		if l.onResync != nil {
-			l.onResync()
-		}
+		l.db.resyncNow()
 	}
 }
 

@@ -83,6 +83,8 @@ type DB struct {
 	writeSlot chan struct{}
 	listener  *listener
 	publish   func(*Change)
+	resyncMu  sync.Mutex
+	resync    func()
 	pgConfig  *pgx.ConnConfig // PostgreSQL: the parsed URL, for the listener
 	dsn       string          // PostgreSQL: the URL, to scrub from errors
 	channel   string          // PostgreSQL: the channel changes are notified on
@@ -164,6 +166,25 @@ const (
 // while the next write waits.
 func (db *DB) SetPublisher(fn func(*Change)) { db.publish = fn }
 
+// SetResync sets the function called when changes may have been missed
+// (PostgreSQL: the listening connection was lost and is back): the live
+// gateways must be brought to their desired state again. Set it before the
+// first write.
+func (db *DB) SetResync(fn func()) {
+	db.resyncMu.Lock()
+	db.resync = fn
+	db.resyncMu.Unlock()
+}
+
+func (db *DB) resyncNow() {
+	db.resyncMu.Lock()
+	fn := db.resync
+	db.resyncMu.Unlock()
+	if fn != nil {
+		fn()
+	}
+}
+
 // txTimeout bounds one transaction, so that a database that stopped
 // answering makes a request fail (503) rather than hang.
 const txTimeout = 10 * time.Second
@@ -193,7 +214,7 @@ func (db *DB) writeTx(ctx context.Context, fn func(tx *Tx, now time.Time) error)
 		if errors.Is(err, errRetry) {
 			return fmt.Errorf("gave up after %d tries: %w", attempt, err)
 		}
-		return unavailable(ctx, err)
+		return db.unavailable(ctx, err)
 	}
 }
 
@@ -263,7 +284,7 @@ func (db *DB) readTx(ctx context.Context, fn func(tx *Tx) error) error {
 	tx, err := db.read.BeginTx(tctx, opts)
 	if err != nil {
 		db.observeTx("read", start)
-		return unavailable(ctx, fmt.Errorf("begin read: %w", err))
+		return db.unavailable(ctx, fmt.Errorf("begin read: %w", err))
 	}
 	defer tx.Rollback()
 	err = fn(&Tx{Tx: tx, stmts: db.rstmts, sealer: db.sealer, dialect: db.dialect})
@@ -272,7 +293,7 @@ func (db *DB) readTx(ctx context.Context, fn func(tx *Tx) error) error {
 	if db.rstmts.pending() {
 		db.rstmts.prepareQueued(tctx)
 	}
-	return unavailable(ctx, err)
+	return db.unavailable(ctx, err)
 }
 
 // observeTx reports a transaction's duration to OnTx. Statement preparation
