@@ -145,6 +145,7 @@ func runSimulate(ctx context.Context, args []string, getenv func(string) string,
 	fs.DurationVar(&o.Wait, "wait", 2*time.Minute, "how long one deployment may take to converge")
 	fs.DurationVar(&o.Hold, "hold", 0, "keep the fleet connected this long after the deployments (to watch server memory or /metrics)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the project, API and gateways the run created")
+	fs.IntVar(&o.Generation, "generation", 1, "gateway generation to play: 1, or 2 (manifest, performedAt rule, RestApi documents, acknowledgements)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
 		return err

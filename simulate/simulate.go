@@ -4,10 +4,14 @@
 // pongs), downloads the API after every api.deployed, and measures how long
 // deployments take to reach and converge the fleet. With churn, part of the
 // fleet drops and reconnects around each deployment and must still converge.
+//
+// The gateways are of the first generation (contract §3-§4) or of the
+// second (§6): those post a manifest as they connect, apply an event only
+// when its performedAt is newer than what they hold, download RestApi
+// documents and acknowledge what they applied.
 package simulate
 
 import (
-	"archive/zip"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -24,8 +28,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/websocket"
 )
 
 // Options configure a run.
@@ -46,11 +48,14 @@ type Options struct {
 	Hold time.Duration
 	// Progress receives a progress line now and then; nil for none.
 	Progress io.Writer
+	// Generation is the gateway generation played: 1 (the default) or 2.
+	Generation int
 }
 
 // Report is what a run measured.
 type Report struct {
 	Target     string  `json:"target"`
+	Generation int     `json:"generation"`
 	Gateways   int     `json:"gateways"`
 	Deploys    int     `json:"deploys"`
 	Churn      float64 `json:"churn"`
@@ -61,7 +66,8 @@ type Report struct {
 	DeliveryP99 float64 `json:"deliveryP99Ms"`
 	DeliveryMax float64 `json:"deliveryMaxMs"`
 	// Convergence: deploy request sent -> the last gateway has downloaded
-	// the revision, churned gateways included; the worst deployment.
+	// the revision (second generation: has acknowledged it), churned
+	// gateways included; the worst deployment.
 	ConvergenceMax float64            `json:"convergenceMaxMs"`
 	Deployments    []DeploymentReport `json:"deployments"`
 	AllDelivered   bool               `json:"allDelivered"`
@@ -74,7 +80,7 @@ type Report struct {
 type DeploymentReport struct {
 	RevisionID    string  `json:"revisionId"`
 	RequestMs     float64 `json:"requestMs"`
-	Delivered     int     `json:"delivered"` // items the server answered DELIVERED
+	Delivered     int     `json:"delivered"` // items the server answered delivered to a live connection
 	Churned       int     `json:"churned"`
 	ConvergenceMs float64 `json:"convergenceMs"`
 	Converged     bool    `json:"converged"`
@@ -86,21 +92,16 @@ type runner struct {
 	tlsCfg *tls.Config
 	ws     string // wss URL of the channel
 
-	project, api string
-	gws          []*gateway
+	project string
+	// apis are the APIs the run created; deployments go to the first.
+	apis     []string
+	apiIndex map[string]int
+	gws      []*gateway
+
+	pongs atomic.Int64 // pongs the fleet wrote (pings answered)
 
 	errMu  sync.Mutex
 	errors []string
-}
-
-type gateway struct {
-	id, key, name string
-	r             *runner
-
-	mu      sync.Mutex
-	ws      *websocket.Conn
-	got     map[string]time.Time // revision -> api.deployed received
-	fetched map[string]time.Time // revision -> download finished
 }
 
 func (r *runner) fail(format string, a ...any) {
@@ -122,6 +123,12 @@ func (r *runner) progress(format string, a ...any) {
 func Run(ctx context.Context, opt Options) (*Report, error) {
 	if opt.Gateways < 1 || opt.Deploys < 0 || opt.Churn < 0 || opt.Churn > 1 {
 		return nil, errors.New("need -gateways >= 1, -deploys >= 0 and -churn from 0 to 1")
+	}
+	if opt.Generation == 0 {
+		opt.Generation = 1
+	}
+	if opt.Generation != 1 && opt.Generation != 2 {
+		return nil, errors.New("-generation must be 1 or 2")
 	}
 	if opt.Token == "" {
 		return nil, errors.New("no bearer token: pass -token or set PLATFORM_TOKEN (mint one with platform-api token -org <uuid>)")
@@ -145,7 +152,7 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		// host, and its handshakes would otherwise dominate the server's CPU.
 		MaxConnsPerHost: 16}}
 	r.ws = "wss://" + strings.TrimPrefix(target, "https://") + "/api/internal/v1/ws/gateways/connect"
-	rep := &Report{Target: target, Gateways: opt.Gateways, Deploys: opt.Deploys, Churn: opt.Churn, Errors: []string{}}
+	rep := &Report{Target: target, Generation: opt.Generation, Gateways: opt.Gateways, Deploys: opt.Deploys, Churn: opt.Churn, Errors: []string{}}
 
 	if err := r.setup(ctx); err != nil {
 		return nil, err
@@ -254,11 +261,13 @@ func (r *runner) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create API: %w", err)
 	}
-	r.api = a.ID
+	r.apis = []string{a.ID}
+	r.apiIndex = map[string]int{a.ID: 0}
 	r.gws = make([]*gateway, r.opt.Gateways)
 	var failed atomic.Int64
 	for i := range r.gws {
-		r.gws[i] = &gateway{name: fmt.Sprintf("sim-%s-%d", suffix, i), r: r, got: map[string]time.Time{}, fetched: map[string]time.Time{}}
+		r.gws[i] = &gateway{name: fmt.Sprintf("sim-%s-%d", suffix, i), r: r, got: map[string]time.Time{}, fetched: map[string]time.Time{},
+			held: make([]int64, len(r.apis))}
 	}
 	r.forEach(ctx, r.gws, func(g *gateway) {
 		var gw struct{ ID string }
@@ -305,112 +314,6 @@ func (r *runner) forEach(ctx context.Context, gws []*gateway, fn func(*gateway),
 	wg.Wait()
 }
 
-// connect opens the channel and waits for connection.ack, then reads.
-func (g *gateway) connect(ctx context.Context) error {
-	cfg, err := websocket.NewConfig(g.r.ws, g.r.opt.Target)
-	if err != nil {
-		return err
-	}
-	// A WebSocket needs HTTP/1.1: offer only that in ALPN (the shared
-	// config is mutated by http.Transport to offer h2 as well).
-	cfg.TlsConfig = &tls.Config{InsecureSkipVerify: g.r.opt.Insecure, NextProtos: []string{"http/1.1"}}
-	cfg.Header.Set("api-key", g.key)
-	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	ws, err := cfg.DialContext(dctx)
-	if err != nil {
-		return err
-	}
-	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var ack struct{ Type, Message string }
-	if err := websocket.JSON.Receive(ws, &ack); err != nil {
-		ws.Close()
-		return fmt.Errorf("no connection.ack: %w", err)
-	}
-	if ack.Type != "connection.ack" {
-		ws.Close()
-		return fmt.Errorf("first frame is %q, not connection.ack: %s", ack.Type, ack.Message)
-	}
-	ws.SetReadDeadline(time.Time{})
-	g.mu.Lock()
-	g.ws = ws
-	g.mu.Unlock()
-	go g.read(ws)
-	return nil
-}
-
-// read handles events until the connection ends. Reading also answers the
-// server's pings (the library does it while it reads).
-func (g *gateway) read(ws *websocket.Conn) {
-	for {
-		var ev struct {
-			Type    string
-			Payload struct {
-				APIID      string `json:"apiId"`
-				RevisionID string `json:"revisionId"`
-			}
-		}
-		if err := websocket.JSON.Receive(ws, &ev); err != nil {
-			return
-		}
-		if ev.Type != "api.deployed" || ev.Payload.APIID != g.r.api {
-			continue
-		}
-		now := time.Now()
-		g.mu.Lock()
-		if _, seen := g.got[ev.Payload.RevisionID]; !seen {
-			g.got[ev.Payload.RevisionID] = now
-		}
-		g.mu.Unlock()
-		if err := g.download(); err != nil {
-			g.r.fail("download by %s: %v", g.name, err)
-			continue
-		}
-		g.mu.Lock()
-		g.fetched[ev.Payload.RevisionID] = time.Now()
-		g.mu.Unlock()
-	}
-}
-
-// download fetches the API's zip as the gateway and checks it holds the YAML.
-func (g *gateway) download() error {
-	req, _ := http.NewRequest("GET", g.r.opt.Target+"/api/internal/v1/apis/"+g.r.api, nil)
-	req.Header.Set("api-key", g.key)
-	resp, err := g.r.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("%s", resp.Status)
-	}
-	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		return err
-	}
-	if len(zr.File) != 1 || zr.File[0].Name != "api-"+g.r.api+".yaml" {
-		return errors.New("zip does not hold the API's YAML")
-	}
-	return nil
-}
-
-func (g *gateway) disconnect() {
-	g.mu.Lock()
-	ws := g.ws
-	g.ws = nil
-	g.mu.Unlock()
-	if ws != nil {
-		ws.Close()
-	}
-}
-
-func (g *gateway) times(rev string) (got, fetched time.Time) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.got[rev], g.fetched[rev]
-}
-
 // deployOnce drops the churn set, deploys to the whole fleet, reconnects the
 // churn set, and waits until every gateway has downloaded the revision.
 func (r *runner) deployOnce(ctx context.Context, n int) (DeploymentReport, []float64, int) {
@@ -427,9 +330,12 @@ func (r *runner) deployOnce(ctx context.Context, n int) (DeploymentReport, []flo
 	for i, g := range r.gws {
 		items[i] = map[string]any{"gatewayId": g.id, "vhost": "sim.example.com"}
 	}
-	var out []struct{ RevisionID, GatewayID, Status string }
+	var out []struct {
+		RevisionID, GatewayID, Status string
+		DeliveredConnections          int
+	}
 	start := time.Now()
-	err := r.call(ctx, "POST", "/api/v1/apis/"+r.api+"/deploy-revision", items, &out, 200)
+	err := r.call(ctx, "POST", "/api/v1/apis/"+r.apis[0]+"/deploy-revision", items, &out, 200)
 	d := DeploymentReport{RequestMs: ms(time.Since(start)), Churned: len(churned)}
 	if err != nil {
 		r.fail("deploy %d: %v", n+1, err)
@@ -437,7 +343,9 @@ func (r *runner) deployOnce(ctx context.Context, n int) (DeploymentReport, []flo
 	}
 	d.RevisionID = out[0].RevisionID
 	for _, o := range out {
-		if o.Status == "DELIVERED" {
+		// A second-generation gateway's status goes past DELIVERED: what
+		// counts is that a live connection took the event.
+		if o.Status == "DELIVERED" || o.DeliveredConnections > 0 {
 			d.Delivered++
 		}
 	}
@@ -494,8 +402,8 @@ func (r *runner) cleanup() {
 	for _, g := range r.gws {
 		g.disconnect()
 	}
-	if r.api != "" {
-		if err := r.call(ctx, "DELETE", "/api/v1/apis/"+r.api, nil, nil, 204); err != nil {
+	for _, api := range r.apis {
+		if err := r.call(ctx, "DELETE", "/api/v1/apis/"+api, nil, nil, 204); err != nil {
 			r.fail("cleanup: %v", err)
 		}
 	}
@@ -516,10 +424,17 @@ func (r *runner) cleanup() {
 // WriteTable writes the report for a person.
 func (rep *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "target            %s\n", rep.Target)
+	if rep.Generation == 2 {
+		fmt.Fprintf(w, "generation        2 (manifest on connect, performedAt rule, RestApi documents, acknowledgements)\n")
+	}
 	fmt.Fprintf(w, "gateways          %d (churn %.0f%% per deployment, %d reconnects)\n", rep.Gateways, rep.Churn*100, rep.Reconnects)
 	fmt.Fprintf(w, "fleet connected   %.2f s\n", rep.ConnectSec)
 	fmt.Fprintf(w, "delivery latency  p50 %.1f ms   p99 %.1f ms   max %.1f ms\n", rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax)
-	fmt.Fprintf(w, "convergence       worst %.1f ms (request sent -> last gateway downloaded)\n", rep.ConvergenceMax)
+	last := "downloaded"
+	if rep.Generation == 2 {
+		last = "acknowledged"
+	}
+	fmt.Fprintf(w, "convergence       worst %.1f ms (request sent -> last gateway %s)\n", rep.ConvergenceMax, last)
 	fmt.Fprintf(w, "\n%-4s %-38s %10s %10s %8s %14s %s\n", "#", "revision", "request", "delivered", "churned", "convergence", "ok")
 	for i, d := range rep.Deployments {
 		fmt.Fprintf(w, "%-4d %-38s %8.1fms %10d %8d %12.1fms %v\n", i+1, d.RevisionID, d.RequestMs, d.Delivered, d.Churned, d.ConvergenceMs, d.Converged)
