@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	mathrand "math/rand/v2"
 	"net/http"
 	"slices"
 	"strings"
@@ -50,6 +49,9 @@ type Options struct {
 	Progress io.Writer
 	// Generation is the gateway generation played: 1 (the default) or 2.
 	Generation int
+	// AckWait is how long each deploy request of a second-generation run
+	// waits for the gateways' acknowledgements (?wait=, at most 60 s).
+	AckWait time.Duration
 }
 
 // Report is what a run measured.
@@ -68,12 +70,20 @@ type Report struct {
 	// Convergence: deploy request sent -> the last gateway has downloaded
 	// the revision (second generation: has acknowledged it), churned
 	// gateways included; the worst deployment.
-	ConvergenceMax float64            `json:"convergenceMaxMs"`
-	Deployments    []DeploymentReport `json:"deployments"`
-	AllDelivered   bool               `json:"allDelivered"`
-	AllConverged   bool               `json:"allConverged"`
-	Reconnects     int                `json:"reconnects"`
-	Errors         []string           `json:"errors"`
+	ConvergenceMax float64 `json:"convergenceMaxMs"`
+	// Second generation: deploy request sent -> answer received, with
+	// ?wait= (every target acknowledged, or the wait ended), over the
+	// deployments; and whether every item of every deployment ended
+	// DEPLOYED (answered so, or, for a gateway offline when it was made,
+	// once it reconnected and acknowledged).
+	DeployAnswerP50 float64            `json:"deployAnswerP50Ms,omitempty"`
+	DeployAnswerP99 float64            `json:"deployAnswerP99Ms,omitempty"`
+	AllDeployed     *bool              `json:"allDeployed,omitempty"`
+	Deployments     []DeploymentReport `json:"deployments"`
+	AllDelivered    bool               `json:"allDelivered"`
+	AllConverged    bool               `json:"allConverged"`
+	Reconnects      int                `json:"reconnects"`
+	Errors          []string           `json:"errors"`
 }
 
 // DeploymentReport is one deployment.
@@ -84,6 +94,11 @@ type DeploymentReport struct {
 	Churned       int     `json:"churned"`
 	ConvergenceMs float64 `json:"convergenceMs"`
 	Converged     bool    `json:"converged"`
+	// Second generation: items by the status the deploy request answered,
+	// and by the status they ended in.
+	Answered    map[string]int `json:"answered,omitempty"`
+	Final       map[string]int `json:"final,omitempty"`
+	AllDeployed bool           `json:"allDeployed,omitempty"`
 }
 
 type runner struct {
@@ -130,6 +145,12 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	if opt.Generation != 1 && opt.Generation != 2 {
 		return nil, errors.New("-generation must be 1 or 2")
 	}
+	if opt.AckWait <= 0 {
+		opt.AckWait = 10 * time.Second
+	}
+	if opt.AckWait > time.Minute {
+		return nil, errors.New("-ack-wait is at most 60s (the server's limit)")
+	}
 	if opt.Token == "" {
 		return nil, errors.New("no bearer token: pass -token or set PLATFORM_TOKEN (mint one with platform-api token -org <uuid>)")
 	}
@@ -145,7 +166,7 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	}
 	opt.Target = target
 	r := &runner{opt: opt, tlsCfg: &tls.Config{InsecureSkipVerify: opt.Insecure}}
-	r.http = &http.Client{Timeout: time.Minute, Transport: &http.Transport{
+	r.http = &http.Client{Timeout: time.Minute + opt.AckWait, Transport: &http.Transport{
 		TLSClientConfig: r.tlsCfg, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64,
 		// Downloads share a few multiplexed HTTP/2 connections instead of
 		// opening one (and a TLS handshake) per gateway: the simulator is one
@@ -168,8 +189,9 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	}, "connecting")
 	rep.ConnectSec = time.Since(start).Seconds()
 
-	var latencies []float64
+	var latencies, answers []float64
 	rep.AllDelivered, rep.AllConverged = true, true
+	allDeployed := true
 	for i := range opt.Deploys {
 		d, lat, reconnects := r.deployOnce(ctx, i)
 		rep.Deployments = append(rep.Deployments, d)
@@ -178,6 +200,14 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		rep.ConvergenceMax = max(rep.ConvergenceMax, d.ConvergenceMs)
 		rep.AllDelivered = rep.AllDelivered && d.Delivered == opt.Gateways-d.Churned
 		rep.AllConverged = rep.AllConverged && d.Converged
+		allDeployed = allDeployed && d.AllDeployed
+		answers = append(answers, d.RequestMs)
+	}
+	if opt.Generation == 2 {
+		rep.AllDeployed = &allDeployed
+		if len(answers) > 0 {
+			rep.DeployAnswerP50, rep.DeployAnswerP99 = quantile(answers, 0.5), quantile(answers, 0.99)
+		}
 	}
 	if opt.Hold > 0 {
 		r.progress("holding %d connections for %s", opt.Gateways, opt.Hold)
@@ -187,9 +217,7 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		}
 	}
 	if len(latencies) > 0 {
-		slices.Sort(latencies)
-		at := func(q float64) float64 { return latencies[int(q*float64(len(latencies)-1))] }
-		rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax = at(0.5), at(0.99), latencies[len(latencies)-1]
+		rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax = quantile(latencies, 0.5), quantile(latencies, 0.99), quantile(latencies, 1)
 	}
 	r.progress("")
 	if opt.Progress != nil {
@@ -314,85 +342,13 @@ func (r *runner) forEach(ctx context.Context, gws []*gateway, fn func(*gateway),
 	wg.Wait()
 }
 
-// deployOnce drops the churn set, deploys to the whole fleet, reconnects the
-// churn set, and waits until every gateway has downloaded the revision.
-func (r *runner) deployOnce(ctx context.Context, n int) (DeploymentReport, []float64, int) {
-	var churned []*gateway
-	if r.opt.Churn > 0 {
-		for _, i := range mathrand.Perm(len(r.gws))[:int(r.opt.Churn*float64(len(r.gws)))] {
-			churned = append(churned, r.gws[i])
-		}
-		for _, g := range churned {
-			g.disconnect()
-		}
-	}
-	items := make([]map[string]any, len(r.gws))
-	for i, g := range r.gws {
-		items[i] = map[string]any{"gatewayId": g.id, "vhost": "sim.example.com"}
-	}
-	var out []struct {
-		RevisionID, GatewayID, Status string
-		DeliveredConnections          int
-	}
-	start := time.Now()
-	err := r.call(ctx, "POST", "/api/v1/apis/"+r.apis[0]+"/deploy-revision", items, &out, 200)
-	d := DeploymentReport{RequestMs: ms(time.Since(start)), Churned: len(churned)}
-	if err != nil {
-		r.fail("deploy %d: %v", n+1, err)
-		return d, nil, 0
-	}
-	d.RevisionID = out[0].RevisionID
-	for _, o := range out {
-		// A second-generation gateway's status goes past DELIVERED: what
-		// counts is that a live connection took the event.
-		if o.Status == "DELIVERED" || o.DeliveredConnections > 0 {
-			d.Delivered++
-		}
-	}
-	r.forEach(ctx, churned, func(g *gateway) {
-		if err := g.connect(ctx); err != nil {
-			r.fail("reconnect %s: %v", g.name, err)
-		}
-	}, fmt.Sprintf("deploy %d: reconnecting", n+1))
-
-	churnSet := map[*gateway]bool{}
-	for _, g := range churned {
-		churnSet[g] = true
-	}
-	deadline := time.Now().Add(r.opt.Wait)
-	var lat []float64
-	for {
-		lat = lat[:0]
-		waiting := 0
-		var last time.Time
-		for _, g := range r.gws {
-			got, fetched := g.times(d.RevisionID)
-			if fetched.IsZero() {
-				waiting++
-				continue
-			}
-			if !churnSet[g] {
-				lat = append(lat, ms(got.Sub(start)))
-			}
-			if fetched.After(last) {
-				last = fetched
-			}
-		}
-		r.progress("deploy %d/%d: %d of %d gateways converged", n+1, r.opt.Deploys, len(r.gws)-waiting, len(r.gws))
-		if waiting == 0 {
-			d.Converged, d.ConvergenceMs = true, ms(last.Sub(start))
-			return d, lat, len(churned)
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			r.fail("deploy %d: %d gateways did not converge within %s", n+1, waiting, r.opt.Wait)
-			d.ConvergenceMs = ms(time.Since(start))
-			return d, lat, len(churned)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// quantile sorts xs and returns its q quantile (nearest rank below).
+func quantile(xs []float64, q float64) float64 {
+	slices.Sort(xs)
+	return xs[int(q*float64(len(xs)-1))]
+}
 
 // cleanup deletes what the run created: the API (which undeploys it), the
 // gateways (which closes their connections) and the project.
@@ -435,11 +391,21 @@ func (rep *Report) WriteTable(w io.Writer) {
 		last = "acknowledged"
 	}
 	fmt.Fprintf(w, "convergence       worst %.1f ms (request sent -> last gateway %s)\n", rep.ConvergenceMax, last)
+	if rep.Generation == 2 && len(rep.Deployments) > 0 {
+		fmt.Fprintf(w, "deploy answer     p50 %.1f ms   p99 %.1f ms (request sent -> answer received, waiting for acknowledgements)\n", rep.DeployAnswerP50, rep.DeployAnswerP99)
+	}
 	fmt.Fprintf(w, "\n%-4s %-38s %10s %10s %8s %14s %s\n", "#", "revision", "request", "delivered", "churned", "convergence", "ok")
 	for i, d := range rep.Deployments {
 		fmt.Fprintf(w, "%-4d %-38s %8.1fms %10d %8d %12.1fms %v\n", i+1, d.RevisionID, d.RequestMs, d.Delivered, d.Churned, d.ConvergenceMs, d.Converged)
+		if d.Answered != nil {
+			fmt.Fprintf(w, "     answered %s; ended %s\n", statusCounts(d.Answered), statusCounts(d.Final))
+		}
 	}
-	fmt.Fprintf(w, "\nall delivered %v, all converged %v, %d errors\n", rep.AllDelivered, rep.AllConverged, len(rep.Errors))
+	deployed := ""
+	if rep.AllDeployed != nil {
+		deployed = fmt.Sprintf(", all deployed %v", *rep.AllDeployed)
+	}
+	fmt.Fprintf(w, "\nall delivered %v, all converged %v%s, %d errors\n", rep.AllDelivered, rep.AllConverged, deployed, len(rep.Errors))
 	for _, e := range rep.Errors {
 		fmt.Fprintf(w, "  error: %s\n", e)
 	}
