@@ -31,6 +31,9 @@ func (r *runner) deployOnce(ctx context.Context, n int) (DeploymentReport, []flo
 		for _, g := range churned {
 			g.disconnect()
 		}
+		if err := r.awaitOffline(ctx, churned); err != nil {
+			r.fail("deploy %d: %v", n+1, err)
+		}
 	}
 	items := make([]map[string]any, len(r.gws))
 	for i, g := range r.gws {
@@ -108,6 +111,49 @@ func (r *runner) deployOnce(ctx context.Context, n int) (DeploymentReport, []flo
 		d.AllDeployed = d.Final["DEPLOYED"] == len(out)
 	}
 	return d, lat, len(churned)
+}
+
+// awaitOffline waits until the server no longer holds a connection of any
+// of the gateways: a gateway that drops "before the deployment" must be
+// offline for the server when the deployment is made, or the server may
+// still deliver to the connection it has not yet seen close. The server
+// has no signal for it, so this polls the gateway status list.
+func (r *runner) awaitOffline(ctx context.Context, gws []*gateway) error {
+	waiting := map[string]bool{}
+	for _, g := range gws {
+		waiting[g.id] = true
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		online := 0
+		for offset := 0; ; offset += 1000 {
+			var page struct {
+				List []struct {
+					ID          string
+					Connections int
+				}
+				Pagination struct{ Total int }
+			}
+			if err := r.call(ctx, "GET", fmt.Sprintf("/api/v1/status/gateways?limit=1000&offset=%d", offset), nil, &page, 200); err != nil {
+				return err
+			}
+			for _, s := range page.List {
+				if waiting[s.ID] && s.Connections > 0 {
+					online++
+				}
+			}
+			if len(page.List) == 0 || offset+len(page.List) >= page.Pagination.Total {
+				break
+			}
+		}
+		if online == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%d dropped gateways still connected for the server after 30s", online)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // finalStatuses returns how many items of a deployment ended in each
