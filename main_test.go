@@ -215,13 +215,16 @@ func startServer(t *testing.T, extra map[string]string) (string, string) {
 }
 
 // TestSimulate plays a small fleet with churn against the real server and
-// checks the JSON report: every gateway got every deployment and converged.
+// checks the JSON report: every gateway got every deployment and converged,
+// and with two APIs deployed before it connected, converged on both as it
+// connected and again after every gateway reconnected (the server sends a
+// first-generation gateway its whole desired state each time).
 func TestSimulate(t *testing.T) {
 	// First-generation gateways post no manifest: a short grace keeps
 	// each reconnect's initial state from waiting the default 2 s.
 	base, dir := startServer(t, map[string]string{"PLATFORM_WS_PING_INTERVAL": "1s", "PLATFORM_WS_TIMEOUT": "3s",
 		"PLATFORM_WS_GENERATION_GRACE": "200ms"})
-	out := simulateJSON(t, base, dir, "-gateways", "20", "-deploys", "3", "-churn", "0.25", "-wait", "20s")
+	out := simulateJSON(t, base, dir, "-gateways", "20", "-deploys", "3", "-churn", "0.25", "-apis", "2", "-wait", "20s")
 	var rep struct {
 		Gateways     int
 		AllDelivered bool
@@ -232,11 +235,13 @@ func TestSimulate(t *testing.T) {
 			Delivered, Churned int
 			Converged          bool
 		}
+		DesiredState struct{ Connect, Reconnect phaseReport }
 	}
 	if err := json.Unmarshal(out, &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, out)
 	}
-	if rep.Gateways != 20 || !rep.AllDelivered || !rep.AllConverged || len(rep.Errors) != 0 || len(rep.Deployments) != 3 || rep.Reconnects != 15 {
+	if rep.Gateways != 20 || !rep.AllDelivered || !rep.AllConverged || len(rep.Errors) != 0 || len(rep.Deployments) != 3 || rep.Reconnects != 15 ||
+		!rep.DesiredState.Connect.ok(40) || !rep.DesiredState.Reconnect.ok(40) {
 		t.Fatalf("report: %s", out)
 	}
 	for _, d := range rep.Deployments {
@@ -250,9 +255,12 @@ func TestSimulate(t *testing.T) {
 // deployment is answered DEPLOYED for the connected gateways (the deploy
 // waits for their acknowledgements) and PENDING for the one dropped, and
 // ends DEPLOYED for all once that one has reconnected and acknowledged.
+// Three APIs deployed before the fleet connected are applied and
+// acknowledged as it connects; after every gateway reconnects, the server
+// sends none again (they were acknowledged, contract §6).
 func TestSimulateGen2(t *testing.T) {
 	base, dir := startServer(t, map[string]string{"PLATFORM_WS_PING_INTERVAL": "1s", "PLATFORM_WS_TIMEOUT": "3s"})
-	out := simulateJSON(t, base, dir, "-generation", "2", "-gateways", "5", "-deploys", "2", "-churn", "0.2", "-wait", "20s")
+	out := simulateJSON(t, base, dir, "-generation", "2", "-gateways", "5", "-deploys", "2", "-churn", "0.2", "-apis", "3", "-wait", "20s")
 	var rep struct {
 		Generation      int
 		AllDelivered    bool
@@ -266,12 +274,14 @@ func TestSimulateGen2(t *testing.T) {
 			Converged          bool
 			Answered, Final    map[string]int
 		}
+		DesiredState struct{ Connect, Reconnect phaseReport }
 	}
 	if err := json.Unmarshal(out, &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, out)
 	}
 	if rep.Generation != 2 || !rep.AllDelivered || !rep.AllConverged || rep.AllDeployed == nil || !*rep.AllDeployed ||
-		len(rep.Errors) != 0 || len(rep.Deployments) != 2 || rep.Reconnects != 2 || rep.DeployAnswerP99 <= 0 {
+		len(rep.Errors) != 0 || len(rep.Deployments) != 2 || rep.Reconnects != 2 || rep.DeployAnswerP99 <= 0 ||
+		!rep.DesiredState.Connect.ok(15) || !rep.DesiredState.Reconnect.ok(0) {
 		t.Fatalf("report: %s", out)
 	}
 	for _, d := range rep.Deployments {
@@ -280,6 +290,19 @@ func TestSimulateGen2(t *testing.T) {
 			t.Fatalf("deployment %+v", d)
 		}
 	}
+}
+
+// phaseReport is a (re)connect phase of the simulator's desired-state run.
+type phaseReport struct {
+	Converged    bool
+	Events       int64
+	ServerClosed int64
+}
+
+// ok reports whether the fleet converged, received events events, and kept
+// all its connections.
+func (p phaseReport) ok(events int64) bool {
+	return p.Converged && p.Events == events && p.ServerClosed == 0
 }
 
 // simulateJSON mints a token with the server's key (in dir), runs the

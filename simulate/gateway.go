@@ -31,9 +31,19 @@ type gateway struct {
 	got     map[string]time.Time // revision of the measured API -> api.deployed received
 	fetched map[string]time.Time // revision -> applied (gen 1: downloaded; gen 2: acknowledged)
 	// held is, per API index, the performedAt (Unix ns) of the last event
-	// applied (second generation; 0: none). A real gateway keeps it across
+	// applied by a second-generation gateway: positive for a deploy,
+	// negative for an undeploy, 0 for none. A real gateway keeps it across
 	// reconnects, and so does this one.
 	held []int64
+
+	// Convergence on all the APIs, per connection: epoch counts the
+	// connections, seen[i] is the epoch in which API i was last applied
+	// (or, second generation, found held at connect), count how many APIs
+	// are seen in this epoch, and doneAt when that reached all of them.
+	epoch  uint32
+	seen   []uint32
+	count  int
+	doneAt time.Time
 }
 
 // event is what the simulator reads of a frame from the server.
@@ -78,9 +88,50 @@ func (g *gateway) connect(ctx context.Context) error {
 	}
 	g.mu.Lock()
 	g.ws = ws
+	g.epoch++
+	epoch := g.epoch
+	g.count, g.doneAt = 0, time.Time{}
+	if g.r.opt.Generation == 2 {
+		// What it holds needs nothing from the server.
+		for i, at := range g.held {
+			if at > 0 {
+				g.seen[i] = epoch
+				g.count++
+			}
+		}
+	}
+	g.checkDoneLocked()
 	g.mu.Unlock()
-	go g.read(ws)
+	go g.read(ws, epoch)
 	return nil
+}
+
+// markApplied notes that API i was applied in connection epoch.
+func (g *gateway) markApplied(epoch uint32, i int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.epoch == epoch && g.seen[i] != epoch {
+		g.seen[i] = epoch
+		g.count++
+		g.checkDoneLocked()
+	}
+}
+
+// checkDoneLocked notes when the gateway has converged on all the APIs in
+// its current connection. g.mu must be held.
+func (g *gateway) checkDoneLocked() {
+	if g.count == len(g.seen) && g.doneAt.IsZero() {
+		g.doneAt = time.Now()
+		g.r.notify()
+	}
+}
+
+// convergedAt returns when the gateway converged on all the APIs in its
+// current connection (zero: not yet), and whether it has a connection.
+func (g *gateway) convergedAt() (time.Time, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.doneAt, g.ws != nil
 }
 
 // dial opens the WebSocket over a TLS connection of its own, so that the
@@ -194,25 +245,44 @@ func (g *gateway) request(ctx context.Context, method, path string, in io.Reader
 
 // read handles events until the connection ends, one at a time: reading is
 // also what answers the server's pings (the library does it while it
-// reads), so a gateway busy with an event answers once it is done.
-func (g *gateway) read(ws *websocket.Conn) {
+// reads), so a gateway busy with an event answers once it is done. A
+// connection that ends while the gateway still holds it was ended by the
+// server (the gateway never reconnects by itself).
+func (g *gateway) read(ws *websocket.Conn, epoch uint32) {
 	for {
 		var ev event
 		if err := websocket.JSON.Receive(ws, &ev); err != nil {
+			g.mu.Lock()
+			byServer := g.ws == ws
+			if byServer {
+				g.ws = nil
+			}
+			g.mu.Unlock()
+			if byServer {
+				g.r.serverClosed.Add(1)
+				g.r.fail("the server ended the connection of %s: %v", g.name, err)
+				g.r.notify()
+			}
 			return
 		}
+		start := time.Now()
 		if g.r.opt.Generation == 2 {
-			g.handleGen2(ws, &ev)
+			g.handleGen2(ws, epoch, &ev)
 		} else {
-			g.handleGen1(&ev)
+			g.handleGen1(epoch, &ev)
 		}
+		g.r.noteHandling(time.Since(start))
 	}
 }
 
 // handleGen1 downloads the API of every api.deployed (contract §3-§4).
-func (g *gateway) handleGen1(ev *event) {
+func (g *gateway) handleGen1(epoch uint32, ev *event) {
 	i, ok := g.r.apiIndex[ev.Payload.APIID]
-	if ev.Type != "api.deployed" || !ok {
+	if !ok || (ev.Type != "api.deployed" && ev.Type != "api.undeployed") {
+		return
+	}
+	g.r.events.Add(1)
+	if ev.Type != "api.deployed" {
 		return
 	}
 	rev := ev.Payload.RevisionID
@@ -226,6 +296,7 @@ func (g *gateway) handleGen1(ev *event) {
 	if i == 0 {
 		g.applied(rev)
 	}
+	g.markApplied(epoch, i)
 }
 
 // handleGen2 applies an event the way a second-generation gateway does
@@ -233,7 +304,7 @@ func (g *gateway) handleGen1(ev *event) {
 // api.deployed is downloaded (a RestApi document) and, like
 // api.undeployed, acknowledged; api.deleted is dropped without an
 // acknowledgement.
-func (g *gateway) handleGen2(ws *websocket.Conn, ev *event) {
+func (g *gateway) handleGen2(ws *websocket.Conn, epoch uint32, ev *event) {
 	p := &ev.Payload
 	i, ok := g.r.apiIndex[p.APIID]
 	if !ok {
@@ -249,6 +320,7 @@ func (g *gateway) handleGen2(ws *websocket.Conn, ev *event) {
 	default:
 		return
 	}
+	g.r.events.Add(1)
 	at, err := time.Parse(time.RFC3339Nano, p.PerformedAt)
 	if err != nil || p.DeploymentID == "" {
 		g.r.fail("%s without deploymentId or performedAt to %s: %+v", ev.Type, g.name, *p)
@@ -259,7 +331,7 @@ func (g *gateway) handleGen2(ws *websocket.Conn, ev *event) {
 		g.received(p.RevisionID)
 	}
 	g.mu.Lock()
-	newer := at.UnixNano() > g.held[i]
+	newer := at.UnixNano() > abs(g.held[i])
 	g.mu.Unlock()
 	if !newer {
 		return // not newer than what it holds: ignored, not acknowledged
@@ -274,15 +346,29 @@ func (g *gateway) handleGen2(ws *websocket.Conn, ev *event) {
 		}
 	}
 	g.mu.Lock()
-	g.held[i] = at.UnixNano()
+	if deploy {
+		g.held[i] = at.UnixNano()
+	} else {
+		g.held[i] = -at.UnixNano()
+	}
 	g.mu.Unlock()
 	if err := g.ack(ws, p.DeploymentID, p.APIID, action, p.PerformedAt, ""); err != nil {
 		g.r.fail("ack by %s: %v", g.name, err)
 		return
 	}
-	if deploy && i == 0 {
-		g.applied(p.RevisionID)
+	if deploy {
+		if i == 0 {
+			g.applied(p.RevisionID)
+		}
+		g.markApplied(epoch, i)
 	}
+}
+
+func abs(x int64) int64 {
+	if x < 0 {
+		return -x
+	}
+	return x
 }
 
 // ack sends a deployment.ack: success, or failed with errorCode.

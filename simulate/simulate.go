@@ -9,6 +9,11 @@
 // second (§6): those post a manifest as they connect, apply an event only
 // when its performedAt is newer than what they hold, download RestApi
 // documents and acknowledge what they applied.
+//
+// With many APIs the run first measures a large desired state: every API
+// is deployed to the fleet before it connects, the fleet connects and
+// converges on them, then every gateway drops and reconnects and must
+// converge again, answering heartbeats all along (see desired.go).
 package simulate
 
 import (
@@ -52,6 +57,11 @@ type Options struct {
 	// AckWait is how long each deploy request of a second-generation run
 	// waits for the gateways' acknowledgements (?wait=, at most 60 s).
 	AckWait time.Duration
+	// APIs is how many APIs the run creates (default 1); the deployments
+	// go to the first. With more than one, each is deployed to the whole
+	// fleet before it connects, and the run measures the fleet converging
+	// on them as it connects and again after it reconnects.
+	APIs int
 }
 
 // Report is what a run measured.
@@ -59,6 +69,7 @@ type Report struct {
 	Target     string  `json:"target"`
 	Generation int     `json:"generation"`
 	Gateways   int     `json:"gateways"`
+	APIs       int     `json:"apis"`
 	Deploys    int     `json:"deploys"`
 	Churn      float64 `json:"churn"`
 	ConnectSec float64 `json:"connectSeconds"`
@@ -83,7 +94,11 @@ type Report struct {
 	AllDelivered    bool               `json:"allDelivered"`
 	AllConverged    bool               `json:"allConverged"`
 	Reconnects      int                `json:"reconnects"`
-	Errors          []string           `json:"errors"`
+	// The large desired state (more than one API): reconnect -> every
+	// gateway has applied every API (desiredState.reconnect.convergeMs).
+	ReconnectConvergeMs float64             `json:"reconnectConvergeMs,omitempty"`
+	DesiredState        *DesiredStateReport `json:"desiredState,omitempty"`
+	Errors              []string            `json:"errors"`
 }
 
 // DeploymentReport is one deployment.
@@ -113,7 +128,11 @@ type runner struct {
 	apiIndex map[string]int
 	gws      []*gateway
 
-	pongs atomic.Int64 // pongs the fleet wrote (pings answered)
+	pongs        atomic.Int64  // pongs the fleet wrote (pings answered)
+	events       atomic.Int64  // deploy and undeploy events the fleet received
+	serverClosed atomic.Int64  // connections the server ended
+	maxHandling  atomic.Int64  // longest a gateway spent on one event, in ns
+	kick         chan struct{} // a gateway converged or lost its connection
 
 	errMu  sync.Mutex
 	errors []string
@@ -138,6 +157,12 @@ func (r *runner) progress(format string, a ...any) {
 func Run(ctx context.Context, opt Options) (*Report, error) {
 	if opt.Gateways < 1 || opt.Deploys < 0 || opt.Churn < 0 || opt.Churn > 1 {
 		return nil, errors.New("need -gateways >= 1, -deploys >= 0 and -churn from 0 to 1")
+	}
+	if opt.APIs == 0 {
+		opt.APIs = 1
+	}
+	if opt.APIs < 1 || opt.APIs > maxAPIs {
+		return nil, fmt.Errorf("-apis must be from 1 to %d", maxAPIs)
 	}
 	if opt.Generation == 0 {
 		opt.Generation = 1
@@ -165,7 +190,7 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		return nil, errors.New("-target must be an https:// URL")
 	}
 	opt.Target = target
-	r := &runner{opt: opt, tlsCfg: &tls.Config{InsecureSkipVerify: opt.Insecure}}
+	r := &runner{opt: opt, tlsCfg: &tls.Config{InsecureSkipVerify: opt.Insecure}, kick: make(chan struct{}, 1)}
 	r.http = &http.Client{Timeout: time.Minute + opt.AckWait, Transport: &http.Transport{
 		TLSClientConfig: r.tlsCfg, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64,
 		// Downloads share a few multiplexed HTTP/2 connections instead of
@@ -173,21 +198,34 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		// host, and its handshakes would otherwise dominate the server's CPU.
 		MaxConnsPerHost: 16}}
 	r.ws = "wss://" + strings.TrimPrefix(target, "https://") + "/api/internal/v1/ws/gateways/connect"
-	rep := &Report{Target: target, Generation: opt.Generation, Gateways: opt.Gateways, Deploys: opt.Deploys, Churn: opt.Churn, Errors: []string{}}
+	rep := &Report{Target: target, Generation: opt.Generation, Gateways: opt.Gateways, APIs: opt.APIs, Deploys: opt.Deploys, Churn: opt.Churn, Errors: []string{}}
 
-	if err := r.setup(ctx); err != nil {
+	err := r.setup(ctx)
+	if err != nil {
 		return nil, err
 	}
 	if !opt.Keep {
 		defer r.cleanup()
 	}
-	start := time.Now()
+	var ds *DesiredStateReport
+	if opt.APIs > 1 {
+		if ds, err = r.deployAll(ctx); err != nil {
+			return nil, err
+		}
+	}
+	ps := r.startPhase()
+	start := ps.at
 	r.forEach(ctx, r.gws, func(g *gateway) {
 		if err := g.connect(ctx); err != nil {
 			r.fail("connect %s: %v", g.name, err)
 		}
 	}, "connecting")
 	rep.ConnectSec = time.Since(start).Seconds()
+	if ds != nil {
+		ds.Connect = r.awaitConverged(ctx, ps, "connect")
+		ds.Reconnect = r.reconnectAll(ctx)
+		rep.DesiredState, rep.ReconnectConvergeMs = ds, ds.Reconnect.ConvergeMs
+	}
 
 	var latencies, answers []float64
 	rep.AllDelivered, rep.AllConverged = true, true
@@ -264,7 +302,7 @@ func randomSuffix() string {
 	return hex.EncodeToString(b)
 }
 
-// setup registers the organization if needed, a project, an API and the
+// setup registers the organization if needed, a project, the APIs and the
 // gateways with their tokens.
 func (r *runner) setup(ctx context.Context) error {
 	suffix := randomSuffix()
@@ -280,22 +318,37 @@ func (r *runner) setup(ctx context.Context) error {
 		return fmt.Errorf("create project: %w", err)
 	}
 	r.project = p.ID
-	var a struct{ ID string }
-	err := r.call(ctx, "POST", "/api/v1/apis", map[string]any{
-		"name": "sim-" + suffix, "context": "/sim-" + suffix, "version": "v1", "projectId": p.ID,
-		"backend-services": []any{map[string]any{"name": "echo", "endpoints": []any{map[string]any{"url": "https://echo.internal"}}}},
-		"operations":       []any{map[string]any{"request": map[string]any{"method": "GET", "path": "/items/{id}"}}},
-	}, &a, 201)
-	if err != nil {
-		return fmt.Errorf("create API: %w", err)
-	}
-	r.apis = []string{a.ID}
-	r.apiIndex = map[string]int{a.ID: 0}
-	r.gws = make([]*gateway, r.opt.Gateways)
+	r.apis = make([]string, r.opt.APIs)
 	var failed atomic.Int64
+	r.parallel(ctx, len(r.apis), func(i int) {
+		name := "sim-" + suffix
+		if i > 0 {
+			name = fmt.Sprintf("sim-%s-%d", suffix, i)
+		}
+		var a struct{ ID string }
+		err := r.call(ctx, "POST", "/api/v1/apis", map[string]any{
+			"name": name, "context": "/" + name, "version": "v1", "projectId": p.ID,
+			"backend-services": []any{map[string]any{"name": "echo", "endpoints": []any{map[string]any{"url": "https://echo.internal"}}}},
+			"operations":       []any{map[string]any{"request": map[string]any{"method": "GET", "path": "/items/{id}"}}},
+		}, &a, 201)
+		if err != nil {
+			failed.Add(1)
+			r.fail("create API %s: %v", name, err)
+			return
+		}
+		r.apis[i] = a.ID
+	}, "creating APIs")
+	if n := failed.Load(); n > 0 {
+		return fmt.Errorf("%d of %d APIs could not be created; first error: %s", n, len(r.apis), r.errors[0])
+	}
+	r.apiIndex = make(map[string]int, len(r.apis))
+	for i, id := range r.apis {
+		r.apiIndex[id] = i
+	}
+	r.gws = make([]*gateway, r.opt.Gateways)
 	for i := range r.gws {
 		r.gws[i] = &gateway{name: fmt.Sprintf("sim-%s-%d", suffix, i), r: r, got: map[string]time.Time{}, fetched: map[string]time.Time{},
-			held: make([]int64, len(r.apis))}
+			held: make([]int64, len(r.apis)), seen: make([]uint32, len(r.apis))}
 	}
 	r.forEach(ctx, r.gws, func(g *gateway) {
 		var gw struct{ ID string }
@@ -322,10 +375,16 @@ func (r *runner) setup(ctx context.Context) error {
 
 // forEach runs fn over gateways with bounded concurrency, reporting progress.
 func (r *runner) forEach(ctx context.Context, gws []*gateway, fn func(*gateway), what string) {
+	r.parallel(ctx, len(gws), func(i int) { fn(gws[i]) }, what)
+}
+
+// parallel runs fn(0) to fn(n-1) with bounded concurrency, reporting
+// progress.
+func (r *runner) parallel(ctx context.Context, n int, fn func(int), what string) {
 	sem := make(chan struct{}, r.opt.Concurrency)
 	var wg sync.WaitGroup
 	var done atomic.Int64
-	for _, g := range gws {
+	for i := range n {
 		if ctx.Err() != nil {
 			break
 		}
@@ -333,9 +392,9 @@ func (r *runner) forEach(ctx context.Context, gws []*gateway, fn func(*gateway),
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			fn(g)
-			if n := done.Add(1); n%100 == 0 || int(n) == len(gws) {
-				r.progress("%s %d/%d", what, n, len(gws))
+			fn(i)
+			if k := done.Add(1); k%100 == 0 || int(k) == n {
+				r.progress("%s %d/%d", what, k, n)
 			}
 		}()
 	}
@@ -350,19 +409,22 @@ func quantile(xs []float64, q float64) float64 {
 	return xs[int(q*float64(len(xs)-1))]
 }
 
-// cleanup deletes what the run created: the API (which undeploys it), the
-// gateways (which closes their connections) and the project.
+// cleanup deletes what the run created: the APIs (which undeploys them),
+// the gateways (which closes their connections) and the project.
 func (r *runner) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	for _, g := range r.gws {
 		g.disconnect()
 	}
-	for _, api := range r.apis {
-		if err := r.call(ctx, "DELETE", "/api/v1/apis/"+api, nil, nil, 204); err != nil {
+	r.parallel(ctx, len(r.apis), func(i int) {
+		if r.apis[i] == "" {
+			return
+		}
+		if err := r.call(ctx, "DELETE", "/api/v1/apis/"+r.apis[i], nil, nil, 204); err != nil {
 			r.fail("cleanup: %v", err)
 		}
-	}
+	}, "deleting APIs")
 	r.forEach(ctx, r.gws, func(g *gateway) {
 		if g.id != "" {
 			if err := r.call(ctx, "DELETE", "/api/v1/gateways/"+g.id, nil, nil, 204); err != nil {
@@ -385,6 +447,21 @@ func (rep *Report) WriteTable(w io.Writer) {
 	}
 	fmt.Fprintf(w, "gateways          %d (churn %.0f%% per deployment, %d reconnects)\n", rep.Gateways, rep.Churn*100, rep.Reconnects)
 	fmt.Fprintf(w, "fleet connected   %.2f s\n", rep.ConnectSec)
+	if ds := rep.DesiredState; ds != nil {
+		applied := "downloaded"
+		if rep.Generation == 2 {
+			applied = "downloaded and acknowledged (or held)"
+		}
+		fmt.Fprintf(w, "desired state     %d APIs, each deployed to the whole offline fleet: %.2f s\n", ds.APIs, ds.SetupSec)
+		fmt.Fprintf(w, "                  converged: connect and reconnect -> every gateway has %s all %d\n", applied, ds.APIs)
+		for _, ph := range []struct {
+			name string
+			p    PhaseReport
+		}{{"connect", ds.Connect}, {"reconnect", ds.Reconnect}} {
+			fmt.Fprintf(w, "  %-9s       %.1f ms, converged %v; %d events, %d pings answered, %d connections ended by the server, longest event %.1f ms\n",
+				ph.name, ph.p.ConvergeMs, ph.p.Converged, ph.p.Events, ph.p.Pongs, ph.p.ServerClosed, ph.p.MaxEventMs)
+		}
+	}
 	fmt.Fprintf(w, "delivery latency  p50 %.1f ms   p99 %.1f ms   max %.1f ms\n", rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax)
 	last := "downloaded"
 	if rep.Generation == 2 {
