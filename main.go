@@ -64,7 +64,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	fs := newFlagSet("platform-api [serve]", stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: platform-api [serve] [flags]\n       platform-api token -org <uuid> [-ttl 1h] [-sub name]\n       platform-api simulate -target https://host:8443 [-gateways 100] [-deploys 5] [-churn 0.2] [-json]\n       platform-api version\n\nEvery flag can also be set by the environment variable shown.\n\n")
+		fmt.Fprintf(stderr, "Usage: platform-api [serve] [flags]\n       platform-api token -org <uuid> [-ttl 1h] [-sub name]\n       platform-api simulate -target https://host:8443 [-gateways 100] [-deploys 5] [-churn 0.2] [-generation 2] [-apis 5000] [-json]\n       platform-api version\n\nEvery flag can also be set by the environment variable shown.\n\n")
 		fs.PrintDefaults()
 	}
 	cfg, err := parseConfig(fs, args, getenv)
