@@ -64,7 +64,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	fs := newFlagSet("platform-api [serve]", stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: platform-api [serve] [flags]\n       platform-api token -org <uuid> [-ttl 1h] [-sub name]\n       platform-api simulate -target https://host:8443 [-gateways 100] [-deploys 5] [-churn 0.2] [-json]\n       platform-api version\n\nEvery flag can also be set by the environment variable shown.\n\n")
+		fmt.Fprintf(stderr, "Usage: platform-api [serve] [flags]\n       platform-api token -org <uuid> [-ttl 1h] [-sub name]\n       platform-api simulate -target https://host:8443 [-gateways 100] [-deploys 5] [-churn 0.2] [-generation 2] [-apis 5000] [-json]\n       platform-api version\n\nEvery flag can also be set by the environment variable shown.\n\n")
 		fs.PrintDefaults()
 	}
 	cfg, err := parseConfig(fs, args, getenv)
@@ -145,6 +145,9 @@ func runSimulate(ctx context.Context, args []string, getenv func(string) string,
 	fs.DurationVar(&o.Wait, "wait", 2*time.Minute, "how long one deployment may take to converge")
 	fs.DurationVar(&o.Hold, "hold", 0, "keep the fleet connected this long after the deployments (to watch server memory or /metrics)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the project, API and gateways the run created")
+	fs.IntVar(&o.Generation, "generation", 1, "gateway generation to play: 1, or 2 (manifest, performedAt rule, RestApi documents, acknowledgements)")
+	fs.IntVar(&o.APIs, "apis", 1, "APIs to create; deployments go to the first. Above 1, each is deployed to the whole fleet before it connects, and the run measures the fleet converging on them as it connects and after every gateway reconnects")
+	fs.DurationVar(&o.AckWait, "ack-wait", 10*time.Second, "with -generation 2, how long each deploy request waits for the acknowledgements (?wait=, at most 60s)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
 		return err

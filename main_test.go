@@ -218,20 +218,16 @@ func startServer(t *testing.T, extra map[string]string) (string, string) {
 }
 
 // TestSimulate plays a small fleet with churn against the real server and
-// checks the JSON report: every gateway got every deployment and converged.
+// checks the JSON report: every gateway got every deployment and converged,
+// and with two APIs deployed before it connected, converged on both as it
+// connected and again after every gateway reconnected (the server sends a
+// first-generation gateway its whole desired state each time).
 func TestSimulate(t *testing.T) {
-	base, dir := startServer(t, map[string]string{"PLATFORM_WS_PING_INTERVAL": "1s", "PLATFORM_WS_TIMEOUT": "3s"})
-	var tok bytes.Buffer
-	env := envMap(map[string]string{"PLATFORM_DATA_DIR": dir})
-	if err := run(context.Background(), []string{"token", "-org", uuid.NewString()}, env, &tok, io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	simEnv := envMap(map[string]string{"PLATFORM_TOKEN": strings.TrimSpace(tok.String())})
-	var out bytes.Buffer
-	args := []string{"simulate", "-target", base, "-insecure", "-gateways", "20", "-deploys", "3", "-churn", "0.25", "-wait", "20s", "-json"}
-	if err := run(context.Background(), args, simEnv, &out, io.Discard); err != nil {
-		t.Fatal(err)
-	}
+	// First-generation gateways post no manifest: a short grace keeps
+	// each reconnect's initial state from waiting the default 2 s.
+	base, dir := startServer(t, map[string]string{"PLATFORM_WS_PING_INTERVAL": "1s", "PLATFORM_WS_TIMEOUT": "3s",
+		"PLATFORM_WS_GENERATION_GRACE": "200ms"})
+	out := simulateJSON(t, base, dir, "-gateways", "20", "-deploys", "3", "-churn", "0.25", "-apis", "2", "-wait", "20s")
 	var rep struct {
 		Gateways     int
 		AllDelivered bool
@@ -242,18 +238,92 @@ func TestSimulate(t *testing.T) {
 			Delivered, Churned int
 			Converged          bool
 		}
+		DesiredState struct{ Connect, Reconnect phaseReport }
 	}
-	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
-		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, out)
 	}
-	if rep.Gateways != 20 || !rep.AllDelivered || !rep.AllConverged || len(rep.Errors) != 0 || len(rep.Deployments) != 3 || rep.Reconnects != 15 {
-		t.Fatalf("report: %s", out.String())
+	if rep.Gateways != 20 || !rep.AllDelivered || !rep.AllConverged || len(rep.Errors) != 0 || len(rep.Deployments) != 3 || rep.Reconnects != 15 ||
+		!rep.DesiredState.Connect.ok(40) || !rep.DesiredState.Reconnect.ok(40) {
+		t.Fatalf("report: %s", out)
 	}
 	for _, d := range rep.Deployments {
 		if d.Delivered != 15 || d.Churned != 5 || !d.Converged {
 			t.Fatalf("deployment %+v", d)
 		}
 	}
+}
+
+// TestSimulateGen2 plays a small second-generation fleet with churn: every
+// deployment is answered DEPLOYED for the connected gateways (the deploy
+// waits for their acknowledgements) and PENDING for the one dropped, and
+// ends DEPLOYED for all once that one has reconnected and acknowledged.
+// Three APIs deployed before the fleet connected are applied and
+// acknowledged as it connects; after every gateway reconnects, the server
+// sends none again (they were acknowledged, contract §6).
+func TestSimulateGen2(t *testing.T) {
+	base, dir := startServer(t, map[string]string{"PLATFORM_WS_PING_INTERVAL": "1s", "PLATFORM_WS_TIMEOUT": "3s"})
+	out := simulateJSON(t, base, dir, "-generation", "2", "-gateways", "5", "-deploys", "2", "-churn", "0.2", "-apis", "3", "-wait", "20s")
+	var rep struct {
+		Generation      int
+		AllDelivered    bool
+		AllConverged    bool
+		AllDeployed     *bool
+		DeployAnswerP99 float64 `json:"deployAnswerP99Ms"`
+		Reconnects      int
+		Errors          []string
+		Deployments     []struct {
+			Delivered, Churned int
+			Converged          bool
+			Answered, Final    map[string]int
+		}
+		DesiredState struct{ Connect, Reconnect phaseReport }
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, out)
+	}
+	if rep.Generation != 2 || !rep.AllDelivered || !rep.AllConverged || rep.AllDeployed == nil || !*rep.AllDeployed ||
+		len(rep.Errors) != 0 || len(rep.Deployments) != 2 || rep.Reconnects != 2 || rep.DeployAnswerP99 <= 0 ||
+		!rep.DesiredState.Connect.ok(15) || !rep.DesiredState.Reconnect.ok(0) {
+		t.Fatalf("report: %s", out)
+	}
+	for _, d := range rep.Deployments {
+		if d.Delivered != 4 || d.Churned != 1 || !d.Converged || d.Answered["DEPLOYED"] != 4 || d.Answered["PENDING"] != 1 ||
+			d.Final["DEPLOYED"] != 5 || len(d.Final) != 1 {
+			t.Fatalf("deployment %+v", d)
+		}
+	}
+}
+
+// phaseReport is a (re)connect phase of the simulator's desired-state run.
+type phaseReport struct {
+	Converged    bool
+	Events       int64
+	ServerClosed int64
+}
+
+// ok reports whether the fleet converged, received events events, and kept
+// all its connections.
+func (p phaseReport) ok(events int64) bool {
+	return p.Converged && p.Events == events && p.ServerClosed == 0
+}
+
+// simulateJSON mints a token with the server's key (in dir), runs the
+// simulator against base with args and -json, and returns the report.
+func simulateJSON(t *testing.T, base, dir string, args ...string) []byte {
+	t.Helper()
+	var tok bytes.Buffer
+	env := envMap(map[string]string{"PLATFORM_DATA_DIR": dir})
+	if err := run(context.Background(), []string{"token", "-org", uuid.NewString()}, env, &tok, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	simEnv := envMap(map[string]string{"PLATFORM_TOKEN": strings.TrimSpace(tok.String())})
+	var out bytes.Buffer
+	args = append([]string{"simulate", "-target", base, "-insecure", "-json"}, args...)
+	if err := run(context.Background(), args, simEnv, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
 }
 
 // TestHostileClients holds 1,000 connections that never send anything and a

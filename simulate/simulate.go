@@ -4,10 +4,19 @@
 // pongs), downloads the API after every api.deployed, and measures how long
 // deployments take to reach and converge the fleet. With churn, part of the
 // fleet drops and reconnects around each deployment and must still converge.
+//
+// The gateways are of the first generation (contract §3-§4) or of the
+// second (§6): those post a manifest as they connect, apply an event only
+// when its performedAt is newer than what they hold, download RestApi
+// documents and acknowledge what they applied.
+//
+// With many APIs the run first measures a large desired state: every API
+// is deployed to the fleet before it connects, the fleet connects and
+// converges on them, then every gateway drops and reconnects and must
+// converge again, answering heartbeats all along (see desired.go).
 package simulate
 
 import (
-	"archive/zip"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -17,15 +26,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	mathrand "math/rand/v2"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/websocket"
 )
 
 // Options configure a run.
@@ -46,12 +53,24 @@ type Options struct {
 	Hold time.Duration
 	// Progress receives a progress line now and then; nil for none.
 	Progress io.Writer
+	// Generation is the gateway generation played: 1 (the default) or 2.
+	Generation int
+	// AckWait is how long each deploy request of a second-generation run
+	// waits for the gateways' acknowledgements (?wait=, at most 60 s).
+	AckWait time.Duration
+	// APIs is how many APIs the run creates (default 1); the deployments
+	// go to the first. With more than one, each is deployed to the whole
+	// fleet before it connects, and the run measures the fleet converging
+	// on them as it connects and again after it reconnects.
+	APIs int
 }
 
 // Report is what a run measured.
 type Report struct {
 	Target     string  `json:"target"`
+	Generation int     `json:"generation"`
 	Gateways   int     `json:"gateways"`
+	APIs       int     `json:"apis"`
 	Deploys    int     `json:"deploys"`
 	Churn      float64 `json:"churn"`
 	ConnectSec float64 `json:"connectSeconds"`
@@ -61,23 +80,41 @@ type Report struct {
 	DeliveryP99 float64 `json:"deliveryP99Ms"`
 	DeliveryMax float64 `json:"deliveryMaxMs"`
 	// Convergence: deploy request sent -> the last gateway has downloaded
-	// the revision, churned gateways included; the worst deployment.
-	ConvergenceMax float64            `json:"convergenceMaxMs"`
-	Deployments    []DeploymentReport `json:"deployments"`
-	AllDelivered   bool               `json:"allDelivered"`
-	AllConverged   bool               `json:"allConverged"`
-	Reconnects     int                `json:"reconnects"`
-	Errors         []string           `json:"errors"`
+	// the revision (second generation: has acknowledged it), churned
+	// gateways included; the worst deployment.
+	ConvergenceMax float64 `json:"convergenceMaxMs"`
+	// Second generation: deploy request sent -> answer received, with
+	// ?wait= (every target acknowledged, or the wait ended), over the
+	// deployments; and whether every item of every deployment ended
+	// DEPLOYED (answered so, or, for a gateway offline when it was made,
+	// once it reconnected and acknowledged).
+	DeployAnswerP50 float64            `json:"deployAnswerP50Ms,omitempty"`
+	DeployAnswerP99 float64            `json:"deployAnswerP99Ms,omitempty"`
+	AllDeployed     *bool              `json:"allDeployed,omitempty"`
+	Deployments     []DeploymentReport `json:"deployments"`
+	AllDelivered    bool               `json:"allDelivered"`
+	AllConverged    bool               `json:"allConverged"`
+	Reconnects      int                `json:"reconnects"`
+	// The large desired state (more than one API): reconnect -> every
+	// gateway has applied every API (desiredState.reconnect.convergeMs).
+	ReconnectConvergeMs float64             `json:"reconnectConvergeMs,omitempty"`
+	DesiredState        *DesiredStateReport `json:"desiredState,omitempty"`
+	Errors              []string            `json:"errors"`
 }
 
 // DeploymentReport is one deployment.
 type DeploymentReport struct {
 	RevisionID    string  `json:"revisionId"`
 	RequestMs     float64 `json:"requestMs"`
-	Delivered     int     `json:"delivered"` // items the server answered DELIVERED
+	Delivered     int     `json:"delivered"` // items the server answered delivered to a live connection
 	Churned       int     `json:"churned"`
 	ConvergenceMs float64 `json:"convergenceMs"`
 	Converged     bool    `json:"converged"`
+	// Second generation: items by the status the deploy request answered,
+	// and by the status they ended in.
+	Answered    map[string]int `json:"answered,omitempty"`
+	Final       map[string]int `json:"final,omitempty"`
+	AllDeployed bool           `json:"allDeployed,omitempty"`
 }
 
 type runner struct {
@@ -86,21 +123,20 @@ type runner struct {
 	tlsCfg *tls.Config
 	ws     string // wss URL of the channel
 
-	project, api string
-	gws          []*gateway
+	project string
+	// apis are the APIs the run created; deployments go to the first.
+	apis     []string
+	apiIndex map[string]int
+	gws      []*gateway
+
+	pongs        atomic.Int64  // pongs the fleet wrote (pings answered)
+	events       atomic.Int64  // deploy and undeploy events the fleet received
+	serverClosed atomic.Int64  // connections the server ended
+	maxHandling  atomic.Int64  // longest a gateway spent on one event, in ns
+	kick         chan struct{} // a gateway converged or lost its connection
 
 	errMu  sync.Mutex
 	errors []string
-}
-
-type gateway struct {
-	id, key, name string
-	r             *runner
-
-	mu      sync.Mutex
-	ws      *websocket.Conn
-	got     map[string]time.Time // revision -> api.deployed received
-	fetched map[string]time.Time // revision -> download finished
 }
 
 func (r *runner) fail(format string, a ...any) {
@@ -123,6 +159,24 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	if opt.Gateways < 1 || opt.Deploys < 0 || opt.Churn < 0 || opt.Churn > 1 {
 		return nil, errors.New("need -gateways >= 1, -deploys >= 0 and -churn from 0 to 1")
 	}
+	if opt.APIs == 0 {
+		opt.APIs = 1
+	}
+	if opt.APIs < 1 || opt.APIs > maxAPIs {
+		return nil, fmt.Errorf("-apis must be from 1 to %d", maxAPIs)
+	}
+	if opt.Generation == 0 {
+		opt.Generation = 1
+	}
+	if opt.Generation != 1 && opt.Generation != 2 {
+		return nil, errors.New("-generation must be 1 or 2")
+	}
+	if opt.AckWait <= 0 {
+		opt.AckWait = 10 * time.Second
+	}
+	if opt.AckWait > time.Minute {
+		return nil, errors.New("-ack-wait is at most 60s (the server's limit)")
+	}
 	if opt.Token == "" {
 		return nil, errors.New("no bearer token: pass -token or set PLATFORM_TOKEN (mint one with platform-api token -org <uuid>)")
 	}
@@ -137,32 +191,46 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		return nil, errors.New("-target must be an https:// URL")
 	}
 	opt.Target = target
-	r := &runner{opt: opt, tlsCfg: &tls.Config{InsecureSkipVerify: opt.Insecure}}
-	r.http = &http.Client{Timeout: time.Minute, Transport: &http.Transport{
+	r := &runner{opt: opt, tlsCfg: &tls.Config{InsecureSkipVerify: opt.Insecure}, kick: make(chan struct{}, 1)}
+	r.http = &http.Client{Timeout: time.Minute + opt.AckWait, Transport: &http.Transport{
 		TLSClientConfig: r.tlsCfg, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64,
 		// Downloads share a few multiplexed HTTP/2 connections instead of
 		// opening one (and a TLS handshake) per gateway: the simulator is one
 		// host, and its handshakes would otherwise dominate the server's CPU.
 		MaxConnsPerHost: 16}}
 	r.ws = "wss://" + strings.TrimPrefix(target, "https://") + "/api/internal/v1/ws/gateways/connect"
-	rep := &Report{Target: target, Gateways: opt.Gateways, Deploys: opt.Deploys, Churn: opt.Churn, Errors: []string{}}
+	rep := &Report{Target: target, Generation: opt.Generation, Gateways: opt.Gateways, APIs: opt.APIs, Deploys: opt.Deploys, Churn: opt.Churn, Errors: []string{}}
 
-	if err := r.setup(ctx); err != nil {
+	err := r.setup(ctx)
+	if err != nil {
 		return nil, err
 	}
 	if !opt.Keep {
 		defer r.cleanup()
 	}
-	start := time.Now()
+	var ds *DesiredStateReport
+	if opt.APIs > 1 {
+		if ds, err = r.deployAll(ctx); err != nil {
+			return nil, err
+		}
+	}
+	ps := r.startPhase()
+	start := ps.at
 	r.forEach(ctx, r.gws, func(g *gateway) {
 		if err := g.connect(ctx); err != nil {
 			r.fail("connect %s: %v", g.name, err)
 		}
 	}, "connecting")
 	rep.ConnectSec = time.Since(start).Seconds()
+	if ds != nil {
+		ds.Connect = r.awaitConverged(ctx, ps, "connect")
+		ds.Reconnect = r.reconnectAll(ctx)
+		rep.DesiredState, rep.ReconnectConvergeMs = ds, ds.Reconnect.ConvergeMs
+	}
 
-	var latencies []float64
+	var latencies, answers []float64
 	rep.AllDelivered, rep.AllConverged = true, true
+	allDeployed := true
 	for i := range opt.Deploys {
 		d, lat, reconnects := r.deployOnce(ctx, i)
 		rep.Deployments = append(rep.Deployments, d)
@@ -171,6 +239,14 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		rep.ConvergenceMax = max(rep.ConvergenceMax, d.ConvergenceMs)
 		rep.AllDelivered = rep.AllDelivered && d.Delivered == opt.Gateways-d.Churned
 		rep.AllConverged = rep.AllConverged && d.Converged
+		allDeployed = allDeployed && d.AllDeployed
+		answers = append(answers, d.RequestMs)
+	}
+	if opt.Generation == 2 {
+		rep.AllDeployed = &allDeployed
+		if len(answers) > 0 {
+			rep.DeployAnswerP50, rep.DeployAnswerP99 = quantile(answers, 0.5), quantile(answers, 0.99)
+		}
 	}
 	if opt.Hold > 0 {
 		r.progress("holding %d connections for %s", opt.Gateways, opt.Hold)
@@ -180,9 +256,7 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		}
 	}
 	if len(latencies) > 0 {
-		slices.Sort(latencies)
-		at := func(q float64) float64 { return latencies[int(q*float64(len(latencies)-1))] }
-		rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax = at(0.5), at(0.99), latencies[len(latencies)-1]
+		rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax = quantile(latencies, 0.5), quantile(latencies, 0.99), quantile(latencies, 1)
 	}
 	r.progress("")
 	if opt.Progress != nil {
@@ -229,7 +303,7 @@ func randomSuffix() string {
 	return hex.EncodeToString(b)
 }
 
-// setup registers the organization if needed, a project, an API and the
+// setup registers the organization if needed, a project, the APIs and the
 // gateways with their tokens.
 func (r *runner) setup(ctx context.Context) error {
 	suffix := randomSuffix()
@@ -245,20 +319,37 @@ func (r *runner) setup(ctx context.Context) error {
 		return fmt.Errorf("create project: %w", err)
 	}
 	r.project = p.ID
-	var a struct{ ID string }
-	err := r.call(ctx, "POST", "/api/v1/apis", map[string]any{
-		"name": "sim-" + suffix, "context": "/sim-" + suffix, "version": "v1", "projectId": p.ID,
-		"backend-services": []any{map[string]any{"name": "echo", "endpoints": []any{map[string]any{"url": "https://echo.internal"}}}},
-		"operations":       []any{map[string]any{"request": map[string]any{"method": "GET", "path": "/items/{id}"}}},
-	}, &a, 201)
-	if err != nil {
-		return fmt.Errorf("create API: %w", err)
-	}
-	r.api = a.ID
-	r.gws = make([]*gateway, r.opt.Gateways)
+	r.apis = make([]string, r.opt.APIs)
 	var failed atomic.Int64
+	r.parallel(ctx, len(r.apis), func(i int) {
+		name := "sim-" + suffix
+		if i > 0 {
+			name = fmt.Sprintf("sim-%s-%d", suffix, i)
+		}
+		var a struct{ ID string }
+		err := r.call(ctx, "POST", "/api/v1/apis", map[string]any{
+			"name": name, "context": "/" + name, "version": "v1", "projectId": p.ID,
+			"backend-services": []any{map[string]any{"name": "echo", "endpoints": []any{map[string]any{"url": "https://echo.internal"}}}},
+			"operations":       []any{map[string]any{"request": map[string]any{"method": "GET", "path": "/items/{id}"}}},
+		}, &a, 201)
+		if err != nil {
+			failed.Add(1)
+			r.fail("create API %s: %v", name, err)
+			return
+		}
+		r.apis[i] = a.ID
+	}, "creating APIs")
+	if n := failed.Load(); n > 0 {
+		return fmt.Errorf("%d of %d APIs could not be created; first error: %s", n, len(r.apis), r.errors[0])
+	}
+	r.apiIndex = make(map[string]int, len(r.apis))
+	for i, id := range r.apis {
+		r.apiIndex[id] = i
+	}
+	r.gws = make([]*gateway, r.opt.Gateways)
 	for i := range r.gws {
-		r.gws[i] = &gateway{name: fmt.Sprintf("sim-%s-%d", suffix, i), r: r, got: map[string]time.Time{}, fetched: map[string]time.Time{}}
+		r.gws[i] = &gateway{name: fmt.Sprintf("sim-%s-%d", suffix, i), r: r, got: map[string]time.Time{}, fetched: map[string]time.Time{},
+			held: make([]int64, len(r.apis)), seen: make([]uint32, len(r.apis))}
 	}
 	r.forEach(ctx, r.gws, func(g *gateway) {
 		var gw struct{ ID string }
@@ -285,10 +376,16 @@ func (r *runner) setup(ctx context.Context) error {
 
 // forEach runs fn over gateways with bounded concurrency, reporting progress.
 func (r *runner) forEach(ctx context.Context, gws []*gateway, fn func(*gateway), what string) {
+	r.parallel(ctx, len(gws), func(i int) { fn(gws[i]) }, what)
+}
+
+// parallel runs fn(0) to fn(n-1) with bounded concurrency, reporting
+// progress.
+func (r *runner) parallel(ctx context.Context, n int, fn func(int), what string) {
 	sem := make(chan struct{}, r.opt.Concurrency)
 	var wg sync.WaitGroup
 	var done atomic.Int64
-	for _, g := range gws {
+	for i := range n {
 		if ctx.Err() != nil {
 			break
 		}
@@ -296,209 +393,44 @@ func (r *runner) forEach(ctx context.Context, gws []*gateway, fn func(*gateway),
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			fn(g)
-			if n := done.Add(1); n%100 == 0 || int(n) == len(gws) {
-				r.progress("%s %d/%d", what, n, len(gws))
+			fn(i)
+			if k := done.Add(1); k%100 == 0 || int(k) == n {
+				r.progress("%s %d/%d", what, k, n)
 			}
 		}()
 	}
 	wg.Wait()
 }
 
-// connect opens the channel and waits for connection.ack, then reads.
-func (g *gateway) connect(ctx context.Context) error {
-	cfg, err := websocket.NewConfig(g.r.ws, g.r.opt.Target)
-	if err != nil {
-		return err
-	}
-	// A WebSocket needs HTTP/1.1: offer only that in ALPN (the shared
-	// config is mutated by http.Transport to offer h2 as well).
-	cfg.TlsConfig = &tls.Config{InsecureSkipVerify: g.r.opt.Insecure, NextProtos: []string{"http/1.1"}}
-	cfg.Header.Set("api-key", g.key)
-	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	ws, err := cfg.DialContext(dctx)
-	if err != nil {
-		return err
-	}
-	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var ack struct{ Type, Message string }
-	if err := websocket.JSON.Receive(ws, &ack); err != nil {
-		ws.Close()
-		return fmt.Errorf("no connection.ack: %w", err)
-	}
-	if ack.Type != "connection.ack" {
-		ws.Close()
-		return fmt.Errorf("first frame is %q, not connection.ack: %s", ack.Type, ack.Message)
-	}
-	ws.SetReadDeadline(time.Time{})
-	g.mu.Lock()
-	g.ws = ws
-	g.mu.Unlock()
-	go g.read(ws)
-	return nil
-}
-
-// read handles events until the connection ends. Reading also answers the
-// server's pings (the library does it while it reads).
-func (g *gateway) read(ws *websocket.Conn) {
-	for {
-		var ev struct {
-			Type    string
-			Payload struct {
-				APIID      string `json:"apiId"`
-				RevisionID string `json:"revisionId"`
-			}
-		}
-		if err := websocket.JSON.Receive(ws, &ev); err != nil {
-			return
-		}
-		if ev.Type != "api.deployed" || ev.Payload.APIID != g.r.api {
-			continue
-		}
-		now := time.Now()
-		g.mu.Lock()
-		if _, seen := g.got[ev.Payload.RevisionID]; !seen {
-			g.got[ev.Payload.RevisionID] = now
-		}
-		g.mu.Unlock()
-		if err := g.download(); err != nil {
-			g.r.fail("download by %s: %v", g.name, err)
-			continue
-		}
-		g.mu.Lock()
-		g.fetched[ev.Payload.RevisionID] = time.Now()
-		g.mu.Unlock()
-	}
-}
-
-// download fetches the API's zip as the gateway and checks it holds the YAML.
-func (g *gateway) download() error {
-	req, _ := http.NewRequest("GET", g.r.opt.Target+"/api/internal/v1/apis/"+g.r.api, nil)
-	req.Header.Set("api-key", g.key)
-	resp, err := g.r.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("%s", resp.Status)
-	}
-	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		return err
-	}
-	if len(zr.File) != 1 || zr.File[0].Name != "api-"+g.r.api+".yaml" {
-		return errors.New("zip does not hold the API's YAML")
-	}
-	return nil
-}
-
-func (g *gateway) disconnect() {
-	g.mu.Lock()
-	ws := g.ws
-	g.ws = nil
-	g.mu.Unlock()
-	if ws != nil {
-		ws.Close()
-	}
-}
-
-func (g *gateway) times(rev string) (got, fetched time.Time) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.got[rev], g.fetched[rev]
-}
-
-// deployOnce drops the churn set, deploys to the whole fleet, reconnects the
-// churn set, and waits until every gateway has downloaded the revision.
-func (r *runner) deployOnce(ctx context.Context, n int) (DeploymentReport, []float64, int) {
-	var churned []*gateway
-	if r.opt.Churn > 0 {
-		for _, i := range mathrand.Perm(len(r.gws))[:int(r.opt.Churn*float64(len(r.gws)))] {
-			churned = append(churned, r.gws[i])
-		}
-		for _, g := range churned {
-			g.disconnect()
-		}
-	}
-	items := make([]map[string]any, len(r.gws))
-	for i, g := range r.gws {
-		items[i] = map[string]any{"gatewayId": g.id, "vhost": "sim.example.com"}
-	}
-	var out []struct{ RevisionID, GatewayID, Status string }
-	start := time.Now()
-	err := r.call(ctx, "POST", "/api/v1/apis/"+r.api+"/deploy-revision", items, &out, 200)
-	d := DeploymentReport{RequestMs: ms(time.Since(start)), Churned: len(churned)}
-	if err != nil {
-		r.fail("deploy %d: %v", n+1, err)
-		return d, nil, 0
-	}
-	d.RevisionID = out[0].RevisionID
-	for _, o := range out {
-		if o.Status == "DELIVERED" {
-			d.Delivered++
-		}
-	}
-	r.forEach(ctx, churned, func(g *gateway) {
-		if err := g.connect(ctx); err != nil {
-			r.fail("reconnect %s: %v", g.name, err)
-		}
-	}, fmt.Sprintf("deploy %d: reconnecting", n+1))
-
-	churnSet := map[*gateway]bool{}
-	for _, g := range churned {
-		churnSet[g] = true
-	}
-	deadline := time.Now().Add(r.opt.Wait)
-	var lat []float64
-	for {
-		lat = lat[:0]
-		waiting := 0
-		var last time.Time
-		for _, g := range r.gws {
-			got, fetched := g.times(d.RevisionID)
-			if fetched.IsZero() {
-				waiting++
-				continue
-			}
-			if !churnSet[g] {
-				lat = append(lat, ms(got.Sub(start)))
-			}
-			if fetched.After(last) {
-				last = fetched
-			}
-		}
-		r.progress("deploy %d/%d: %d of %d gateways converged", n+1, r.opt.Deploys, len(r.gws)-waiting, len(r.gws))
-		if waiting == 0 {
-			d.Converged, d.ConvergenceMs = true, ms(last.Sub(start))
-			return d, lat, len(churned)
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			r.fail("deploy %d: %d gateways did not converge within %s", n+1, waiting, r.opt.Wait)
-			d.ConvergenceMs = ms(time.Since(start))
-			return d, lat, len(churned)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// cleanup deletes what the run created: the API (which undeploys it), the
-// gateways (which closes their connections) and the project.
+// quantile sorts xs and returns its q quantile by nearest rank: the
+// smallest value with at least q of the values at or below it, so that the
+// p99 of five deployments is the slowest, not the second slowest. (For the
+// thousands of delivery latencies it is the value the previous formula,
+// index q*(n-1) rounded down, picked.)
+func quantile(xs []float64, q float64) float64 {
+	slices.Sort(xs)
+	i := int(math.Ceil(q*float64(len(xs)))) - 1
+	return xs[min(max(i, 0), len(xs)-1)]
+}
+
+// cleanup deletes what the run created: the APIs (which undeploys them),
+// the gateways (which closes their connections) and the project.
 func (r *runner) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	for _, g := range r.gws {
 		g.disconnect()
 	}
-	if r.api != "" {
-		if err := r.call(ctx, "DELETE", "/api/v1/apis/"+r.api, nil, nil, 204); err != nil {
+	r.parallel(ctx, len(r.apis), func(i int) {
+		if r.apis[i] == "" {
+			return
+		}
+		if err := r.call(ctx, "DELETE", "/api/v1/apis/"+r.apis[i], nil, nil, 204); err != nil {
 			r.fail("cleanup: %v", err)
 		}
-	}
+	}, "deleting APIs")
 	r.forEach(ctx, r.gws, func(g *gateway) {
 		if g.id != "" {
 			if err := r.call(ctx, "DELETE", "/api/v1/gateways/"+g.id, nil, nil, 204); err != nil {
@@ -516,15 +448,47 @@ func (r *runner) cleanup() {
 // WriteTable writes the report for a person.
 func (rep *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "target            %s\n", rep.Target)
+	if rep.Generation == 2 {
+		fmt.Fprintf(w, "generation        2 (manifest on connect, performedAt rule, RestApi documents, acknowledgements)\n")
+	}
 	fmt.Fprintf(w, "gateways          %d (churn %.0f%% per deployment, %d reconnects)\n", rep.Gateways, rep.Churn*100, rep.Reconnects)
 	fmt.Fprintf(w, "fleet connected   %.2f s\n", rep.ConnectSec)
+	if ds := rep.DesiredState; ds != nil {
+		applied := "downloaded"
+		if rep.Generation == 2 {
+			applied = "downloaded and acknowledged (or held)"
+		}
+		fmt.Fprintf(w, "desired state     %d APIs, each deployed to the whole offline fleet: %.2f s\n", ds.APIs, ds.SetupSec)
+		fmt.Fprintf(w, "                  converged: connect and reconnect -> every gateway has %s all %d\n", applied, ds.APIs)
+		for _, ph := range []struct {
+			name string
+			p    PhaseReport
+		}{{"connect", ds.Connect}, {"reconnect", ds.Reconnect}} {
+			fmt.Fprintf(w, "  %-9s       %.1f ms, converged %v; %d events, %d pings answered, %d connections ended by the server, longest event %.1f ms\n",
+				ph.name, ph.p.ConvergeMs, ph.p.Converged, ph.p.Events, ph.p.Pongs, ph.p.ServerClosed, ph.p.MaxEventMs)
+		}
+	}
 	fmt.Fprintf(w, "delivery latency  p50 %.1f ms   p99 %.1f ms   max %.1f ms\n", rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax)
-	fmt.Fprintf(w, "convergence       worst %.1f ms (request sent -> last gateway downloaded)\n", rep.ConvergenceMax)
+	last := "downloaded"
+	if rep.Generation == 2 {
+		last = "acknowledged"
+	}
+	fmt.Fprintf(w, "convergence       worst %.1f ms (request sent -> last gateway %s)\n", rep.ConvergenceMax, last)
+	if rep.Generation == 2 && len(rep.Deployments) > 0 {
+		fmt.Fprintf(w, "deploy answer     p50 %.1f ms   p99 %.1f ms (request sent -> answer received, waiting for acknowledgements)\n", rep.DeployAnswerP50, rep.DeployAnswerP99)
+	}
 	fmt.Fprintf(w, "\n%-4s %-38s %10s %10s %8s %14s %s\n", "#", "revision", "request", "delivered", "churned", "convergence", "ok")
 	for i, d := range rep.Deployments {
 		fmt.Fprintf(w, "%-4d %-38s %8.1fms %10d %8d %12.1fms %v\n", i+1, d.RevisionID, d.RequestMs, d.Delivered, d.Churned, d.ConvergenceMs, d.Converged)
+		if d.Answered != nil {
+			fmt.Fprintf(w, "     answered %s; ended %s\n", statusCounts(d.Answered), statusCounts(d.Final))
+		}
 	}
-	fmt.Fprintf(w, "\nall delivered %v, all converged %v, %d errors\n", rep.AllDelivered, rep.AllConverged, len(rep.Errors))
+	deployed := ""
+	if rep.AllDeployed != nil {
+		deployed = fmt.Sprintf(", all deployed %v", *rep.AllDeployed)
+	}
+	fmt.Fprintf(w, "\nall delivered %v, all converged %v%s, %d errors\n", rep.AllDelivered, rep.AllConverged, deployed, len(rep.Errors))
 	for _, e := range rep.Errors {
 		fmt.Fprintf(w, "  error: %s\n", e)
 	}
