@@ -133,7 +133,7 @@ func settings() []setting {
 			return setPositive(func(c *Config) *int { return &c.WSMaxPerOrg })(c, v)
 		}},
 		{"PLATFORM_WS_MAX_CONNECTIONS_PER_GATEWAY", "ws-max-connections-per-gateway", "32", "most live connections (replicas) of one gateway", setPositive(func(c *Config) *int { return &c.WSMaxPerGateway })},
-		{"PLATFORM_WS_GENERATION_GRACE", "ws-generation-grace", "2s", "how long a new gateway connection waits for the gateway's manifest before it is taken for the first generation", setDuration(func(c *Config) *time.Duration { return &c.GenerationGrace })},
+		{"PLATFORM_WS_GENERATION_GRACE", "ws-generation-grace", "1s", "how long a new gateway connection waits for the gateway's manifest before it is taken for the first generation", setDuration(func(c *Config) *time.Duration { return &c.GenerationGrace })},
 		{"PLATFORM_WS_RATE_LIMIT_PER_MINUTE", "ws-rate-limit-per-minute", "600", "gateway connection attempts allowed per client address per minute", setPositive(func(c *Config) *int { return &c.WSRateLimitPerMinute })},
 		{"PLATFORM_READ_HEADER_TIMEOUT", "read-header-timeout", "10s", "time a client has for its TLS handshake and request headers (cuts off slow clients)", setDuration(func(c *Config) *time.Duration { return &c.ReadHeaderTimeout })},
 		{"PLATFORM_METRICS_TOKEN", "metrics-token", "", "bearer token required by GET /metrics (empty: loopback clients only)", setString(func(c *Config) *string { return &c.MetricsToken })},

@@ -90,6 +90,9 @@ func (a *acks) close() {
 // expect records that connection c took the current action of a
 // deployment and owes its acknowledgement.
 func (a *acks) expect(c *hub.Conn, apiID, deploymentID string, undeploy bool) {
+	if c.Context().Err() != nil {
+		return // ended: gone (below) has run or will find nothing to drop
+	}
 	k := ackKey{c.Identity.GatewayID, apiID}
 	a.mu.Lock()
 	defer a.mu.Unlock()

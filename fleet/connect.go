@@ -137,13 +137,8 @@ func (f *Fleet) onDisconnect(c *hub.Conn) {
 	f.store.MarkSeen(gw, c.LastActivity())
 	owed := f.acks.owes(c)
 	f.acks.gone(c)
-	if !owed {
+	if !owed || f.live(gw) {
 		return
-	}
-	for _, other := range f.hub.Conns(gw) {
-		if other != c {
-			return
-		}
 	}
 	if err := f.store.GatewayOffline(context.Background(), gw); err != nil {
 		f.log.Warn("could not record a gateway going offline", "gateway", gw, "err", err)

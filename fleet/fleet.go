@@ -38,7 +38,7 @@ type Options struct {
 	// GenerationGrace is how long a new connection's initial state waits
 	// for its gateway's manifest before the gateway is taken for the
 	// first generation (or for what it reported on an earlier
-	// connection). Default 2 s.
+	// connection). Default 1 s.
 	GenerationGrace time.Duration
 	// DeliveryWait bounds how long a request waits to learn what
 	// delivering its change did (PostgreSQL delivers from the listener).
@@ -51,8 +51,10 @@ const DefaultDeliveryWait = 2 * time.Second
 
 // DefaultGenerationGrace is the default of Options.GenerationGrace. A
 // second-generation gateway posts its manifest as it connects (well within
-// it); a first-generation one waits this long for its initial state.
-const DefaultGenerationGrace = 2 * time.Second
+// it); a first-generation one waits this long for its initial state. A
+// manifest that comes later still makes the connection second generation,
+// and its state is sent again in that form.
+const DefaultGenerationGrace = time.Second
 
 // Fleet coordinates the store and the hub.
 type Fleet struct {
@@ -143,9 +145,15 @@ func (f *Fleet) publish(c *store.Change) {
 	case store.ChangeGatewayDeleted:
 		f.hub.CloseGateway(c.GatewayID)
 	case store.ChangeManifest:
-		// Connections still waiting to know their generation learn it.
+		// Connections still waiting to know their generation learn it. One
+		// taken for the first generation because its manifest came after
+		// the grace period is second generation after all: it is sent its
+		// state again, in that form.
 		for _, conn := range f.hub.Conns(c.GatewayID) {
-			conn.SetGeneration(hub.Gen2)
+			before := conn.Generation()
+			if conn.SetGeneration(hub.Gen2) && before == hub.Gen1 {
+				conn.Resync()
+			}
 		}
 	case store.ChangeStatus:
 		for _, api := range c.APIIDs {
@@ -278,18 +286,43 @@ func statusAfter(rep delivered, undeploy bool) string {
 	return store.StatusPending
 }
 
-// recordDeliveries stores what delivering a change did.
+// recordDeliveries stores what delivering a change did. A gateway whose
+// connections all ended since they took the event was recorded offline
+// before the status said it waits for an acknowledgement, so it is
+// recorded offline again: what it owes waits for its return.
 func (f *Fleet) recordDeliveries(ctx context.Context, deps []*store.Deployment, rep report, undeploy bool) {
 	var ds []store.Delivery
+	var waiting []string
 	for _, d := range deps {
 		if r := rep[d.GatewayID]; r.conns > 0 {
 			ds = append(ds, store.Delivery{APIID: d.APIID, GatewayID: d.GatewayID, DeploymentID: d.DeploymentID,
 				Status: statusAfter(r, undeploy)})
+			if r.gen2 > 0 {
+				waiting = append(waiting, d.GatewayID)
+			}
 		}
 	}
 	if err := f.store.RecordDeliveries(ctx, ds); err != nil {
 		f.log.Warn("could not record deliveries", "err", err)
 	}
+	for _, gw := range waiting {
+		if !f.live(gw) {
+			if err := f.store.GatewayOffline(ctx, gw); err != nil {
+				f.log.Warn("could not record a gateway going offline", "gateway", gw, "err", err)
+			}
+		}
+	}
+}
+
+// live reports whether the gateway has a connection that has not ended
+// (one that has may still be registered while its cleanup runs).
+func (f *Fleet) live(gatewayID string) bool {
+	for _, c := range f.hub.Conns(gatewayID) {
+		if c.Context().Err() == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // MaxWait bounds how long a deploy request may wait for the gateways.

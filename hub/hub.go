@@ -176,13 +176,15 @@ type Conn struct {
 func (c *Conn) Generation() int { return int(c.gen.Load()) }
 
 // SetGeneration sets the connection's generation, once; later calls do
-// nothing. It reports whether this call set it.
+// nothing, except that a first-generation connection may become second
+// generation (its manifest came after the grace period). It reports
+// whether this call changed the generation.
 func (c *Conn) SetGeneration(gen int) bool {
-	if !c.gen.CompareAndSwap(GenUnknown, int32(gen)) {
-		return false
+	if c.gen.CompareAndSwap(GenUnknown, int32(gen)) {
+		close(c.genKnown)
+		return true
 	}
-	close(c.genKnown)
-	return true
+	return gen == Gen2 && c.gen.CompareAndSwap(Gen1, Gen2)
 }
 
 // GenerationKnown is closed once the generation is set.
@@ -424,6 +426,10 @@ func (c *Conn) credit(apiID string) {
 	delete(c.inflight, apiID)
 	c.inflightMu.Unlock()
 	if ok {
+		// The gateway read the event on this connection and acted on it:
+		// the connection is alive, even if the ping behind the event
+		// waits for the gateway to finish.
+		c.t.Touch()
 		<-c.window
 	}
 }
@@ -520,6 +526,11 @@ func (e *eventCounts) get(typ string) *eventCount {
 }
 
 func (c *Conn) enqueue(apiID string, frame []byte) bool {
+	// An ended connection (still registered until its cleanup is done)
+	// takes nothing; the select below would pick at random.
+	if c.ctx.Err() != nil {
+		return false
+	}
 	if apiID != "" {
 		c.liveMu.Lock()
 		c.liveSeq++
@@ -796,10 +807,17 @@ type pacedFrame struct {
 func (h *Hub) Resync() {
 	h.gateways.Range(func(_, v any) bool {
 		for _, c := range v.(*connSet).conns {
-			go c.sendInitialState()
+			c.Resync()
 		}
 		return true
 	})
+}
+
+// Resync sends the connection its gateway's state again (see Hub.Resync).
+func (c *Conn) Resync() {
+	if c.ctx.Err() == nil {
+		go c.sendInitialState()
+	}
 }
 
 // sendInitialState hands the gateway's state to the writer, one event at a

@@ -58,6 +58,7 @@ func (b *blockedTransport) Send([]byte, time.Time) error {
 func (b *blockedTransport) Ping(time.Time) error     { return nil }
 func (b *blockedTransport) Receive() ([]byte, error) { <-b.closed; return nil, io.EOF }
 func (b *blockedTransport) LastActivity() time.Time  { return time.Now() }
+func (b *blockedTransport) Touch()                   {}
 func (b *blockedTransport) Close(int, time.Time) error {
 	b.closeOnce.Do(func() { close(b.closed) })
 	return nil
@@ -76,6 +77,7 @@ func (f *fakeTransport) Send([]byte, time.Time) error { return nil }
 func (f *fakeTransport) Ping(time.Time) error         { return nil }
 func (f *fakeTransport) Receive() ([]byte, error)     { <-f.closed; return nil, io.EOF }
 func (f *fakeTransport) LastActivity() time.Time      { return time.Now() }
+func (f *fakeTransport) Touch()                       {}
 func (f *fakeTransport) Close(int, time.Time) error {
 	f.once.Do(func() { close(f.closed) })
 	return nil
@@ -217,4 +219,37 @@ func TestRevokedTokenCannotRegister(t *testing.T) {
 			t.Fatalf("%+v: registered or not told why: %q", id, tr.frames)
 		}
 	}
+}
+
+// TestEndedConnectionTakesNothing: a connection stays registered while its
+// cleanup (OnDisconnect) runs. An event delivered then used to be "taken"
+// by it at random (a select between its done context and a free queue
+// slot), so the fleet expected an acknowledgement from a connection that
+// could never send one, and the deployment timed out although the
+// gateway, reconnected, had acknowledged it.
+func TestEndedConnectionTakesNothing(t *testing.T) {
+	inCleanup, release := make(chan *Conn), make(chan struct{})
+	h := New(Config{PingInterval: time.Hour, Timeout: 2 * time.Hour, OnDisconnect: func(c *Conn) {
+		inCleanup <- c
+		<-release
+	}}, nil)
+	tr := newFakeTransport()
+	served := make(chan struct{})
+	go func() { h.Serve(context.Background(), tr, Identity{GatewayID: "g", TokenID: "t"}); close(served) }()
+	waitUntil(t, func() bool { n, _ := h.Presence("g"); return n == 1 })
+	tr.Close(CloseNormal, time.Time{}) // the gateway goes away
+	c := <-inCleanup
+	if n, _ := h.Presence("g"); n != 1 {
+		t.Fatalf("presence during cleanup: %d", n)
+	}
+	for range 100 { // the old select lost half the time
+		if n := h.Deliver("g", &Event{Type: "api.deployed", APIID: "x"}, func(*Conn) { t.Fatal("an ended connection took an event") }); n != 0 {
+			t.Fatalf("delivered to %d", n)
+		}
+	}
+	if c.Context().Err() == nil {
+		t.Fatal("context of an ended connection is live")
+	}
+	close(release)
+	<-served
 }

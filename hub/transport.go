@@ -35,6 +35,9 @@ type Transport interface {
 	Close(code int, deadline time.Time) error
 	// LastActivity is when the peer last sent anything, pongs included.
 	LastActivity() time.Time
+	// Touch records activity the connection cannot see: the gateway
+	// acted, elsewhere, on what it read here.
+	Touch()
 }
 
 // Close codes of RFC 6455 the hub uses.
@@ -70,6 +73,8 @@ type wsTransport struct {
 }
 
 func (t *wsTransport) touch() { t.last.Store(time.Now().UnixNano()) }
+
+func (t *wsTransport) Touch() { t.touch() }
 
 func (t *wsTransport) LastActivity() time.Time { return time.Unix(0, t.last.Load()) }
 
