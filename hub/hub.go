@@ -87,6 +87,9 @@ type Identity struct {
 	GatewayID      string
 	OrganizationID string
 	TokenID        string
+	// Elsewhere is how many connections the gateway holds on other
+	// replicas, counted against MaxPerGateway.
+	Elsewhere int
 }
 
 // Event is one message for gateways. Its frame is encoded once per Deliver
@@ -272,7 +275,7 @@ func (h *Hub) register(c *Conn) error {
 	if v, ok := h.gateways.Load(id); ok {
 		old = v.(*connSet).conns
 	}
-	if h.cfg.MaxPerGateway > 0 && len(old) >= h.cfg.MaxPerGateway {
+	if h.cfg.MaxPerGateway > 0 && len(old)+c.Identity.Elsewhere >= h.cfg.MaxPerGateway {
 		return fmt.Errorf("%w: gateway %s already has its maximum of %d connections", ErrLimit, id, h.cfg.MaxPerGateway)
 	}
 	conns := make([]*Conn, len(old), len(old)+1)

@@ -21,6 +21,7 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -291,4 +292,29 @@ func (db *DB) resealAll(ctx context.Context) (int, error) {
 		return nil
 	})
 	return n, err
+}
+
+// checkSealingKey refuses a sealer whose keys do not include the one the
+// database's secrets are sealed with (a replica started with another key
+// file would seal what the others cannot open), and records the key that
+// seals from now on.
+func (db *DB) checkSealingKey(ctx context.Context) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		var stored string
+		err := tx.QueryRowContext(ctx, `SELECT key_id FROM sealing_key WHERE one = 1`).Scan(&stored)
+		if err == nil {
+			known := false
+			for _, k := range db.sealer.keys {
+				known = known || k.id == stored
+			}
+			if !known {
+				return fmt.Errorf("this database's secrets are sealed with key %s, which is not in the encryption key file (key %s): give every replica the same PLATFORM_ENCRYPTION_KEY_FILE", stored, db.sealer.KeyID())
+			}
+		} else if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO sealing_key (one, key_id) VALUES (1, $1)
+			ON CONFLICT (one) DO UPDATE SET key_id = excluded.key_id`, db.sealer.KeyID())
+		return err
+	})
 }
