@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"platform-api/store"
 )
 
 // Config is every setting of the server, read once at start from flags and
@@ -25,7 +23,7 @@ type Config struct {
 	KeyFile       string // PLATFORM_ENCRYPTION_KEY_FILE: keys sealing secrets at rest; default "<data dir>/encryption.key"
 	KeepRevisions int    // PLATFORM_REVISIONS_KEEP: revisions kept per API besides deployed ones; default 20
 
-	ReplicaID    string        // PLATFORM_REPLICA_ID: this replica's id (PostgreSQL); default host name and a random suffix
+	ReplicaID    string        // PLATFORM_REPLICA_ID: this replica's id (PostgreSQL); default from the data directory (replicaID)
 	ReplicaLease time.Duration // PLATFORM_REPLICA_LEASE: a dead replica's connections stop counting after this; default 15s
 	DeliveryWait time.Duration // PLATFORM_DELIVERY_WAIT: how long a deploy waits for other replicas to report; default 2s
 
@@ -91,7 +89,7 @@ func settings() []setting {
 		{"PLATFORM_REVISIONS_KEEP", "revisions-keep", "20", "revisions kept per API besides the deployed ones (older ones are pruned)", setPositive(func(c *Config) *int { return &c.KeepRevisions })},
 		{"PLATFORM_DEPLOY_ACK_TIMEOUT", "deploy-ack-timeout", "60s", "a deployment sent to a second-generation gateway and not acknowledged this long is FAILED (DEPLOYMENT_TIMEOUT)", setDuration(func(c *Config) *time.Duration { return &c.DeployAckTimeout })},
 		{"PLATFORM_TOMBSTONE_RETENTION", "tombstone-retention", "720h", "how long undeployments and deletions are remembered for gateways that have not acknowledged them", setDuration(func(c *Config) *time.Duration { return &c.TombstoneRetention })},
-		{"PLATFORM_REPLICA_ID", "replica-id", "", "this replica's id in logs and metrics (PostgreSQL; default: the host name and a random suffix)", setString(func(c *Config) *string { return &c.ReplicaID })},
+		{"PLATFORM_REPLICA_ID", "replica-id", "", "this replica's id among those sharing a PostgreSQL database (default: kept in the data directory, so a restarted replica takes back its own)", setString(func(c *Config) *string { return &c.ReplicaID })},
 		{"PLATFORM_REPLICA_LEASE", "replica-lease", "15s", "a replica that stops renewing its lease this long stops counting (its connections, its acknowledgements)", setDuration(func(c *Config) *time.Duration { return &c.ReplicaLease })},
 		{"PLATFORM_DELIVERY_WAIT", "delivery-wait", "2s", "how long a deploy waits for the replicas holding its gateways' connections to report", setDuration(func(c *Config) *time.Duration { return &c.DeliveryWait })},
 		{"PLATFORM_TLS_CERT", "tls-cert", "", "PEM certificate file (default: a self-signed one in the data dir)", setString(func(c *Config) *string { return &c.TLSCert })},
@@ -234,9 +232,6 @@ func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*
 	}
 	if c.KeyFile == "" {
 		c.KeyFile = filepath.Join(c.DataDir, "encryption.key")
-	}
-	if c.ReplicaID == "" {
-		c.ReplicaID = store.DefaultReplicaID()
 	}
 	if c.WSMaxPerOrg == 0 {
 		c.WSMaxPerOrg = max(1, c.WSMaxConnections/2)

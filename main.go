@@ -185,6 +185,14 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 		log.Warn("new encryption key made for secrets at rest: back it up with the database, which cannot be read without it", "file", cfg.KeyFile, "key", sealer.KeyID())
 	}
 	if store.IsPostgres(cfg.DBPath) {
+		if cfg.ReplicaID == "" {
+			id, release, err := replicaID(cfg.DataDir)
+			if err != nil {
+				return err
+			}
+			defer release()
+			cfg.ReplicaID = id
+		}
 		log = log.With("replica", cfg.ReplicaID)
 	}
 	db, err := store.Open(ctx, store.Config{DSN: cfg.DBPath, MaxConns: cfg.DBMaxConns, Sealer: sealer, KeepRevisions: cfg.KeepRevisions,

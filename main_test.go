@@ -465,3 +465,25 @@ func TestPostgresUnreachableAtStart(t *testing.T) {
 		})
 	}
 }
+
+// TestReplicaIDKept: a process takes back the replica id kept in its data
+// directory once the previous holder is gone, and a second process on the
+// same directory meanwhile runs under an id of its own.
+func TestReplicaIDKept(t *testing.T) {
+	dir := t.TempDir()
+	first, release, err := replicaID(dir)
+	if err != nil || first == "" {
+		t.Fatalf("first: %q %v", first, err)
+	}
+	second, release2, err := replicaID(dir)
+	if err != nil || second == "" || second == first {
+		t.Fatalf("while the first runs: %q %v (first %q)", second, err, first)
+	}
+	release2()
+	release()
+	again, release, err := replicaID(dir)
+	if err != nil || again != first {
+		t.Fatalf("after a restart: %q %v, want %q", again, err, first)
+	}
+	release()
+}

@@ -118,7 +118,7 @@ func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, fu
 		deleted = append(deleted, d.APIID)
 	}
 	return events, func() {
-		if err := f.store.RecordDeliveries(ctx, sent); err != nil && ctx.Err() == nil {
+		if err := f.store.RecordConnectDeliveries(ctx, sent); err != nil && ctx.Err() == nil {
 			f.log.Warn("could not record the initial state's delivery", "gateway", gw, "err", err)
 		}
 		if err := f.store.MarkDeletedDelivered(ctx, gw, deleted); err != nil && ctx.Err() == nil {

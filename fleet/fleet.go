@@ -21,6 +21,7 @@ package fleet
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -115,15 +116,16 @@ func (p *pendingReport) merged() report {
 	for _, rr := range p.remote {
 		for gw, d := range rr.rep {
 			o := out[gw]
-			out[gw] = delivered{conns: o.conns + d.conns, gen2: o.gen2 + d.gen2}
+			out[gw] = delivered{conns: o.conns + d.conns, gen2: o.gen2 + d.gen2, joining: o.joining + d.joining}
 		}
 	}
 	return out
 }
 
-// delivered counts the live connections of one gateway that took an event,
-// and how many of them are of the second generation.
-type delivered struct{ conns, gen2 int }
+// delivered is what delivering one change did on one gateway: the
+// connections that took the event, of which second generation, and those
+// whose generation was not known yet (their initial state carries it).
+type delivered struct{ conns, gen2, joining int }
 
 // New builds the fleet over o.Store, with a hub configured by o.Hub, and
 // makes itself the store's publisher.
@@ -177,7 +179,7 @@ func (f *Fleet) publish(c *store.Change) {
 	case store.ChangeDeployed, store.ChangeUndeployed, store.ChangeAPIDeleted:
 		rep := report{}
 		for _, d := range c.Deployments {
-			if n := f.deliver(d, c.Kind); n.conns > 0 {
+			if n := f.deliver(d, c.Kind); n.conns > 0 || n.joining > 0 {
 				rep[d.GatewayID] = n
 			}
 		}
@@ -225,7 +227,7 @@ func (f *Fleet) deliver(d *store.Deployment, kind store.ChangeKind) delivered {
 		ev = deletedEvent(d.APIID, d.DeploymentID, d.Vhost, d.PerformedAt, d.State == store.StateDeployed)
 	}
 	var out delivered
-	out.conns = f.hub.Deliver(d.GatewayID, ev, func(c *hub.Conn) {
+	out.conns, out.joining = f.hub.Deliver(d.GatewayID, ev, func(c *hub.Conn) {
 		if c.Generation() == hub.Gen2 {
 			out.gen2++
 			if kind != store.ChangeAPIDeleted { // a deletion is not acknowledged
@@ -325,7 +327,7 @@ func (f *Fleet) receiveReport(r store.Report) {
 		p.remote[r.Replica] = rr
 	}
 	for _, e := range r.Entries {
-		rr.rep[e.GatewayID] = delivered{conns: e.Connections, gen2: e.Gen2}
+		rr.rep[e.GatewayID] = delivered{conns: e.Connections, gen2: e.Gen2, joining: e.Joining}
 	}
 	rr.got++
 	select {
@@ -359,7 +361,7 @@ func (f *Fleet) followUpLoop() {
 		}
 		entries := make([]store.ReportEntry, 0, len(fu.rep))
 		for gw, d := range fu.rep {
-			entries = append(entries, store.ReportEntry{GatewayID: gw, Connections: d.conns, Gen2: d.gen2})
+			entries = append(entries, store.ReportEntry{GatewayID: gw, Connections: d.conns, Gen2: d.gen2, Joining: d.joining})
 		}
 		if err := f.store.SendReport(ctx, fu.c.ID, fu.c.Origin, entries); err != nil {
 			f.log.Warn("could not report a delivery to the replica that made the change", "change", fu.c.ID, "err", err)
@@ -403,6 +405,10 @@ type Result struct {
 	DisplayOnDevportal   bool      `json:"displayOnDevportal"`
 	DeployedTime         time.Time `json:"deployedTime"`
 	DeliveredConnections int       `json:"deliveredConnections"`
+	// joining counts the gateway's connections that were learning their
+	// generation, when it had no other: their initial state delivers the
+	// deployment.
+	joining int
 }
 
 // statusAfter is a deployment's status once delivered as rep says: a
@@ -506,16 +512,27 @@ func (f *Fleet) Deploy(ctx context.Context, orgID, apiID, revisionID string, tar
 		out[i] = Result{RevisionID: rev.ID, GatewayID: d.GatewayID, DeploymentID: d.DeploymentID,
 			Status: statusAfter(r, false), Vhost: d.Vhost, DisplayOnDevportal: d.DisplayOnDevportal,
 			DeployedTime: d.DeployedTime, DeliveredConnections: r.conns}
+		if r.conns == 0 {
+			out[i].joining = r.joining
+		}
 	}
-	if wait > 0 {
-		f.waitSettled(ctx, apiID, out, min(wait, MaxWait))
+	switch {
+	case wait > 0:
+		f.waitSettled(ctx, apiID, out, min(wait, MaxWait), false)
+	case slices.ContainsFunc(out, func(r Result) bool { return r.joining > 0 }):
+		// A gateway that just connected is told once its generation is
+		// known, within the grace period: answer with what that did, as
+		// for a gateway whose connection was ready.
+		f.waitSettled(ctx, apiID, out, f.grace+time.Second, true)
 	}
 	return out, nil
 }
 
 // waitSettled waits until none of the results' deployments is DEPLOYING
-// (or the wait ends), and updates the results with the stored statuses.
-func (f *Fleet) waitSettled(ctx context.Context, apiID string, out []Result, wait time.Duration) {
+// (unless joinedOnly), nor PENDING on a gateway whose connections were
+// learning their generation, or until the wait ends, and updates the
+// results with the stored statuses.
+func (f *Fleet) waitSettled(ctx context.Context, apiID string, out []Result, wait time.Duration, joinedOnly bool) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	ids := make([]string, len(out))
@@ -537,7 +554,14 @@ func (f *Fleet) waitSettled(ctx context.Context, apiID string, out []Result, wai
 				continue // replaced by a later deployment: that one's status is not ours
 			}
 			out[i].Status, out[i].ErrorCode = d.Status, d.ErrorCode
-			if d.Status == store.StatusDeploying {
+			if out[i].joining > 0 {
+				if d.Status == store.StatusPending {
+					settled = false
+					continue
+				}
+				out[i].DeliveredConnections = out[i].joining // their initial state delivered it
+			}
+			if d.Status == store.StatusDeploying && !joinedOnly {
 				settled = false
 			}
 		}

@@ -7,6 +7,7 @@ package store
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -23,10 +24,22 @@ type Delivery struct {
 // RecordDeliveries records deliveries, in one transaction. A delivery only
 // moves a deployment forward: one already acknowledged keeps its status.
 func (db *DB) RecordDeliveries(ctx context.Context, ds []Delivery) error {
+	return db.recordDeliveries(ctx, ds, false)
+}
+
+// RecordConnectDeliveries records the deliveries of a connection's initial
+// state, and publishes the statuses it changed (ChangeStatus): a deploy
+// request may be waiting for them, on any replica.
+func (db *DB) RecordConnectDeliveries(ctx context.Context, ds []Delivery) error {
+	return db.recordDeliveries(ctx, ds, true)
+}
+
+func (db *DB) recordDeliveries(ctx context.Context, ds []Delivery, publish bool) error {
 	if len(ds) == 0 {
 		return nil
 	}
 	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		var changed []string
 		t := formatTime(now)
 		for _, d := range ds {
 			sent := any(nil)
@@ -40,11 +53,15 @@ func (db *DB) RecordDeliveries(ctx context.Context, ds []Delivery) error {
 			if d.Status == StatusUndeploying || d.Status == StatusUndeployed {
 				state = StateUndeployed
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET status = $1, delivered_at = $2,
+			res, err := tx.ExecContext(ctx, `UPDATE deployments SET status = $1, delivered_at = $2,
 				sent_at = COALESCE($3, sent_at)
 				WHERE api_id = $4 AND gateway_id = $5 AND deployment_id = $6 AND state = $7 AND acked_at IS NULL`,
-				d.Status, t, sent, d.APIID, d.GatewayID, d.DeploymentID, state); err != nil {
+				d.Status, t, sent, d.APIID, d.GatewayID, d.DeploymentID, state)
+			if err != nil {
 				return err
+			}
+			if n, _ := res.RowsAffected(); n > 0 && publish && !slices.Contains(changed, d.APIID) {
+				changed = append(changed, d.APIID)
 			}
 			// With replicas, this one's connections now owe an
 			// acknowledgement: the deployment is final only when no
@@ -56,6 +73,9 @@ func (db *DB) RecordDeliveries(ctx context.Context, ds []Delivery) error {
 					return err
 				}
 			}
+		}
+		if len(changed) > 0 {
+			tx.record(&Change{Kind: ChangeStatus, APIIDs: changed})
 		}
 		return nil
 	})

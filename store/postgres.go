@@ -423,6 +423,7 @@ type ReportEntry struct {
 	GatewayID   string
 	Connections int // live connections that took the event
 	Gen2        int // of which second-generation
+	Joining     int // live connections whose generation was not known yet
 }
 
 // Report is one replica's delivery report of one change.
@@ -469,7 +470,7 @@ func (db *DB) SendReport(ctx context.Context, changeID, origin string, entries [
 		chunk := entries[min(i*reportChunk, len(entries)):min((i+1)*reportChunk, len(entries))]
 		p := reportPayload{Change: changeID, To: origin, Replica: db.replica, Part: i + 1, Parts: parts, Entries: make([][]any, len(chunk))}
 		for j, e := range chunk {
-			p.Entries[j] = []any{e.GatewayID, e.Connections, e.Gen2}
+			p.Entries[j] = []any{e.GatewayID, e.Connections, e.Gen2, e.Joining}
 		}
 		payload, err := json.Marshal(p)
 		if err != nil {
@@ -490,13 +491,17 @@ func (db *DB) receiveReport(payload string) {
 	}
 	r := Report{ChangeID: p.Change, Replica: p.Replica, Part: p.Part, Parts: p.Parts}
 	for _, e := range p.Entries {
-		if len(e) != 3 {
+		if len(e) < 3 {
 			continue
 		}
 		gw, _ := e[0].(string)
 		n, _ := e[1].(float64)
 		g2, _ := e[2].(float64)
-		r.Entries = append(r.Entries, ReportEntry{GatewayID: gw, Connections: int(n), Gen2: int(g2)})
+		var j float64
+		if len(e) > 3 { // absent from a replica of an older version
+			j, _ = e[3].(float64)
+		}
+		r.Entries = append(r.Entries, ReportEntry{GatewayID: gw, Connections: int(n), Gen2: int(g2), Joining: int(j)})
 	}
 	db.resyncMu.Lock()
 	fn := db.onReport
