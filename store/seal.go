@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -85,12 +86,21 @@ func LoadOrCreateKeyFile(path string) (s *Sealer, created bool, err error) {
 		rand.Read(key)
 		line := "# platform-api encryption keys: the first line seals, every line opens. Keep a copy.\n" +
 			base64.StdEncoding.EncodeToString(key) + "\n"
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		// Written aside, then linked into place: processes starting at once
+		// on one key file agree on the first key linked, and none reads a
+		// half-written file.
+		f, err := os.CreateTemp(filepath.Dir(path), ".encryption-key-*")
 		if err != nil {
 			return nil, false, err
 		}
+		defer os.Remove(f.Name())
 		_, err = f.WriteString(line)
-		if err = errors.Join(err, f.Sync(), f.Close()); err != nil {
+		if err = errors.Join(err, f.Chmod(0o600), f.Sync(), f.Close()); err != nil {
+			return nil, false, err
+		}
+		if err := os.Link(f.Name(), path); errors.Is(err, os.ErrExist) {
+			return LoadOrCreateKeyFile(path) // another process made it first
+		} else if err != nil {
 			return nil, false, err
 		}
 		s, err := NewSealer(key)
