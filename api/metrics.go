@@ -114,6 +114,26 @@ func (m *metrics) handshakeRefused(err error) {
 // without one only the local host may scrape, since the metrics describe the
 // fleet. A request relayed by a proxy is not local even from loopback.
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) error {
+	var b bytes.Buffer
+	s.writeMetrics(&b)
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	w.Write(b.Bytes())
+	return nil
+}
+
+// operator serves h to the operator only: with the metrics token when one
+// is set, else to loopback clients (metrics and profiles).
+func (s *Server) operator(h http.Handler) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		if err := s.checkOperator(w, r); err != nil {
+			return err
+		}
+		h.ServeHTTP(w, r)
+		return nil
+	})
+}
+
+func (s *Server) checkOperator(w http.ResponseWriter, r *http.Request) error {
 	if s.metricsToken != "" {
 		// Hashing first makes the comparison constant-time in the length too.
 		tok, _ := bearerToken(r)
@@ -123,12 +143,8 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) error {
 			return errorf(http.StatusUnauthorized, "missing or wrong metrics token: send Authorization: Bearer <PLATFORM_METRICS_TOKEN>")
 		}
 	} else if !isLoopback(r) {
-		return errorf(http.StatusForbidden, "metrics are served only to loopback clients when no token is configured; set PLATFORM_METRICS_TOKEN to scrape from elsewhere")
+		return errorf(http.StatusForbidden, "metrics and profiles are served only to loopback clients when no token is configured; set PLATFORM_METRICS_TOKEN to reach them from elsewhere")
 	}
-	var b bytes.Buffer
-	s.writeMetrics(&b)
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	w.Write(b.Bytes())
 	return nil
 }
 

@@ -257,6 +257,12 @@ func TestMetricsAuth(t *testing.T) {
 	if code, body = e.do("GET", "/metrics", "s3cret", nil); code != 200 || !strings.Contains(string(body), "platform_build_info") {
 		t.Fatalf("right token: %d %s", code, body)
 	}
+	// Profiles are the operator's too.
+	code, body = e.do("GET", "/debug/pprof/heap", "", nil)
+	wantError(t, code, body, 401, "PLATFORM_METRICS_TOKEN")
+	if code, body = e.do("GET", "/debug/pprof/heap?debug=1", "s3cret", nil); code != 200 || !strings.Contains(string(body), "heap profile") {
+		t.Fatalf("heap profile: %d %.200s", code, body)
+	}
 
 	open := newEnv(t) // no token: the test server listens on loopback
 	open.scrape(t)
@@ -264,13 +270,15 @@ func TestMetricsAuth(t *testing.T) {
 		"Remote":  func(r *http.Request) { r.RemoteAddr = "203.0.113.5:1234" },
 		"Proxied": func(r *http.Request) { r.RemoteAddr = "127.0.0.1:1234"; r.Header.Set("X-Forwarded-For", "203.0.113.5") },
 	} {
-		t.Run(name, func(t *testing.T) {
-			req := httptest.NewRequest("GET", "/metrics", nil)
-			mod(req)
-			rec := httptest.NewRecorder()
-			open.api.ServeHTTP(rec, req)
-			wantError(t, rec.Code, rec.Body.Bytes(), 403, "set PLATFORM_METRICS_TOKEN")
-		})
+		for _, path := range []string{"/metrics", "/debug/pprof/goroutine"} {
+			t.Run(name+path, func(t *testing.T) {
+				req := httptest.NewRequest("GET", path, nil)
+				mod(req)
+				rec := httptest.NewRecorder()
+				open.api.ServeHTTP(rec, req)
+				wantError(t, rec.Code, rec.Body.Bytes(), 403, "set PLATFORM_METRICS_TOKEN")
+			})
+		}
 	}
 }
 

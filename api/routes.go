@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"net/http/pprof"
 	"time"
 )
 
@@ -11,7 +12,12 @@ func (s *Server) routes() {
 	m := s.mux
 	m.Handle("GET /health", s.handle(s.health))
 	m.Handle("GET /ready", s.handle(s.ready))
-	m.Handle("GET /metrics", s.handle(s.serveMetrics))
+	m.Handle("GET /metrics", s.operator(s.handle(s.serveMetrics)))
+	// Profiles of the running server (go tool pprof), for the operator.
+	m.Handle("GET /debug/pprof/", s.operator(http.HandlerFunc(pprof.Index)))
+	m.Handle("GET /debug/pprof/profile", s.operator(http.HandlerFunc(pprof.Profile)))
+	m.Handle("GET /debug/pprof/trace", s.operator(http.HandlerFunc(pprof.Trace)))
+	m.Handle("GET /debug/pprof/symbol", s.operator(http.HandlerFunc(pprof.Symbol)))
 
 	m.Handle("POST /api/v1/organizations", s.user(s.createOrganization))
 	m.Handle("GET /api/v1/organizations", s.user(s.getOrganization))
