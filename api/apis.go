@@ -36,24 +36,7 @@ func (s *Server) createAPI(w http.ResponseWriter, r *http.Request, p Principal) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, masked(stored))
-	return nil
-}
-
-func (s *Server) listAPIs(w http.ResponseWriter, r *http.Request, p Principal) error {
-	page, err := parsePage(r)
-	if err != nil {
-		return err
-	}
-	list, total, err := s.store.APIs(r.Context(), p.OrganizationID, r.URL.Query().Get("projectId"), page)
-	if err != nil {
-		return err
-	}
-	for _, a := range list {
-		masked(a)
-	}
-	writeJSON(w, http.StatusOK, newList(list, total, page))
-	return nil
+	return s.writeAPI(w, http.StatusCreated, stored)
 }
 
 func (s *Server) getAPI(w http.ResponseWriter, r *http.Request, p Principal) error {
@@ -61,8 +44,7 @@ func (s *Server) getAPI(w http.ResponseWriter, r *http.Request, p Principal) err
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, masked(a))
-	return nil
+	return s.writeAPI(w, http.StatusOK, a)
 }
 
 // immutableAPIFields may be sent in a PUT only with their stored values.
@@ -114,8 +96,7 @@ func (s *Server) updateAPI(w http.ResponseWriter, r *http.Request, p Principal) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, masked(stored))
-	return nil
+	return s.writeAPI(w, http.StatusOK, stored)
 }
 
 func readOnlyAPIField(name string) bool {

@@ -378,3 +378,50 @@ func maskClientKeys(v any) any {
 	}
 	return v
 }
+
+// TestAPIPagesFollowChanges: a page of APIs holds each API exactly as GET
+// answers it, on the first read and after it was kept, and an update shows
+// at once, including two updates in a row.
+func TestAPIPagesFollowChanges(t *testing.T) {
+	e := newEnv(t)
+	_, tok := e.newOrg()
+	project := e.defaultProject(tok)
+	var ids []string
+	for i := range 3 {
+		body := benchAPIBody(project, int64(i))
+		ids = append(ids, asMap(t, e.must(201, "POST", "/api/v1/apis", tok, body, nil))["id"].(string))
+	}
+	e.api.apiJSON = newAPIJSONCache(apiJSONCacheBytes) // the first page reads every API
+	checkPage(t, e, tok, project, ids)
+	checkPage(t, e, tok, project, ids) // from the cache
+	for _, name := range []string{"first", "second"} {
+		e.must(200, "PUT", "/api/v1/apis/"+ids[1], tok, map[string]any{"description": name}, nil)
+		if d := checkPage(t, e, tok, project, ids)[1]["description"]; d != name {
+			t.Fatalf("page after an update has description %v, want %s", d, name)
+		}
+	}
+}
+
+// checkPage reads the project's page of APIs and checks it against GET of
+// each (newest first) and against the ids; it returns the page's items.
+func checkPage(t *testing.T, e *testEnv, tok, project string, ids []string) []map[string]any {
+	t.Helper()
+	var page struct {
+		Count      int
+		List       []json.RawMessage
+		Pagination struct{ Total, Offset, Limit int }
+	}
+	e.must(200, "GET", "/api/v1/apis?projectId="+project, tok, nil, &page)
+	items := make([]map[string]any, len(page.List))
+	if page.Count != len(ids) || len(page.List) != len(ids) || page.Pagination.Total != len(ids) || page.Pagination.Limit != 100 {
+		t.Fatalf("page: count %d, %d items, pagination %+v", page.Count, len(page.List), page.Pagination)
+	}
+	for i, raw := range page.List {
+		id := ids[len(ids)-1-i]
+		items[i] = asMap(t, raw)
+		if one := asMap(t, e.must(200, "GET", "/api/v1/apis/"+id, tok, nil, nil)); !reflect.DeepEqual(items[i], one) {
+			t.Fatalf("item %d of the page differs from GET %s:\n%s\n%v", i, id, raw, one)
+		}
+	}
+	return items
+}

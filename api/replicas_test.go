@@ -171,3 +171,17 @@ func TestReplicaListenerTerminated(t *testing.T) {
 
 // storeRaw is a database/sql handle on a test env's database.
 func storeRaw(t *testing.T, e *testEnv) *sql.DB { return storetest.Raw(t, e.dsn) }
+
+// TestReplicasPagesFollowChanges: an API updated through one replica is
+// answered updated in a page of another that kept it before.
+func TestReplicasPagesFollowChanges(t *testing.T) {
+	rs := newReplicas(t, 2, nil)
+	_, tok := rs[0].newOrg()
+	project := rs[0].defaultProject(tok)
+	id := asMap(t, rs[0].must(201, "POST", "/api/v1/apis", tok, benchAPIBody(project, 1), nil))["id"].(string)
+	checkPage(t, rs[1], tok, project, []string{id})
+	rs[0].must(200, "PUT", "/api/v1/apis/"+id, tok, map[string]any{"description": "changed elsewhere"}, nil)
+	if d := checkPage(t, rs[1], tok, project, []string{id})[0]["description"]; d != "changed elsewhere" {
+		t.Fatalf("the other replica answers description %v", d)
+	}
+}

@@ -65,6 +65,7 @@ type Server struct {
 	fleet    *fleet.Fleet
 	hub      *hub.Hub
 	docs     *document.Cache // rendered revisions for gateway downloads
+	apiJSON  *apiJSONCache   // APIs as answered, for pages of APIs
 	limiter  *rateLimiter
 	trustXFF bool
 	mux      *http.ServeMux
@@ -88,6 +89,7 @@ func New(o Options) *Server {
 		mux:      http.NewServeMux(),
 		trustXFF: o.TrustForwardedFor,
 		docs:     document.NewCache(documentCacheBytes),
+		apiJSON:  newAPIJSONCache(apiJSONCacheBytes),
 
 		metrics:      newMetrics(o.Version),
 		metricsToken: o.MetricsToken,

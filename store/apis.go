@@ -406,16 +406,42 @@ func (db *DB) API(ctx context.Context, orgID, id string) (*API, error) {
 }
 
 // APIs lists the organization's APIs (of one project, when projectID is not
-// empty), newest first, with their children, and the total. It makes four
-// queries whatever the page size: count, page, backends, operations.
+// empty), newest first, with their children, and the total.
 func (db *DB) APIs(ctx context.Context, orgID, projectID string, page Page) ([]*API, int, error) {
-	var list []*API
-	var total int
+	refs, loaded, total, err := db.APIsPage(ctx, orgID, projectID, page, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	list := make([]*API, 0, len(refs))
+	for _, r := range refs {
+		if a := loaded[r.ID]; a != nil {
+			list = append(list, a)
+		}
+	}
+	return list, total, nil
+}
+
+// APIRef names one state of an API: UpdatedAt changes with every change of
+// the API (UpdateAPI keeps it strictly increasing), so a copy made from an
+// API at a ref is current as long as the ref is.
+type APIRef struct {
+	ID        string
+	UpdatedAt time.Time
+}
+
+// APIsPage is a page of APIs as APIs lists it, for a caller that keeps
+// copies of APIs: it returns the page's refs, in order, and loads in full
+// only those for which have (nil: none) reports no copy. Everything is read
+// in one transaction, so the refs and the APIs loaded agree. It makes at
+// most five queries whatever the page size (project, count, refs, rows,
+// children), and finds the page in an index whatever its offset.
+func (db *DB) APIsPage(ctx context.Context, orgID, projectID string, page Page, have func(APIRef) bool) (
+	refs []APIRef, loaded map[string]*API, total int, err error) {
 	cond, args := `WHERE organization_id = $1`, []any{orgID}
 	if projectID != "" {
 		cond, args = cond+` AND project_id = $2`, append(args, projectID)
 	}
-	err := db.readTx(ctx, func(tx *Tx) error {
+	err = db.readTx(ctx, func(tx *Tx) error {
 		if projectID != "" {
 			if _, err := findProject(ctx, tx, orgID, projectID); err != nil {
 				return err
@@ -425,15 +451,38 @@ func (db *DB) APIs(ctx context.Context, orgID, projectID string, page Page) ([]*
 			return err
 		}
 		n := len(args)
-		var err error
-		list, err = queryAPIs(ctx, tx, fmt.Sprintf(`%s ORDER BY created_at DESC, id DESC LIMIT $%d OFFSET $%d`, cond, n+1, n+2),
-			append(args, page.Limit, page.Offset)...)
+		rows, err := tx.QueryContext(ctx, fmt.Sprintf(`SELECT id, updated_at FROM apis %s
+			ORDER BY created_at DESC, id DESC LIMIT $%d OFFSET $%d`, cond, n+1, n+2), append(args, page.Limit, page.Offset)...)
+		if err != nil {
+			return err
+		}
+		var missing []any
+		for rows.Next() {
+			var r APIRef
+			if err := rows.Scan(&r.ID, dbTime{&r.UpdatedAt}); err != nil {
+				rows.Close()
+				return err
+			}
+			refs = append(refs, r)
+			if have == nil || !have(r) {
+				missing = append(missing, r.ID)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil || len(missing) == 0 {
+			return err
+		}
+		list, err := queryAPIs(ctx, tx, `WHERE id IN (`+placeholders(1, len(missing))+`)`, missing...)
+		loaded = make(map[string]*API, len(list))
+		for _, a := range list {
+			loaded[a.ID] = a
+		}
 		return err
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("list APIs: %w", err)
+		return nil, nil, 0, fmt.Errorf("list APIs: %w", err)
 	}
-	return list, total, nil
+	return refs, loaded, total, nil
 }
 
 // queryAPIs loads the apis rows matching where, then their backend services
@@ -534,6 +583,9 @@ func (db *DB) UpdateAPI(ctx context.Context, orgID, id string, change func(*API)
 		created, handle := a.CreatedAt, a.Handle
 		if err := change(a); err != nil {
 			return err
+		}
+		if !now.Truncate(time.Microsecond).After(a.UpdatedAt) { // stored to the microsecond
+			now = a.UpdatedAt.Add(time.Microsecond) // a new state, a new ref (APIRef)
 		}
 		a.ID, a.OrganizationID, a.CreatedAt, a.UpdatedAt, a.Handle = id, orgID, created, now, handle
 		if _, err := tx.sealer.sealSecrets(a); err != nil {
