@@ -221,8 +221,8 @@ const apiColumns = `id, organization_id, project_id, name, display_name, descrip
 	revision_id, settings, created_at, updated_at, handle`
 
 // CreateAPI stores a validated API with all of its children in one
-// transaction and returns it as read back after the commit. A project that
-// is not the organization's is ErrInvalid; a (project, name, version) or
+// transaction and returns it as stored. A project that is not the
+// organization's is ErrInvalid; a (project, name, version) or
 // (organization, context, version) clash is ErrConflict.
 func (db *DB) CreateAPI(ctx context.Context, a *API) (*API, error) {
 	a.ID = newID()
@@ -232,7 +232,22 @@ func (db *DB) CreateAPI(ctx context.Context, a *API) (*API, error) {
 	if err != nil {
 		return nil, err
 	}
-	return db.API(ctx, a.OrganizationID, a.ID)
+	return asStored(a), nil
+}
+
+// asStored makes a, just written, what reading it back would return,
+// without reading it back (a third of the cost of a create): timestamps
+// are kept to the microsecond, absent lists read back empty, and every
+// other field reads back as written (TestAPIRoundTrip* compare the two).
+func asStored(a *API) *API {
+	a.CreatedAt, a.UpdatedAt = a.CreatedAt.UTC().Truncate(time.Microsecond), a.UpdatedAt.UTC().Truncate(time.Microsecond)
+	if a.BackendServices == nil {
+		a.BackendServices = []BackendService{}
+	}
+	if a.Operations == nil {
+		a.Operations = []Operation{}
+	}
+	return a
 }
 
 // insertAPI writes a (whose ID is set) with its children.
@@ -566,8 +581,9 @@ func eachConfig(ctx context.Context, tx *Tx, query string, args []any, add func(
 
 // UpdateAPI reads the API, lets change modify it (or refuse with an error),
 // and replaces the stored row and children in one transaction. It returns
-// the API as read back after the commit.
+// the API as stored.
 func (db *DB) UpdateAPI(ctx context.Context, orgID, id string, change func(*API) error) (*API, error) {
+	var updated *API
 	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		if err := tx.lockRow(ctx, "apis", id); err != nil {
 			return err
@@ -613,12 +629,13 @@ func (db *DB) UpdateAPI(ctx context.Context, orgID, id string, change func(*API)
 				return fmt.Errorf("update api: %w", err)
 			}
 		}
+		updated = a
 		return insertAPIChildren(ctx, tx, a)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return db.API(ctx, orgID, id)
+	return asStored(updated), nil
 }
 
 func deleteAPI(ctx context.Context, tx *Tx, orgID, id string) error {
