@@ -17,17 +17,13 @@
 package simulate
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -118,10 +114,9 @@ type DeploymentReport struct {
 }
 
 type runner struct {
-	opt    Options
-	http   *http.Client
-	tlsCfg *tls.Config
-	ws     string // wss URL of the channel
+	*client
+	opt Options
+	ws  string // wss URL of the channel
 
 	project string
 	// apis are the APIs the run created; deployments go to the first.
@@ -177,32 +172,22 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	if opt.AckWait > time.Minute {
 		return nil, errors.New("-ack-wait is at most 60s (the server's limit)")
 	}
-	if opt.Token == "" {
-		return nil, errors.New("no bearer token: pass -token or set PLATFORM_TOKEN (mint one with platform-api token -org <uuid>)")
-	}
 	if opt.Concurrency <= 0 {
 		opt.Concurrency = 64
 	}
 	if opt.Wait <= 0 {
 		opt.Wait = 2 * time.Minute
 	}
-	target := strings.TrimSuffix(opt.Target, "/")
-	if !strings.HasPrefix(target, "https://") {
-		return nil, errors.New("-target must be an https:// URL")
-	}
-	opt.Target = target
-	r := &runner{opt: opt, tlsCfg: &tls.Config{InsecureSkipVerify: opt.Insecure}, kick: make(chan struct{}, 1)}
-	r.http = &http.Client{Timeout: time.Minute + opt.AckWait, Transport: &http.Transport{
-		TLSClientConfig: r.tlsCfg, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64,
-		// Downloads share a few multiplexed HTTP/2 connections instead of
-		// opening one (and a TLS handshake) per gateway: the simulator is one
-		// host, and its handshakes would otherwise dominate the server's CPU.
-		MaxConnsPerHost: 16}}
-	r.ws = "wss://" + strings.TrimPrefix(target, "https://") + "/api/internal/v1/ws/gateways/connect"
-	rep := &Report{Target: target, Generation: opt.Generation, Gateways: opt.Gateways, APIs: opt.APIs, Deploys: opt.Deploys, Churn: opt.Churn, Errors: []string{}}
-
-	err := r.setup(ctx)
+	c, err := newClient(opt.Target, opt.Token, opt.Insecure, time.Minute+opt.AckWait)
 	if err != nil {
+		return nil, err
+	}
+	opt.Target = c.target
+	r := &runner{client: c, opt: opt, kick: make(chan struct{}, 1)}
+	r.ws = "wss://" + strings.TrimPrefix(c.target, "https://") + "/api/internal/v1/ws/gateways/connect"
+	rep := &Report{Target: c.target, Generation: opt.Generation, Gateways: opt.Gateways, APIs: opt.APIs, Deploys: opt.Deploys, Churn: opt.Churn, Errors: []string{}}
+
+	if err := r.setup(ctx); err != nil {
 		return nil, err
 	}
 	if !opt.Keep {
@@ -266,37 +251,6 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	return rep, nil
 }
 
-// call makes an authenticated JSON request and decodes the answer into out.
-func (r *runner) call(ctx context.Context, method, path string, body, out any, want ...int) error {
-	var rd io.Reader
-	if body != nil {
-		data, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(data)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, r.opt.Target+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+r.opt.Token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := r.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if !slices.Contains(want, resp.StatusCode) {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(data))
-	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
-}
-
 func randomSuffix() string {
 	b := make([]byte, 4)
 	rand.Read(b)
@@ -307,11 +261,8 @@ func randomSuffix() string {
 // gateways with their tokens.
 func (r *runner) setup(ctx context.Context) error {
 	suffix := randomSuffix()
-	if err := r.call(ctx, "GET", "/api/v1/organizations", nil, nil, 200); err != nil {
-		if err := r.call(ctx, "POST", "/api/v1/organizations", map[string]string{
-			"handle": "sim-" + suffix, "name": "Fleet simulator", "region": "local"}, nil, 201); err != nil {
-			return fmt.Errorf("register organization: %w", err)
-		}
+	if err := r.ensureOrganization(ctx, "sim-"+suffix, "Fleet simulator"); err != nil {
+		return err
 	}
 	var p struct{ ID string }
 	if err := r.call(ctx, "POST", "/api/v1/projects", map[string]string{"name": "simulate-" + suffix,
