@@ -23,6 +23,10 @@ type Config struct {
 	KeyFile       string // PLATFORM_ENCRYPTION_KEY_FILE: keys sealing secrets at rest; default "<data dir>/encryption.key"
 	KeepRevisions int    // PLATFORM_REVISIONS_KEEP: revisions kept per API besides deployed ones; default 20
 
+	ReplicaID    string        // PLATFORM_REPLICA_ID: this replica's id (PostgreSQL); default from the data directory (replicaID)
+	ReplicaLease time.Duration // PLATFORM_REPLICA_LEASE: a dead replica's connections stop counting after this; default 15s
+	DeliveryWait time.Duration // PLATFORM_DELIVERY_WAIT: how long a deploy waits for other replicas to report; default 2s
+
 	DeployAckTimeout   time.Duration // PLATFORM_DEPLOY_ACK_TIMEOUT: a sent deployment unacknowledged this long is FAILED; default 60s
 	TombstoneRetention time.Duration // PLATFORM_TOMBSTONE_RETENTION: undeployments remembered for gateways away; default 720h (30 days)
 	GenerationGrace    time.Duration // PLATFORM_WS_GENERATION_GRACE: wait for a new connection's manifest; default 2s
@@ -85,6 +89,9 @@ func settings() []setting {
 		{"PLATFORM_REVISIONS_KEEP", "revisions-keep", "20", "revisions kept per API besides the deployed ones (older ones are pruned)", setPositive(func(c *Config) *int { return &c.KeepRevisions })},
 		{"PLATFORM_DEPLOY_ACK_TIMEOUT", "deploy-ack-timeout", "60s", "a deployment sent to a second-generation gateway and not acknowledged this long is FAILED (DEPLOYMENT_TIMEOUT)", setDuration(func(c *Config) *time.Duration { return &c.DeployAckTimeout })},
 		{"PLATFORM_TOMBSTONE_RETENTION", "tombstone-retention", "720h", "how long undeployments and deletions are remembered for gateways that have not acknowledged them", setDuration(func(c *Config) *time.Duration { return &c.TombstoneRetention })},
+		{"PLATFORM_REPLICA_ID", "replica-id", "", "this replica's id among those sharing a PostgreSQL database (default: kept in the data directory, so a restarted replica takes back its own)", setString(func(c *Config) *string { return &c.ReplicaID })},
+		{"PLATFORM_REPLICA_LEASE", "replica-lease", "15s", "a replica that stops renewing its lease this long stops counting (its connections, its acknowledgements)", setDuration(func(c *Config) *time.Duration { return &c.ReplicaLease })},
+		{"PLATFORM_DELIVERY_WAIT", "delivery-wait", "2s", "how long a deploy waits for the replicas holding its gateways' connections to report", setDuration(func(c *Config) *time.Duration { return &c.DeliveryWait })},
 		{"PLATFORM_TLS_CERT", "tls-cert", "", "PEM certificate file (default: a self-signed one in the data dir)", setString(func(c *Config) *string { return &c.TLSCert })},
 		{"PLATFORM_TLS_KEY", "tls-key", "", "PEM private key file for -tls-cert", setString(func(c *Config) *string { return &c.TLSKey })},
 		{"PLATFORM_TLS_HOSTS", "tls-hosts", "", "comma-separated extra DNS names or IPs for the self-signed certificate", func(c *Config, v string) error {

@@ -41,11 +41,12 @@ type child struct {
 	base string
 }
 
-// startChild runs the server on dataDir and the database dsn.
-func startChild(t *testing.T, dataDir, dsn string) *child {
+// startChild runs the server on dataDir and the database dsn, with env
+// ("NAME=value") added to its environment.
+func startChild(t *testing.T, dataDir, dsn string, env ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-addr", "127.0.0.1:0", "-data-dir", dataDir, "-db", dsn, "-log-level", "warn")
-	cmd.Env = append(os.Environ(), "PLATFORM_API_CHILD=1")
+	cmd.Env = append(append(os.Environ(), "PLATFORM_API_CHILD=1"), env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

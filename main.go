@@ -219,8 +219,20 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 	if created {
 		log.Warn("new encryption key made for secrets at rest: back it up with the database, which cannot be read without it", "file", cfg.KeyFile, "key", sealer.KeyID())
 	}
+	if store.IsPostgres(cfg.DBPath) {
+		if cfg.ReplicaID == "" {
+			id, release, err := replicaID(cfg.DataDir)
+			if err != nil {
+				return err
+			}
+			defer release()
+			cfg.ReplicaID = id
+		}
+		log = log.With("replica", cfg.ReplicaID)
+	}
 	db, err := store.Open(ctx, store.Config{DSN: cfg.DBPath, MaxConns: cfg.DBMaxConns, Sealer: sealer, KeepRevisions: cfg.KeepRevisions,
-		Log: log, AckTimeout: cfg.DeployAckTimeout, TombstoneRetention: cfg.TombstoneRetention})
+		Log: log, AckTimeout: cfg.DeployAckTimeout, TombstoneRetention: cfg.TombstoneRetention,
+		ReplicaID: cfg.ReplicaID, Lease: cfg.ReplicaLease})
 	if err != nil {
 		return fmt.Errorf("PLATFORM_DB %s: %w", store.RedactedDSN(cfg.DBPath), err)
 	}
@@ -237,6 +249,11 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 		if authCfg.LocalKey, err = api.LoadOrCreateSigningKey(signingKeyPath(cfg)); err != nil {
 			return fmt.Errorf("JWT signing key: %w", err)
 		}
+		// Replicas trust each other's own keys through the database.
+		if err := db.RegisterSigningKey(ctx, api.LocalKeyID(authCfg.LocalKey), api.PublicKeyPEM(authCfg.LocalKey)); err != nil {
+			return fmt.Errorf("register the JWT signing key: %w", err)
+		}
+		authCfg.PeerKey = db.SigningKey
 	}
 	auth, err := api.NewAuthenticator(ctx, authCfg, log)
 	if err != nil {
@@ -256,6 +273,7 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 			MaxPerGateway:  cfg.WSMaxPerGateway,
 		},
 		GenerationGrace:      cfg.GenerationGrace,
+		DeliveryWait:         cfg.DeliveryWait,
 		WSRateLimitPerMinute: cfg.WSRateLimitPerMinute,
 		TrustForwardedFor:    cfg.TrustForwardedFor,
 		MetricsToken:         cfg.MetricsToken,

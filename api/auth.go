@@ -36,6 +36,10 @@ type AuthConfig struct {
 	Audience string
 	// LocalKey is the server's own signing key; nil when it is not trusted.
 	LocalKey *ecdsa.PrivateKey
+	// PeerKey, when set with LocalKey, finds the own key of another
+	// replica sharing the database by its kid (store.SigningKey), so that
+	// a token minted against any replica's data is accepted by all.
+	PeerKey func(ctx context.Context, kid string) (string, error)
 	// InsecureSkipVerify accepts tokens without checking their signature.
 	// For development only.
 	InsecureSkipVerify bool
@@ -59,9 +63,11 @@ type Authenticator struct {
 	validator *jwt.Validator
 	methods   []string
 
-	mu        sync.Mutex
-	keys      map[string]crypto.PublicKey // JWKS keys by kid
-	fetchedAt time.Time
+	mu         sync.Mutex
+	keys       map[string]crypto.PublicKey // JWKS keys by kid
+	fetchedAt  time.Time
+	peers      map[string]crypto.PublicKey // other replicas' own keys by kid
+	peerMisses map[string]time.Time        // kids looked up and not found
 
 	// verified remembers tokens whose signature and claims checked out, by
 	// SHA-256 of the token, until they expire, so that a client sending the
@@ -245,8 +251,45 @@ func describeJWTError(err error) error {
 	return errors.New("the token is not valid")
 }
 
-// localKeyID is the kid of tokens signed with the server's own key.
-const localKeyID = "platform-api-local"
+// legacyLocalKeyID is the kid of tokens signed with the server's own key
+// by versions before replicas; they still verify against this server's key.
+const legacyLocalKeyID = "platform-api-local"
+
+// peerKey finds and remembers another replica's own public key. An unknown
+// kid is looked up again at most once per refetchEvery, so that forged
+// kids cannot make every request query the database.
+func (a *Authenticator) peerKey(kid string) (crypto.PublicKey, error) {
+	a.mu.Lock()
+	k, ok := a.peers[kid]
+	missedAt, missed := a.peerMisses[kid]
+	a.mu.Unlock()
+	if ok {
+		return k, nil
+	}
+	if missed && a.cfg.Now().Sub(missedAt) < refetchEvery {
+		return nil, errors.New("unknown key")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	pemText, err := a.cfg.PeerKey(ctx, kid)
+	if err == nil {
+		k, err = ParsePublicKeyPEM(pemText)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err != nil {
+		if a.peerMisses == nil || len(a.peerMisses) > maxVerifiedCache {
+			a.peerMisses = map[string]time.Time{}
+		}
+		a.peerMisses[kid] = a.cfg.Now()
+		return nil, err
+	}
+	if a.peers == nil {
+		a.peers = map[string]crypto.PublicKey{}
+	}
+	a.peers[kid] = k
+	return k, nil
+}
 
 // keyFor picks the verification key by the token's algorithm family and kid.
 // An HMAC token only ever gets the HMAC secret and an asymmetric token only a
@@ -261,8 +304,13 @@ func (a *Authenticator) keyFor(t *jwt.Token) (any, error) {
 		}
 		return a.cfg.HMACSecret, nil
 	case *jwt.SigningMethodECDSA, *jwt.SigningMethodRSA, *jwt.SigningMethodRSAPSS, *jwt.SigningMethodEd25519:
-		if a.cfg.LocalKey != nil && kid == localKeyID {
+		if a.cfg.LocalKey != nil && (kid == legacyLocalKeyID || kid == LocalKeyID(a.cfg.LocalKey)) {
 			return &a.cfg.LocalKey.PublicKey, nil
+		}
+		if a.cfg.LocalKey != nil && a.cfg.PeerKey != nil && strings.HasPrefix(kid, "platform-api-") {
+			if k, err := a.peerKey(kid); err == nil {
+				return k, nil
+			}
 		}
 		if a.cfg.JWKS != "" {
 			return a.jwksKey(kid)

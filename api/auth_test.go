@@ -118,17 +118,17 @@ func TestAuthenticate(t *testing.T) {
 		token   string
 		wantErr string // empty: accepted
 	}{
-		{"LocalKey", nil, sign(t, jwt.SigningMethodES256, localKeyID, k.local, validClaims()), ""},
+		{"LocalKey", nil, sign(t, jwt.SigningMethodES256, legacyLocalKeyID, k.local, validClaims()), ""},
 		{"JWKSRSA", nil, sign(t, jwt.SigningMethodRS256, "rsa1", k.rsa, validClaims()), ""},
 		{"JWKSEC", nil, sign(t, jwt.SigningMethodES256, "ec1", k.ec, validClaims()), ""},
 		{"JWKSEdDSA", nil, sign(t, jwt.SigningMethodEdDSA, "ed1", k.ed, validClaims()), ""},
 		{"HMAC", func(c *AuthConfig) { c.HMACSecret = k.hmac }, sign(t, jwt.SigningMethodHS256, "", k.hmac, validClaims()), ""},
-		{"Expired", nil, sign(t, jwt.SigningMethodES256, localKeyID, k.local, with(validClaims(), "exp", past)), "expired"},
-		{"NotYetValid", nil, sign(t, jwt.SigningMethodES256, localKeyID, k.local, with(validClaims(), "nbf", future)), "not valid yet"},
-		{"NoExp", nil, sign(t, jwt.SigningMethodES256, localKeyID, k.local, with(validClaims(), "exp", nil)), "no exp"},
-		{"WrongKey", nil, sign(t, jwt.SigningMethodES256, localKeyID, other, validClaims()), "signature"},
+		{"Expired", nil, sign(t, jwt.SigningMethodES256, legacyLocalKeyID, k.local, with(validClaims(), "exp", past)), "expired"},
+		{"NotYetValid", nil, sign(t, jwt.SigningMethodES256, legacyLocalKeyID, k.local, with(validClaims(), "nbf", future)), "not valid yet"},
+		{"NoExp", nil, sign(t, jwt.SigningMethodES256, legacyLocalKeyID, k.local, with(validClaims(), "exp", nil)), "no exp"},
+		{"WrongKey", nil, sign(t, jwt.SigningMethodES256, legacyLocalKeyID, other, validClaims()), "signature"},
 		{"UnknownKid", nil, sign(t, jwt.SigningMethodES256, "nope", other, validClaims()), "signature"},
-		{"LocalKeyOff", func(c *AuthConfig) { c.LocalKey = nil }, sign(t, jwt.SigningMethodES256, localKeyID, k.local, validClaims()), "signature"},
+		{"LocalKeyOff", func(c *AuthConfig) { c.LocalKey = nil }, sign(t, jwt.SigningMethodES256, legacyLocalKeyID, k.local, validClaims()), "signature"},
 		{"WrongIssuer", func(c *AuthConfig) { c.Issuer = "https://idp.example" }, sign(t, jwt.SigningMethodRS256, "rsa1", k.rsa, with(validClaims(), "iss", "https://evil.example")), "issuer"},
 		{"RightIssuer", func(c *AuthConfig) { c.Issuer = "https://idp.example" }, sign(t, jwt.SigningMethodRS256, "rsa1", k.rsa, with(validClaims(), "iss", "https://idp.example")), ""},
 		{"WrongAudience", func(c *AuthConfig) { c.Audience = "platform" }, sign(t, jwt.SigningMethodRS256, "rsa1", k.rsa, with(validClaims(), "aud", "other")), "audience"},
@@ -138,8 +138,8 @@ func TestAuthenticate(t *testing.T) {
 		// Algorithm confusion: HS256 signed with the RSA public key as the secret.
 		{"HMACWithRSAPublicKey", nil, sign(t, jwt.SigningMethodHS256, "rsa1", rsaPubPEM, validClaims()), "signature"},
 		{"HMACWithRSAPublicKeyWhenHMACOn", func(c *AuthConfig) { c.HMACSecret = k.hmac }, sign(t, jwt.SigningMethodHS256, "rsa1", rsaPubPEM, validClaims()), "signature"},
-		{"MissingOrganization", nil, sign(t, jwt.SigningMethodES256, localKeyID, k.local, with(validClaims(), "organization", nil)), "no organization"},
-		{"OrganizationNotUUID", nil, sign(t, jwt.SigningMethodES256, localKeyID, k.local, with(validClaims(), "organization", "acme")), "not a UUID"},
+		{"MissingOrganization", nil, sign(t, jwt.SigningMethodES256, legacyLocalKeyID, k.local, with(validClaims(), "organization", nil)), "no organization"},
+		{"OrganizationNotUUID", nil, sign(t, jwt.SigningMethodES256, legacyLocalKeyID, k.local, with(validClaims(), "organization", "acme")), "not a UUID"},
 		{"Garbage", nil, "not.a.jwt", "malformed"},
 		{"InsecureAcceptsUnsigned", func(c *AuthConfig) { c.InsecureSkipVerify = true }, unsigned, ""},
 		{"InsecureStillChecksExpiry", func(c *AuthConfig) { c.InsecureSkipVerify = true },
@@ -235,7 +235,7 @@ func TestOrganizationClaimMustBeCanonical(t *testing.T) {
 	k := newAuthKeys(t)
 	a := k.authenticator(t, nil)
 	for _, org := range []string{"urn:uuid:" + testOrg, "{" + testOrg + "}", strings.ReplaceAll(testOrg, "-", ""), strings.ToUpper(testOrg)} {
-		p, err := a.Authenticate(sign(t, jwt.SigningMethodES256, localKeyID, k.local, with(validClaims(), "organization", org)))
+		p, err := a.Authenticate(sign(t, jwt.SigningMethodES256, legacyLocalKeyID, k.local, with(validClaims(), "organization", org)))
 		if err == nil && p.OrganizationID != testOrg {
 			t.Fatalf("%q became organization %q", org, p.OrganizationID)
 		}

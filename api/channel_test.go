@@ -277,13 +277,14 @@ func TestStalledClientDoesNotDelayOthers(t *testing.T) {
 	// Gateway 0 has one connection that never reads; gateway 1 has 100.
 	stalled, _ := mustDial(t, e.srv.URL, f.keys[0])
 	_ = stalled
-	e.api.Hub() // the stalled client is gateway 0's only connection
 	others := make([]*wsClient, 100)
 	var wg sync.WaitGroup
 	for i := range others {
-		e2 := e
-		others[i], _ = mustDial(t, e2.srv.URL, f.keys[1])
+		others[i], _ = mustDial(t, e.srv.URL, f.keys[1])
 	}
+	// A connection still learning its generation would get the last
+	// deployment in its initial state, not every one live.
+	waitGenerations(t, e, f.gws[1].ID)
 	const deploys = 20
 	start := time.Now()
 	for range deploys {
@@ -332,6 +333,20 @@ func TestReconnectConverges(t *testing.T) {
 		var deps listBody[store.Deployment]
 		e.must(200, "GET", "/api/v1/apis/"+f.api+"/deployments", f.tok, nil, &deps)
 		return deps.List[0].Status == "DELIVERED"
+	})
+}
+
+// waitGenerations waits until every connection of the gateway knows its
+// generation (live events pass by those that do not).
+func waitGenerations(t *testing.T, e *testEnv, gatewayID string) {
+	t.Helper()
+	waitFor(t, func() bool {
+		for _, c := range e.api.Hub().Conns(gatewayID) {
+			if c.Generation() == hub.GenUnknown {
+				return false
+			}
+		}
+		return true
 	})
 }
 

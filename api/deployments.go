@@ -156,8 +156,8 @@ func (s *Server) listAPIGateways(w http.ResponseWriter, r *http.Request, p Princ
 		return err
 	}
 	body := pageOf(list, page)
-	for _, g := range body.List {
-		s.withPresence(g)
+	if err := s.withPresence(r.Context(), body.List...); err != nil {
+		return err
 	}
 	writeJSON(w, http.StatusOK, body)
 	return nil

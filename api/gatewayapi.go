@@ -65,8 +65,13 @@ func (s *Server) connectGateway(w http.ResponseWriter, r *http.Request) error {
 		s.metrics.notWebSocket.Add(1)
 		return badRequest("%s", why)
 	}
-	// The hub counts the rest: registered (ok) or refused for a limit.
-	id := hub.Identity{GatewayID: g.GatewayID, OrganizationID: g.OrganizationID, TokenID: g.TokenID}
+	// The hub counts the rest: registered (ok) or refused for a limit, the
+	// gateway's connections on other replicas included.
+	elsewhere, err := s.fleet.Elsewhere(r.Context(), g.GatewayID)
+	if err != nil {
+		return err
+	}
+	id := hub.Identity{GatewayID: g.GatewayID, OrganizationID: g.OrganizationID, TokenID: g.TokenID, Elsewhere: elsewhere}
 	if err := s.hub.Accept(w, r, id); err != nil {
 		return fmt.Errorf("take over the gateway connection: %w", err)
 	}

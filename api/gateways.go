@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"regexp"
 	"slices"
@@ -69,11 +70,18 @@ func (g *gatewayRequest) validate(creating bool) error {
 	return errs.err()
 }
 
-// withPresence fills IsActive from the live registry.
-func (s *Server) withPresence(g *store.Gateway) *store.Gateway {
-	n, _ := s.hub.Presence(g.ID)
-	g.IsActive = n > 0
-	return g
+// withPresence fills IsActive from the live connections on every replica,
+// never from a stored flag.
+func (s *Server) withPresence(ctx context.Context, gws ...*store.Gateway) error {
+	ids := make([]string, len(gws))
+	for i, g := range gws {
+		ids[i] = g.ID
+	}
+	live, err := s.fleet.Presence(ctx, ids)
+	for _, g := range gws {
+		g.IsActive = live[g.ID].Connections > 0
+	}
+	return err
 }
 
 func (s *Server) createGateway(w http.ResponseWriter, r *http.Request, p Principal) error {
@@ -112,8 +120,8 @@ func (s *Server) listGateways(w http.ResponseWriter, r *http.Request, p Principa
 	if err != nil {
 		return err
 	}
-	for _, g := range list {
-		s.withPresence(g)
+	if err := s.withPresence(r.Context(), list...); err != nil {
+		return err
 	}
 	writeJSON(w, http.StatusOK, newList(list, total, page))
 	return nil
@@ -124,7 +132,10 @@ func (s *Server) getGateway(w http.ResponseWriter, r *http.Request, p Principal)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, s.withPresence(g))
+	if err := s.withPresence(r.Context(), g); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, g)
 	return nil
 }
 
@@ -163,7 +174,10 @@ func (s *Server) updateGateway(w http.ResponseWriter, r *http.Request, p Princip
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, s.withPresence(g))
+	if err := s.withPresence(r.Context(), g); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, g)
 	return nil
 }
 
@@ -237,9 +251,17 @@ func (s *Server) gatewayStatuses(w http.ResponseWriter, r *http.Request, p Princ
 	if err != nil {
 		return err
 	}
+	ids := make([]string, len(list))
+	for i, g := range list {
+		ids[i] = g.ID
+	}
+	live, err := s.fleet.Presence(r.Context(), ids)
+	if err != nil {
+		return err
+	}
 	out := make([]gatewayStatus, len(list))
 	for i, g := range list {
-		n, seen := s.hub.Presence(g.ID)
+		n, seen := live[g.ID].Connections, live[g.ID].LastSeen
 		st := gatewayStatus{ID: g.ID, Name: g.Name, IsActive: n > 0, IsCritical: g.IsCritical, Connections: n, LastSeenAt: g.LastSeen}
 		// Microseconds, as stored, so that the live and the stored time of
 		// one moment compare equal.

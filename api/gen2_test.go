@@ -413,6 +413,50 @@ func TestBothGenerationsSideBySide(t *testing.T) {
 	}
 }
 
+// TestDeployWhileGenerationUnknown: a deployment that reaches a connection
+// before its generation is known goes out in the form of the generation
+// it turns out to be, and the deploy answers with what that did.
+func TestDeployWhileGenerationUnknown(t *testing.T) {
+	t.Run("first generation", func(t *testing.T) {
+		e := newEnvWith(t, func(o *Options) { fastHub(o); o.GenerationGrace = 300 * time.Millisecond })
+		f := newFleet(t, e, 1)
+		c, _ := mustDial(t, e.srv.URL, f.keys[0])
+		out := f.deploy(t, "", 0) // within the grace period
+		if out[0].Status != store.StatusDelivered || out[0].DeliveredConnections != 1 {
+			t.Fatalf("answer %+v", out[0])
+		}
+		ev := c.next(2 * time.Second)
+		if p := ev["payload"].(map[string]any); ev["type"] != "api.deployed" || p["revisionId"] != out[0].RevisionID {
+			t.Fatalf("event %v", ev)
+		}
+		if ev, err := c.tryNext(500 * time.Millisecond); err == nil {
+			t.Fatalf("sent twice: %v", ev)
+		}
+	})
+	t.Run("second generation", func(t *testing.T) {
+		e := newEnvWith(t, func(o *Options) { fastHub(o); o.GenerationGrace = 3 * time.Second })
+		f := newFleet(t, e, 1)
+		g := newGen2(t, e, f.keys[0], f.gws[0].ID)
+		g.c, _ = mustDial(t, e.srv.URL, f.keys[0]) // no manifest yet
+		answered := make(chan []fleet.Result, 1)
+		go func() { answered <- f.deploy(t, "?wait=5s", 0) }()
+		// Once the deployment is recorded, the manifest arrives.
+		waitFor(t, func() bool {
+			var st struct{ Count int }
+			e.must(200, "GET", "/api/v1/apis/"+f.api+"/deployments", f.tok, nil, &st)
+			return st.Count == 1
+		})
+		if code, data := g.call("POST", "/api/internal/v1/gateways/"+g.id+"/manifest", `{"version":"1.2.0"}`); code != 204 {
+			t.Fatalf("manifest: %d %s", code, data)
+		}
+		g.next(2 * time.Second) // checks the form, downloads, acknowledges
+		out := <-answered
+		if out[0].Status != store.StatusDeployed || out[0].DeliveredConnections != 1 {
+			t.Fatalf("answer %+v", out[0])
+		}
+	})
+}
+
 // TestImportGatewayArtifacts: APIs a second-generation gateway made by
 // itself become APIs with their deployment, once per dpid; a bad artifact
 // is reported, not a 500; zips that are bombs or play path tricks are

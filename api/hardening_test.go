@@ -181,7 +181,7 @@ func TestJWTStrictness(t *testing.T) {
 	k := newAuthKeys(t)
 	a := k.authenticator(t, nil)
 	crit := jwt.NewWithClaims(jwt.SigningMethodES256, validClaims())
-	crit.Header["kid"] = localKeyID
+	crit.Header["kid"] = legacyLocalKeyID
 	crit.Header["crit"] = []string{"b64"}
 	critTok, err := crit.SignedString(k.local)
 	if err != nil {
@@ -196,12 +196,12 @@ func TestJWTStrictness(t *testing.T) {
 		if claim != "exp" {
 			c[claim] = fmt.Sprint(time.Now().Add(-time.Hour).Unix())
 		}
-		tok := sign(t, jwt.SigningMethodES256, localKeyID, k.local, c)
+		tok := sign(t, jwt.SigningMethodES256, legacyLocalKeyID, k.local, c)
 		if _, err := a.Authenticate(tok); err == nil || !strings.Contains(err.Error(), claim+" claim must be a number") {
 			t.Fatalf("%s as a string: %v", claim, err)
 		}
 	}
-	if _, err := a.Authenticate(sign(t, jwt.SigningMethodES256, localKeyID, k.local, validClaims())); err != nil {
+	if _, err := a.Authenticate(sign(t, jwt.SigningMethodES256, legacyLocalKeyID, k.local, validClaims())); err != nil {
 		t.Fatalf("a valid token is refused: %v", err)
 	}
 }
@@ -346,6 +346,7 @@ func TestEventsInCommitOrder(t *testing.T) {
 	e := newEnvWith(t, fastHub)
 	f := newFleet(t, e, 1)
 	c, _ := mustDial(t, e.srv.URL, f.keys[0])
+	waitGenerations(t, e, f.gws[0].ID) // its initial state is written before the hook is set
 	f.deploy(t, "", 0)
 	if ev := c.next(2 * time.Second); ev["type"] != "api.deployed" {
 		t.Fatalf("first event %v", ev)

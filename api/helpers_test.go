@@ -52,7 +52,11 @@ func newEnvStore(t testing.TB, storeMod func(*store.Config), mod func(*Options))
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	auth, err := NewAuthenticator(context.Background(), AuthConfig{LocalKey: key}, log)
+	// As main does: the key is registered, and replicas' keys are trusted.
+	if err := db.RegisterSigningKey(context.Background(), LocalKeyID(key), PublicKeyPEM(key)); err != nil {
+		t.Fatal(err)
+	}
+	auth, err := NewAuthenticator(context.Background(), AuthConfig{LocalKey: key, PeerKey: db.SigningKey}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

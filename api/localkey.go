@@ -1,10 +1,13 @@
 package api
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -101,6 +104,30 @@ func MintToken(key *ecdsa.PrivateKey, r TokenRequest) (string, error) {
 		c.Audience = jwt.ClaimStrings{r.Audience}
 	}
 	t := jwt.NewWithClaims(jwt.SigningMethodES256, c)
-	t.Header["kid"] = localKeyID
+	t.Header["kid"] = LocalKeyID(key)
 	return t.SignedString(key)
+}
+
+// LocalKeyID is the kid of tokens signed with a server's own key: derived
+// from its public key, so that the replicas sharing a database can tell
+// each other's keys apart (each trusts those registered there).
+func LocalKeyID(key *ecdsa.PrivateKey) string {
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	sum := sha256.Sum256(der)
+	return "platform-api-" + hex.EncodeToString(sum[:8])
+}
+
+// PublicKeyPEM is the PEM of a key's public half.
+func PublicKeyPEM(key *ecdsa.PrivateKey) string {
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}
+
+// ParsePublicKeyPEM reads a public key written by PublicKeyPEM.
+func ParsePublicKeyPEM(s string) (crypto.PublicKey, error) {
+	block, _ := pem.Decode([]byte(s))
+	if block == nil {
+		return nil, errors.New("no PEM block")
+	}
+	return x509.ParsePKIXPublicKey(block.Bytes)
 }

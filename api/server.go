@@ -38,8 +38,10 @@ type Options struct {
 	// Hub configures the gateway channel; its callbacks are the fleet's.
 	Hub hub.Config
 	// GenerationGrace is how long a new gateway connection waits for its
-	// manifest (fleet.Options).
+	// manifest, and DeliveryWait how long a deploy waits for other
+	// replicas' reports (fleet.Options).
 	GenerationGrace time.Duration
+	DeliveryWait    time.Duration
 	// WSRateLimitPerMinute caps gateway connection attempts per client
 	// address (0: the default).
 	WSRateLimitPerMinute int
@@ -96,7 +98,8 @@ func New(o Options) *Server {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.fleet = fleet.New(fleet.Options{Store: o.Store, Hub: o.Hub, Log: s.log, GenerationGrace: o.GenerationGrace})
+	s.fleet = fleet.New(fleet.Options{Store: o.Store, Hub: o.Hub, Log: s.log, GenerationGrace: o.GenerationGrace,
+		DeliveryWait: o.DeliveryWait})
 	s.hub = s.fleet.Hub()
 	rate := o.WSRateLimitPerMinute
 	if rate <= 0 {

@@ -59,8 +59,14 @@ func (f *Fleet) awaitGeneration(ctx context.Context, c *hub.Conn) {
 // api.deleted for deletions it was never told of. What it acknowledged is
 // not sent again, and keeps its status.
 func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, func()) {
-	f.awaitGeneration(ctx, c)
 	gw := c.Identity.GatewayID
+	f.store.NotePresence(gw, f.liveConns(gw))
+	f.awaitGeneration(ctx, c)
+	// Acknowledgements gather for a few milliseconds before they are
+	// written: write them now, so that one that came on the connection
+	// this one replaces is not taken for missing (and its deployment sent
+	// again).
+	f.acks.flush()
 	st, err := f.store.GatewayState(ctx, gw)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -112,7 +118,7 @@ func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, fu
 		deleted = append(deleted, d.APIID)
 	}
 	return events, func() {
-		if err := f.store.RecordDeliveries(ctx, sent); err != nil && ctx.Err() == nil {
+		if err := f.store.RecordConnectDeliveries(ctx, sent); err != nil && ctx.Err() == nil {
 			f.log.Warn("could not record the initial state's delivery", "gateway", gw, "err", err)
 		}
 		if err := f.store.MarkDeletedDelivered(ctx, gw, deleted); err != nil && ctx.Err() == nil {
@@ -135,9 +141,10 @@ func btoi(b bool) int {
 func (f *Fleet) onDisconnect(c *hub.Conn) {
 	gw := c.Identity.GatewayID
 	f.store.MarkSeen(gw, c.LastActivity())
+	f.store.NotePresence(gw, f.liveConns(gw))
 	owed := f.acks.owes(c)
 	f.acks.gone(c)
-	if !owed || f.live(gw) {
+	if !owed || f.liveAnywhere(context.Background(), gw) {
 		return
 	}
 	if err := f.store.GatewayOffline(context.Background(), gw); err != nil {

@@ -21,6 +21,7 @@ package fleet
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -68,24 +69,63 @@ type Fleet struct {
 	waiters map[string]chan struct{}  // API ID -> closed at its next status change
 	wait    time.Duration             // how long a request waits for its change's report
 
+	// followUps carries other replicas' changes this one delivered to the
+	// worker that records the deliveries and reports them to the origin.
+	followUps chan followUp
+	stopped   chan struct{}
+
 	acks acks
 }
 
 // report is what delivering one change did, by gateway.
 type report map[string]delivered
 
-// pendingReport is a report a request waits for: on SQLite it is ready when
-// the change is committed; on PostgreSQL when the listener has published
-// the change.
+// pendingReport is what delivering a change of this process did, as a
+// request waits for it: the local part is ready when the change is
+// committed (SQLite) or once the listener has published it (PostgreSQL);
+// other replicas report theirs (store.Report), in parts.
 type pendingReport struct {
-	rep   report
-	ready chan struct{}
-	at    time.Time
+	rep    report // local
+	ready  chan struct{}
+	remote map[string]*remoteReport // by replica
+	wake   chan struct{}            // a remote part came
+	at     time.Time
 }
 
-// delivered counts the live connections of one gateway that took an event,
-// and how many of them are of the second generation.
-type delivered struct{ conns, gen2 int }
+type remoteReport struct {
+	rep        report
+	got, parts int
+}
+
+func (p *pendingReport) remoteDone(replicas map[string]bool) bool {
+	for r := range replicas {
+		rr := p.remote[r]
+		if rr == nil || rr.got < rr.parts {
+			return false
+		}
+	}
+	return true
+}
+
+// merged is the local report with every remote one added.
+func (p *pendingReport) merged() report {
+	out := report{}
+	for gw, d := range p.rep {
+		out[gw] = d
+	}
+	for _, rr := range p.remote {
+		for gw, d := range rr.rep {
+			o := out[gw]
+			out[gw] = delivered{conns: o.conns + d.conns, gen2: o.gen2 + d.gen2, joining: o.joining + d.joining}
+		}
+	}
+	return out
+}
+
+// delivered is what delivering one change did on one gateway: the
+// connections that took the event, of which second generation, and those
+// whose generation was not known yet (their initial state carries it).
+type delivered struct{ conns, gen2, joining int }
 
 // New builds the fleet over o.Store, with a hub configured by o.Hub, and
 // makes itself the store's publisher.
@@ -100,8 +140,10 @@ func New(o Options) *Fleet {
 		o.DeliveryWait = DefaultDeliveryWait
 	}
 	f := &Fleet{store: o.Store, log: o.Log, grace: o.GenerationGrace, wait: o.DeliveryWait,
-		reports: map[string]*pendingReport{}, waiters: map[string]chan struct{}{}}
+		reports: map[string]*pendingReport{}, waiters: map[string]chan struct{}{},
+		followUps: make(chan followUp, 1024), stopped: make(chan struct{})}
 	f.acks.init(f)
+	go f.followUpLoop()
 	hc := o.Hub
 	hc.OnConnect = f.initialState
 	hc.OnMessage = f.onMessage
@@ -110,6 +152,7 @@ func New(o Options) *Fleet {
 	if o.Store != nil {
 		o.Store.SetPublisher(f.publish)
 		o.Store.SetResync(f.hub.Resync)
+		o.Store.SetReportReceiver(f.receiveReport)
 	}
 	return f
 }
@@ -118,7 +161,15 @@ func New(o Options) *Fleet {
 func (f *Fleet) Hub() *hub.Hub { return f.hub }
 
 // Close stops the fleet's background work (after the hub has shut down).
-func (f *Fleet) Close() { f.acks.close() }
+func (f *Fleet) Close() {
+	select {
+	case <-f.stopped:
+		return
+	default:
+	}
+	close(f.stopped)
+	f.acks.close()
+}
 
 // publish delivers a committed change to the live connections. The store
 // calls it in commit order, one change at a time; it never blocks (the hub
@@ -128,7 +179,9 @@ func (f *Fleet) publish(c *store.Change) {
 	case store.ChangeDeployed, store.ChangeUndeployed, store.ChangeAPIDeleted:
 		rep := report{}
 		for _, d := range c.Deployments {
-			rep[d.GatewayID] = f.deliver(d, c.Kind)
+			if n := f.deliver(d, c.Kind); n.conns > 0 || n.joining > 0 {
+				rep[d.GatewayID] = n
+			}
 		}
 		if c.Local {
 			f.mu.Lock()
@@ -136,6 +189,14 @@ func (f *Fleet) publish(c *store.Change) {
 			p.rep = rep
 			close(p.ready)
 			f.mu.Unlock()
+		} else {
+			// Another replica's change: record what was delivered here and
+			// tell it, off this goroutine (it must not block).
+			select {
+			case f.followUps <- followUp{c, rep}:
+			default:
+				f.log.Warn("too many changes of other replicas to follow up; this delivery is not recorded", "change", c.ID)
+			}
 		}
 		if len(c.Deployments) > 0 {
 			f.statusChanged(c.Deployments[0].APIID)
@@ -145,16 +206,7 @@ func (f *Fleet) publish(c *store.Change) {
 	case store.ChangeGatewayDeleted:
 		f.hub.CloseGateway(c.GatewayID)
 	case store.ChangeManifest:
-		// Connections still waiting to know their generation learn it. One
-		// taken for the first generation because its manifest came after
-		// the grace period is second generation after all: it is sent its
-		// state again, in that form.
-		for _, conn := range f.hub.Conns(c.GatewayID) {
-			before := conn.Generation()
-			if conn.SetGeneration(hub.Gen2) && before == hub.Gen1 {
-				conn.Resync()
-			}
-		}
+		f.learnGeneration(c.GatewayID)
 	case store.ChangeStatus:
 		for _, api := range c.APIIDs {
 			f.statusChanged(api)
@@ -175,7 +227,7 @@ func (f *Fleet) deliver(d *store.Deployment, kind store.ChangeKind) delivered {
 		ev = deletedEvent(d.APIID, d.DeploymentID, d.Vhost, d.PerformedAt, d.State == store.StateDeployed)
 	}
 	var out delivered
-	out.conns = f.hub.Deliver(d.GatewayID, ev, func(c *hub.Conn) {
+	out.conns, out.joining = f.hub.Deliver(d.GatewayID, ev, func(c *hub.Conn) {
 		if c.Generation() == hub.Gen2 {
 			out.gen2++
 			if kind != store.ChangeAPIDeleted { // a deletion is not acknowledged
@@ -187,8 +239,9 @@ func (f *Fleet) deliver(d *store.Deployment, kind store.ChangeKind) delivered {
 }
 
 // reportLocked returns the entry of change id, made by whichever comes
-// first: the request or the publisher. Entries nobody claimed (a request
-// that gave up waiting) are dropped after a minute. f.mu must be held.
+// first: the request, the publisher or a remote report. Entries nobody
+// claimed (a request that gave up waiting) are dropped after a minute.
+// f.mu must be held.
 func (f *Fleet) reportLocked(id string) *pendingReport {
 	p := f.reports[id]
 	if p == nil {
@@ -198,35 +251,122 @@ func (f *Fleet) reportLocked(id string) *pendingReport {
 				delete(f.reports, k)
 			}
 		}
-		p = &pendingReport{ready: make(chan struct{}), at: now}
+		p = &pendingReport{ready: make(chan struct{}), remote: map[string]*remoteReport{}, wake: make(chan struct{}, 1), at: now}
 		f.reports[id] = p
 	}
 	return p
 }
 
-// takeReport waits (at most f.wait) for what delivering change id did,
-// and forgets it. A report not ready in time is empty: the gateways are
-// answered PENDING, and converge from the state sent when they connect.
-func (f *Fleet) takeReport(ctx context.Context, id string) report {
+// takeReport waits, at most f.wait, for what delivering change c did:
+// here, and on the other replicas that hold connections of its gateways.
+// It returns this replica's part (which it records) and the whole (which
+// the request answers). What is not reported in time counts as not
+// delivered: those gateways are answered PENDING and converge when their
+// replica catches up or they reconnect.
+func (f *Fleet) takeReport(ctx context.Context, c *store.Change) (local, all report) {
+	var expected map[string]bool
+	if f.store.Replicated() && len(c.Deployments) > 0 {
+		ids := make([]string, len(c.Deployments))
+		for i, d := range c.Deployments {
+			ids[i] = d.GatewayID
+		}
+		var err error
+		if expected, err = f.store.ReplicasHolding(ctx, ids); err != nil {
+			f.log.Warn("could not tell which replicas hold the gateways; answering for this one", "err", err)
+		}
+	}
 	f.mu.Lock()
-	p := f.reportLocked(id)
+	p := f.reportLocked(c.ID)
 	f.mu.Unlock()
 	timer := time.NewTimer(f.wait)
 	defer timer.Stop()
-	select {
-	case <-p.ready:
-	case <-timer.C:
-		f.log.Warn("a change's delivery was not reported in time; its gateways are answered PENDING", "change", id, "wait", f.wait)
-	case <-ctx.Done():
+wait:
+	for {
+		f.mu.Lock()
+		done := p.remoteDone(expected)
+		f.mu.Unlock()
+		select {
+		case <-p.ready:
+			if done {
+				break wait
+			}
+		default:
+		}
+		select {
+		case <-p.ready:
+		case <-p.wake:
+		case <-timer.C:
+			f.log.Warn("a change's delivery was not reported in time; its gateways not reported are answered PENDING",
+				"change", c.ID, "wait", f.wait)
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	delete(f.reports, id)
+	delete(f.reports, c.ID)
 	select {
 	case <-p.ready:
-		return p.rep
+		return p.rep, p.merged()
 	default:
-		return report{}
+		p.rep = report{}
+		return report{}, p.merged()
+	}
+}
+
+// receiveReport takes a part of another replica's delivery report of a
+// change of this process.
+func (f *Fleet) receiveReport(r store.Report) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := f.reportLocked(r.ChangeID)
+	rr := p.remote[r.Replica]
+	if rr == nil {
+		rr = &remoteReport{rep: report{}, parts: r.Parts}
+		p.remote[r.Replica] = rr
+	}
+	for _, e := range r.Entries {
+		rr.rep[e.GatewayID] = delivered{conns: e.Connections, gen2: e.Gen2, joining: e.Joining}
+	}
+	rr.got++
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// followUp is another replica's change, and what delivering it here did.
+type followUp struct {
+	c   *store.Change
+	rep report
+}
+
+// followUpLoop records the deliveries of other replicas' changes made here
+// and reports them to the replica that made the change, in order.
+func (f *Fleet) followUpLoop() {
+	for {
+		var fu followUp
+		select {
+		case fu = <-f.followUps:
+		case <-f.stopped:
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		switch fu.c.Kind {
+		case store.ChangeDeployed, store.ChangeUndeployed:
+			f.recordDeliveries(ctx, fu.c.Deployments, fu.rep, fu.c.Kind == store.ChangeUndeployed)
+		case store.ChangeAPIDeleted:
+			f.recordDeletions(ctx, fu.c.Deployments, fu.rep)
+		}
+		entries := make([]store.ReportEntry, 0, len(fu.rep))
+		for gw, d := range fu.rep {
+			entries = append(entries, store.ReportEntry{GatewayID: gw, Connections: d.conns, Gen2: d.gen2, Joining: d.joining})
+		}
+		if err := f.store.SendReport(ctx, fu.c.ID, fu.c.Origin, entries); err != nil {
+			f.log.Warn("could not report a delivery to the replica that made the change", "change", fu.c.ID, "err", err)
+		}
+		cancel()
 	}
 }
 
@@ -265,6 +405,10 @@ type Result struct {
 	DisplayOnDevportal   bool      `json:"displayOnDevportal"`
 	DeployedTime         time.Time `json:"deployedTime"`
 	DeliveredConnections int       `json:"deliveredConnections"`
+	// joining counts the gateway's connections that were learning their
+	// generation, when it had no other: their initial state delivers the
+	// deployment.
+	joining int
 }
 
 // statusAfter is a deployment's status once delivered as rep says: a
@@ -306,7 +450,7 @@ func (f *Fleet) recordDeliveries(ctx context.Context, deps []*store.Deployment, 
 		f.log.Warn("could not record deliveries", "err", err)
 	}
 	for _, gw := range waiting {
-		if !f.live(gw) {
+		if !f.liveAnywhere(ctx, gw) {
 			if err := f.store.GatewayOffline(ctx, gw); err != nil {
 				f.log.Warn("could not record a gateway going offline", "gateway", gw, "err", err)
 			}
@@ -314,15 +458,35 @@ func (f *Fleet) recordDeliveries(ctx context.Context, deps []*store.Deployment, 
 	}
 }
 
-// live reports whether the gateway has a connection that has not ended
-// (one that has may still be registered while its cleanup runs).
+// live reports whether the gateway has a connection here that has not
+// ended (one that has may still be registered while its cleanup runs).
 func (f *Fleet) live(gatewayID string) bool {
+	return f.liveConns(gatewayID) > 0
+}
+
+// liveConns counts the gateway's connections here that have not ended.
+func (f *Fleet) liveConns(gatewayID string) int {
+	n := 0
 	for _, c := range f.hub.Conns(gatewayID) {
 		if c.Context().Err() == nil {
-			return true
+			n++
 		}
 	}
-	return false
+	return n
+}
+
+// liveAnywhere reports whether the gateway has a live connection here or on
+// another replica (when the database cannot tell, it is taken as live:
+// offline is the claim that needs proof).
+func (f *Fleet) liveAnywhere(ctx context.Context, gatewayID string) bool {
+	if f.live(gatewayID) {
+		return true
+	}
+	if !f.store.Replicated() {
+		return false
+	}
+	remote, err := f.store.RemotePresence(ctx, []string{gatewayID})
+	return err != nil || remote[gatewayID].Connections > 0
 }
 
 // MaxWait bounds how long a deploy request may wait for the gateways.
@@ -340,24 +504,35 @@ func (f *Fleet) Deploy(ctx context.Context, orgID, apiID, revisionID string, tar
 	if err != nil {
 		return nil, err
 	}
-	rep := f.takeReport(ctx, change.ID)
-	f.recordDeliveries(ctx, change.Deployments, rep, false)
+	local, rep := f.takeReport(ctx, change)
+	f.recordDeliveries(ctx, change.Deployments, local, false)
 	out := make([]Result, len(change.Deployments))
 	for i, d := range change.Deployments {
 		r := rep[d.GatewayID]
 		out[i] = Result{RevisionID: rev.ID, GatewayID: d.GatewayID, DeploymentID: d.DeploymentID,
 			Status: statusAfter(r, false), Vhost: d.Vhost, DisplayOnDevportal: d.DisplayOnDevportal,
 			DeployedTime: d.DeployedTime, DeliveredConnections: r.conns}
+		if r.conns == 0 {
+			out[i].joining = r.joining
+		}
 	}
-	if wait > 0 {
-		f.waitSettled(ctx, apiID, out, min(wait, MaxWait))
+	switch {
+	case wait > 0:
+		f.waitSettled(ctx, apiID, out, min(wait, MaxWait), false)
+	case slices.ContainsFunc(out, func(r Result) bool { return r.joining > 0 }):
+		// A gateway that just connected is told once its generation is
+		// known, within the grace period: answer with what that did, as
+		// for a gateway whose connection was ready.
+		f.waitSettled(ctx, apiID, out, f.grace+time.Second, true)
 	}
 	return out, nil
 }
 
 // waitSettled waits until none of the results' deployments is DEPLOYING
-// (or the wait ends), and updates the results with the stored statuses.
-func (f *Fleet) waitSettled(ctx context.Context, apiID string, out []Result, wait time.Duration) {
+// (unless joinedOnly), nor PENDING on a gateway whose connections were
+// learning their generation, or until the wait ends, and updates the
+// results with the stored statuses.
+func (f *Fleet) waitSettled(ctx context.Context, apiID string, out []Result, wait time.Duration, joinedOnly bool) {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	ids := make([]string, len(out))
@@ -379,7 +554,14 @@ func (f *Fleet) waitSettled(ctx context.Context, apiID string, out []Result, wai
 				continue // replaced by a later deployment: that one's status is not ours
 			}
 			out[i].Status, out[i].ErrorCode = d.Status, d.ErrorCode
-			if d.Status == store.StatusDeploying {
+			if out[i].joining > 0 {
+				if d.Status == store.StatusPending {
+					settled = false
+					continue
+				}
+				out[i].DeliveredConnections = out[i].joining // their initial state delivered it
+			}
+			if d.Status == store.StatusDeploying && !joinedOnly {
 				settled = false
 			}
 		}
@@ -400,7 +582,8 @@ func (f *Fleet) Undeploy(ctx context.Context, orgID, apiID, gatewayID string) er
 	if err != nil {
 		return err
 	}
-	f.recordDeliveries(ctx, change.Deployments, f.takeReport(ctx, change.ID), true)
+	local, _ := f.takeReport(ctx, change)
+	f.recordDeliveries(ctx, change.Deployments, local, true)
 	return nil
 }
 
@@ -412,15 +595,20 @@ func (f *Fleet) DeleteAPI(ctx context.Context, orgID, apiID string) error {
 	if err != nil || change == nil {
 		return err
 	}
-	rep := f.takeReport(ctx, change.ID)
-	for _, d := range change.Deployments {
+	local, _ := f.takeReport(ctx, change)
+	f.recordDeletions(ctx, change.Deployments, local)
+	return nil
+}
+
+// recordDeletions records that an API's deletion reached gateways.
+func (f *Fleet) recordDeletions(ctx context.Context, deps []*store.Deployment, rep report) {
+	for _, d := range deps {
 		if rep[d.GatewayID].conns > 0 {
 			if err := f.store.MarkDeletedDelivered(ctx, d.GatewayID, []string{d.APIID}); err != nil {
 				f.log.Warn("could not record a deletion's delivery", "err", err)
 			}
 		}
 	}
-	return nil
 }
 
 // RevokeToken revokes a gateway token and closes the connections that
@@ -438,7 +626,28 @@ func (f *Fleet) DeleteGateway(ctx context.Context, orgID, gatewayID string) erro
 // ReportManifest records what a second-generation gateway reported about
 // itself; its connections waiting to know their generation learn it.
 func (f *Fleet) ReportManifest(ctx context.Context, gatewayID, orgID string, m *store.Manifest) error {
-	return f.store.RecordManifest(ctx, gatewayID, orgID, m)
+	if err := f.store.RecordManifest(ctx, gatewayID, orgID, m); err != nil {
+		return err
+	}
+	// This replica's connections learn it before the answer; the change,
+	// published (at once on SQLite, by the listener on PostgreSQL), tells
+	// the other replicas'.
+	f.learnGeneration(gatewayID)
+	return nil
+}
+
+// learnGeneration makes the gateway's connections second generation.
+// Connections still waiting to know their generation learn it; one taken
+// for the first generation because its manifest came after the grace
+// period is second generation after all, and is sent its state again, in
+// that form.
+func (f *Fleet) learnGeneration(gatewayID string) {
+	for _, conn := range f.hub.Conns(gatewayID) {
+		before := conn.Generation()
+		if conn.SetGeneration(hub.Gen2) && before == hub.Gen1 {
+			conn.Resync()
+		}
+	}
 }
 
 // Downloaded records that a gateway downloaded revisions of APIs (API ID to
@@ -448,4 +657,43 @@ func (f *Fleet) Downloaded(gatewayID string, revisions map[string]string) {
 	for api := range revisions {
 		f.hub.Credit(gatewayID, api)
 	}
+}
+
+// Presence is a gateway's live connections across every replica, and when
+// it was last seen active.
+type Presence struct {
+	Connections int
+	LastSeen    time.Time
+}
+
+// Presence returns the live connections of gateways, here and on the other
+// replicas whose lease is live. A gateway with none is absent.
+func (f *Fleet) Presence(ctx context.Context, gatewayIDs []string) (map[string]Presence, error) {
+	out := map[string]Presence{}
+	for _, gw := range gatewayIDs {
+		if n, last := f.hub.Presence(gw); n > 0 {
+			out[gw] = Presence{Connections: n, LastSeen: last}
+		}
+	}
+	remote, err := f.store.RemotePresence(ctx, gatewayIDs)
+	if err != nil {
+		return out, err
+	}
+	for gw, r := range remote {
+		p := out[gw]
+		p.Connections += r.Connections
+		if r.LastSeen.After(p.LastSeen) {
+			p.LastSeen = r.LastSeen
+		}
+		out[gw] = p
+	}
+	return out, nil
+}
+
+// Elsewhere is how many live connections the gateway has on other
+// replicas, for the per-gateway cap (a race between replicas may let it
+// be passed by a connection or two).
+func (f *Fleet) Elsewhere(ctx context.Context, gatewayID string) (int, error) {
+	remote, err := f.store.RemotePresence(ctx, []string{gatewayID})
+	return remote[gatewayID].Connections, err
 }

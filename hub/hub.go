@@ -59,6 +59,12 @@ type Config struct {
 	// InitialWindow slots until the gateway acts on it (Credit) or
 	// CreditTimeout passes. done is called once they have all been handed
 	// to the writer.
+	//
+	// OnConnect must set the connection's generation before it reads the
+	// state it returns: until then Deliver passes the connection by, since
+	// it cannot tell which form of an event to send, and the state read
+	// after carries what it passed by. Without OnConnect, connections are
+	// first generation.
 	OnConnect func(ctx context.Context, c *Conn) (events []*Event, done func())
 	// OnMessage, if set, receives each text frame a gateway sends (at
 	// most 4 KiB), on the connection's reading goroutine.
@@ -87,6 +93,9 @@ type Identity struct {
 	GatewayID      string
 	OrganizationID string
 	TokenID        string
+	// Elsewhere is how many connections the gateway holds on other
+	// replicas, counted against MaxPerGateway.
+	Elsewhere int
 }
 
 // Event is one message for gateways. Its frame is encoded once per Deliver
@@ -272,7 +281,7 @@ func (h *Hub) register(c *Conn) error {
 	if v, ok := h.gateways.Load(id); ok {
 		old = v.(*connSet).conns
 	}
-	if h.cfg.MaxPerGateway > 0 && len(old) >= h.cfg.MaxPerGateway {
+	if h.cfg.MaxPerGateway > 0 && len(old)+c.Identity.Elsewhere >= h.cfg.MaxPerGateway {
 		return fmt.Errorf("%w: gateway %s already has its maximum of %d connections", ErrLimit, id, h.cfg.MaxPerGateway)
 	}
 	conns := make([]*Conn, len(old), len(old)+1)
@@ -375,15 +384,24 @@ func (h *Hub) Presence(gatewayID string) (int, time.Time) {
 // not nil, is called with each connection that took it. Deliver never
 // blocks: a connection whose queue is full is disconnected (and counted),
 // since a gateway that far behind must reconnect and resynchronise anyway.
-func (h *Hub) Deliver(gatewayID string, ev *Event, took func(*Conn)) int {
+//
+// A connection whose generation is not known yet is passed by and counted
+// in joining: its initial state, read once the generation is known (so
+// after ev's change), carries ev in the right form.
+func (h *Hub) Deliver(gatewayID string, ev *Event, took func(*Conn)) (n, joining int) {
 	conns := h.conns(gatewayID)
 	if len(conns) == 0 {
-		return 0
+		return 0, 0
 	}
 	var frames [3][]byte // by generation, encoded on first use
-	n := 0
 	for _, c := range conns {
 		gen := c.Generation()
+		if gen == GenUnknown {
+			if c.ctx.Err() == nil {
+				joining++
+			}
+			continue
+		}
 		e := ev.forGeneration(gen)
 		if e == nil {
 			continue
@@ -408,7 +426,7 @@ func (h *Hub) Deliver(gatewayID string, ev *Event, took func(*Conn)) int {
 			count.dropped.Add(1)
 		}
 	}
-	return n
+	return n, joining
 }
 
 // Credit tells the gateway's connections that it acted on the API (it
@@ -668,6 +686,9 @@ func (h *Hub) Serve(ctx context.Context, t Transport, id Identity) {
 		inflight:    map[string]time.Time{},
 	}
 	c.log = h.log.With("gateway", id.GatewayID, "connection", c.ID)
+	if h.cfg.OnConnect == nil {
+		c.SetGeneration(Gen1) // nothing will tell it otherwise
+	}
 	// The ack is the first frame: it is queued before the connection is
 	// registered, so no event can overtake it (nor fill the queue first).
 	ack, _ := json.Marshal(map[string]string{"type": "connection.ack", "gatewayId": id.GatewayID,
@@ -828,6 +849,7 @@ func (c *Conn) sendInitialState() {
 	}
 	mark := c.liveMark() // taken before the state is read
 	events, done := c.hub.cfg.OnConnect(c.ctx, c)
+	c.SetGeneration(Gen1) // when OnConnect did not: events are not passed by forever
 	for _, ev := range events {
 		if c.hadLiveEvent(ev.APIID, mark) {
 			continue // a newer event for this API already went out

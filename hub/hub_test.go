@@ -18,7 +18,8 @@ func TestSlowConnectionIsDisconnected(t *testing.T) {
 	<-tr.firstSend // the ack is being written, and the write never ends
 	took := 0
 	for range 10 {
-		took += h.Deliver("g", &Event{Type: "x"}, nil)
+		n, _ := h.Deliver("g", &Event{Type: "x"}, nil)
+		took += n
 	}
 	if took > 2 || h.Dropped.Load() != 1 {
 		t.Fatalf("queued %d, dropped %d; want at most the queue size and one drop", took, h.Dropped.Load())
@@ -113,7 +114,7 @@ func TestRegistryUnderConcurrency(t *testing.T) {
 		if n, _ := h.Presence(fmt.Sprint(g)); n != replicas {
 			t.Fatalf("gateway %d has %d connections, want %d", g, n, replicas)
 		}
-		if got := h.Deliver(fmt.Sprint(g), &Event{Type: "x"}, nil); got != replicas {
+		if got, _ := h.Deliver(fmt.Sprint(g), &Event{Type: "x"}, nil); got != replicas {
 			t.Fatalf("delivered to %d, want %d", got, replicas)
 		}
 	}
@@ -178,6 +179,7 @@ func TestAckFirstAndInitialStateNeverOverwritesLiveEvents(t *testing.T) {
 	handedOver := make(chan struct{}) // the initial state has reached the writer
 	h := New(Config{PingInterval: time.Hour, Timeout: 2 * time.Hour, OnConnect: func(ctx context.Context, c *Conn) ([]*Event, func()) {
 		defer close(computed)
+		c.SetGeneration(Gen1)
 		return []*Event{{Type: "api.deployed", APIID: "x", Payload: "rev1"}}, func() { close(handedOver) }
 	}}, nil)
 	tr := newRecordingTransport()
@@ -185,7 +187,7 @@ func TestAckFirstAndInitialStateNeverOverwritesLiveEvents(t *testing.T) {
 	go func() { h.Serve(context.Background(), tr, Identity{GatewayID: "g", TokenID: "t"}); close(served) }()
 	<-computed
 	waitUntil(t, func() bool { n, _ := h.Presence("g"); return n == 1 })
-	if n := h.Deliver("g", &Event{Type: "api.deployed", APIID: "x", Payload: "rev2"}, nil); n != 1 {
+	if n, _ := h.Deliver("g", &Event{Type: "api.deployed", APIID: "x", Payload: "rev2"}, nil); n != 1 {
 		t.Fatalf("delivered to %d", n)
 	}
 	close(tr.gate) // the writer was held on the ack until now
@@ -243,7 +245,7 @@ func TestEndedConnectionTakesNothing(t *testing.T) {
 		t.Fatalf("presence during cleanup: %d", n)
 	}
 	for range 100 { // the old select lost half the time
-		if n := h.Deliver("g", &Event{Type: "api.deployed", APIID: "x"}, func(*Conn) { t.Fatal("an ended connection took an event") }); n != 0 {
+		if n, _ := h.Deliver("g", &Event{Type: "api.deployed", APIID: "x"}, func(*Conn) { t.Fatal("an ended connection took an event") }); n != 0 {
 			t.Fatalf("delivered to %d", n)
 		}
 	}

@@ -353,7 +353,12 @@ func (g *gateway) handleGen2(ws *websocket.Conn, epoch uint32, ev *event) {
 	}
 	g.mu.Unlock()
 	if err := g.ack(ws, p.DeploymentID, p.APIID, action, p.PerformedAt, ""); err != nil {
-		g.r.fail("ack by %s: %v", g.name, err)
+		g.mu.Lock()
+		dropped := g.ws != ws // the run closed this connection (churn, reconnect): not a failure
+		g.mu.Unlock()
+		if !dropped {
+			g.r.fail("ack by %s: %v", g.name, err)
+		}
 		return
 	}
 	if deploy {

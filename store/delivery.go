@@ -7,6 +7,7 @@ package store
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -23,10 +24,22 @@ type Delivery struct {
 // RecordDeliveries records deliveries, in one transaction. A delivery only
 // moves a deployment forward: one already acknowledged keeps its status.
 func (db *DB) RecordDeliveries(ctx context.Context, ds []Delivery) error {
+	return db.recordDeliveries(ctx, ds, false)
+}
+
+// RecordConnectDeliveries records the deliveries of a connection's initial
+// state, and publishes the statuses it changed (ChangeStatus): a deploy
+// request may be waiting for them, on any replica.
+func (db *DB) RecordConnectDeliveries(ctx context.Context, ds []Delivery) error {
+	return db.recordDeliveries(ctx, ds, true)
+}
+
+func (db *DB) recordDeliveries(ctx context.Context, ds []Delivery, publish bool) error {
 	if len(ds) == 0 {
 		return nil
 	}
 	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		var changed []string
 		t := formatTime(now)
 		for _, d := range ds {
 			sent := any(nil)
@@ -40,12 +53,29 @@ func (db *DB) RecordDeliveries(ctx context.Context, ds []Delivery) error {
 			if d.Status == StatusUndeploying || d.Status == StatusUndeployed {
 				state = StateUndeployed
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET status = $1, delivered_at = $2,
+			res, err := tx.ExecContext(ctx, `UPDATE deployments SET status = $1, delivered_at = $2,
 				sent_at = COALESCE($3, sent_at)
 				WHERE api_id = $4 AND gateway_id = $5 AND deployment_id = $6 AND state = $7 AND acked_at IS NULL`,
-				d.Status, t, sent, d.APIID, d.GatewayID, d.DeploymentID, state); err != nil {
+				d.Status, t, sent, d.APIID, d.GatewayID, d.DeploymentID, state)
+			if err != nil {
 				return err
 			}
+			if n, _ := res.RowsAffected(); n > 0 && publish && !slices.Contains(changed, d.APIID) {
+				changed = append(changed, d.APIID)
+			}
+			// With replicas, this one's connections now owe an
+			// acknowledgement: the deployment is final only when no
+			// replica's do (ApplyAcks).
+			if sent != nil && db.dialect == dialectPostgres {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO ack_waits (api_id, gateway_id, deployment_id, replica_id)
+					VALUES ($1, $2, $3, $4) ON CONFLICT (api_id, gateway_id, replica_id) DO UPDATE SET deployment_id = excluded.deployment_id`,
+					d.APIID, d.GatewayID, d.DeploymentID, db.replica); err != nil {
+					return err
+				}
+			}
+		}
+		if len(changed) > 0 {
+			tx.record(&Change{Kind: ChangeStatus, APIIDs: changed})
 		}
 		return nil
 	})
@@ -98,6 +128,15 @@ func (db *DB) ApplyAcks(ctx context.Context, acks []Ack) error {
 			if a.Failed {
 				status, code = StatusFailed, a.ErrorCode
 			}
+			if db.dialect == dialectPostgres {
+				final, err := db.lastToAcknowledge(ctx, tx, a)
+				if err != nil {
+					return err
+				}
+				if !final {
+					continue
+				}
+			}
 			res, err := tx.ExecContext(ctx, `UPDATE deployments SET status = $1, error_code = $2, acked_at = $3, sent_at = NULL
 				WHERE api_id = $4 AND gateway_id = $5 AND deployment_id = $6 AND state = $7`,
 				status, code, formatTime(now), a.APIID, a.GatewayID, a.DeploymentID, state)
@@ -115,11 +154,49 @@ func (db *DB) ApplyAcks(ctx context.Context, acks []Ack) error {
 	})
 }
 
+// lastToAcknowledge records that this replica's connections have all
+// acknowledged a deployment's action, and reports whether no other live
+// replica's still owe it (a failure is final at once, for every replica).
+// The deployment's row is locked first, so that two replicas finishing at
+// once cannot both see the other still owing: the second sees the first's
+// row gone.
+func (db *DB) lastToAcknowledge(ctx context.Context, tx *Tx, a Ack) (bool, error) {
+	if a.Failed {
+		_, err := tx.ExecContext(ctx, `DELETE FROM ack_waits WHERE api_id = $1 AND gateway_id = $2`, a.APIID, a.GatewayID)
+		return true, err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM ack_waits WHERE api_id = $1 AND gateway_id = $2 AND replica_id = $3`,
+		a.APIID, a.GatewayID, db.replica); err != nil {
+		return false, err
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT 1 FROM deployments WHERE api_id = $1 AND gateway_id = $2 FOR UPDATE`,
+		a.APIID, a.GatewayID); err != nil {
+		return false, err
+	}
+	var others int
+	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM ack_waits w JOIN replicas r ON r.id = w.replica_id
+		WHERE w.api_id = $1 AND w.gateway_id = $2 AND w.deployment_id = $3 AND r.renewed_at > $4`,
+		a.APIID, a.GatewayID, a.DeploymentID, formatTime(db.Now().Add(-db.lease))).Scan(&others)
+	return others == 0, err
+}
+
 // ExpireAcks fails every deployment sent to a second-generation connection
 // before cutoff and not acknowledged since (DEPLOYMENT_TIMEOUT); the APIs
 // concerned are published (ChangeStatus).
 func (db *DB) ExpireAcks(ctx context.Context, cutoff time.Time) error {
 	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		if db.dialect == dialectPostgres {
+			// With replicas, the one that sent a deployment may be gone:
+			// a gateway with no live connection on any replica is offline,
+			// and what it owes waits for its return, as on one process.
+			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET sent_at = NULL,
+				status = CASE status WHEN $1 THEN $2 ELSE status END
+				WHERE status IN ($1, $3) AND sent_at < $4 AND NOT EXISTS (SELECT 1 FROM gateway_connections c
+					JOIN replicas r ON r.id = c.replica_id WHERE c.gateway_id = deployments.gateway_id AND r.renewed_at > $5)`,
+				StatusDeploying, StatusPending, StatusUndeploying, formatTime(cutoff), formatTime(now.Add(-db.lease))); err != nil {
+				return err
+			}
+		}
 		var apis []string
 		rows, err := tx.QueryContext(ctx, `SELECT DISTINCT api_id FROM deployments
 			WHERE status IN ($1, $2) AND sent_at < $3`, StatusDeploying, StatusUndeploying, formatTime(cutoff))
@@ -175,6 +252,9 @@ func (db *DB) GatewayOffline(ctx context.Context, gatewayID string) error {
 		_, err = tx.ExecContext(ctx, `UPDATE deployments SET sent_at = NULL,
 			status = CASE status WHEN $1 THEN $2 ELSE status END
 			WHERE gateway_id = $3 AND status IN ($1, $4)`, StatusDeploying, StatusPending, gatewayID, StatusUndeploying)
+		if err == nil && db.dialect == dialectPostgres {
+			_, err = tx.ExecContext(ctx, `DELETE FROM ack_waits WHERE gateway_id = $1`, gatewayID)
+		}
 		if err == nil {
 			tx.record(&Change{Kind: ChangeStatus, APIIDs: apis})
 		}

@@ -250,3 +250,24 @@ func (db *DB) ImportArtifact(ctx context.Context, gatewayID, dpid string, a *API
 	})
 	return apiID, created, err
 }
+
+// RegisterSigningKey records the public half of a replica's own JWT
+// signing key under its kid, so that every replica sharing the database
+// trusts the tokens it signs.
+func (db *DB) RegisterSigningKey(ctx context.Context, kid, publicPEM string) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO local_signing_keys (kid, public_key, added_at) VALUES ($1, $2, $3)
+			ON CONFLICT (kid) DO NOTHING`, kid, publicPEM, formatTime(now))
+		return err
+	})
+}
+
+// SigningKey returns the public key (PEM) registered under kid.
+func (db *DB) SigningKey(ctx context.Context, kid string) (string, error) {
+	var pem string
+	err := db.rstmts.QueryRowContext(ctx, `SELECT public_key FROM local_signing_keys WHERE kid = $1`, kid).Scan(&pem)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", notFound("no signing key %s", kid)
+	}
+	return pem, err
+}

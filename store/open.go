@@ -36,6 +36,12 @@ type Config struct {
 	// remembered for gateways that have not acknowledged them. 0 means
 	// DefaultTombstoneRetention.
 	TombstoneRetention time.Duration
+	// ReplicaID names this process among the replicas sharing a
+	// PostgreSQL database. Empty means DefaultReplicaID().
+	ReplicaID string
+	// Lease is how long a replica's connections count after its last
+	// renewal (PostgreSQL). 0 means DefaultLease.
+	Lease time.Duration
 }
 
 // Defaults of Config.
@@ -78,8 +84,15 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if cfg.TombstoneRetention <= 0 {
 		cfg.TombstoneRetention = DefaultTombstoneRetention
 	}
+	if cfg.ReplicaID == "" {
+		cfg.ReplicaID = DefaultReplicaID()
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = DefaultLease
+	}
 	db := &DB{Now: time.Now, sealer: cfg.Sealer, keep: cfg.KeepRevisions, log: cfg.Log, prune: map[string]bool{},
 		ackTimeout: cfg.AckTimeout, retention: cfg.TombstoneRetention, origin: uuid.NewString(),
+		replica: cfg.ReplicaID, lease: cfg.Lease, presence: map[string]int{}, held: map[string]int{},
 		fetched: map[fetchKey]time.Time{}, seen: map[string]time.Time{}, stopFlush: make(chan struct{}), flushDone: make(chan struct{})}
 	var err error
 	if IsPostgres(cfg.DSN) {
@@ -111,6 +124,10 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		return fail(err)
 	}
 	if db.dialect == dialectPostgres {
+		if err := db.registerReplica(ctx); err != nil {
+			return fail(err)
+		}
+		db.renewedAt = db.Now()
 		if err := db.startListener(ctx); err != nil {
 			return fail(err)
 		}
@@ -127,6 +144,13 @@ func (db *DB) Close() error {
 		<-db.flushDone
 		if db.listener != nil {
 			db.listener.stop()
+		}
+		if db.dialect == dialectPostgres {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := db.leaveReplicas(ctx); err != nil {
+				db.log.Warn("could not end this replica's lease; the others ignore its connections once it expires", "err", err)
+			}
+			cancel()
 		}
 		err = db.closePools()
 	})

@@ -268,9 +268,11 @@ func (l *listener) connect(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen for changes on %s: %s", hostOf(conf), scrub(err.Error(), l.db.dsn))
 	}
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{l.db.channel}.Sanitize()); err != nil {
-		conn.Close(ctx)
-		return nil, fmt.Errorf("listen for changes: %s", scrub(err.Error(), l.db.dsn))
+	for _, ch := range []string{l.db.channel, l.db.reportChannel()} {
+		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+			conn.Close(ctx)
+			return nil, fmt.Errorf("listen for changes: %s", scrub(err.Error(), l.db.dsn))
+		}
 	}
 	return conn, nil
 }
@@ -291,7 +293,11 @@ func (l *listener) run(ctx context.Context, conn *pgx.Conn) {
 				break
 			}
 			backoff = 100 * time.Millisecond
-			l.dispatch(ctx, n.Payload)
+			if n.Channel == l.db.reportChannel() {
+				l.db.receiveReport(n.Payload)
+			} else {
+				l.dispatch(ctx, n.Payload)
+			}
 		}
 		conn.Close(context.Background())
 		if ctx.Err() != nil {
@@ -378,7 +384,8 @@ func (l *listener) dispatch(ctx context.Context, payload string) {
 // changeFromNotice reads the change a notification of another process (or
 // of this one, forgotten) names.
 func (db *DB) changeFromNotice(ctx context.Context, n *notice) (*Change, error) {
-	c := &Change{ID: n.ID, Kind: n.Kind, Local: n.Origin == db.origin, GatewayID: n.Gateway, TokenID: n.Token, APIIDs: n.APIs}
+	c := &Change{ID: n.ID, Kind: n.Kind, Local: n.Origin == db.origin, Origin: n.Origin, GatewayID: n.Gateway,
+		TokenID: n.Token, APIIDs: n.APIs}
 	if n.API == "" {
 		return c, nil
 	}
@@ -403,4 +410,103 @@ func (db *DB) changeFromNotice(ctx context.Context, n *notice) (*Change, error) 
 		return err
 	})
 	return c, err
+}
+
+// Delivery reports across replicas. A replica that delivers another
+// replica's change tells it how many of its connections took each
+// gateway's event, so that the request that made the change can answer for
+// the whole fleet. Reports go on a channel of their own, addressed to the
+// origin process, in chunks under the payload limit.
+
+// ReportEntry is one gateway's line of a delivery report.
+type ReportEntry struct {
+	GatewayID   string
+	Connections int // live connections that took the event
+	Gen2        int // of which second-generation
+	Joining     int // live connections whose generation was not known yet
+}
+
+// Report is one replica's delivery report of one change.
+type Report struct {
+	ChangeID string
+	Replica  string
+	Entries  []ReportEntry
+	Part     int // 1-based
+	Parts    int
+}
+
+type reportPayload struct {
+	Change  string  `json:"c"`
+	To      string  `json:"o"`
+	Replica string  `json:"r"`
+	Part    int     `json:"i"`
+	Parts   int     `json:"n"`
+	Entries [][]any `json:"g"`
+}
+
+// reportChunk is how many entries one report notification carries (an
+// entry is about 50 bytes).
+const reportChunk = 120
+
+func (db *DB) reportChannel() string { return strings.Replace(db.channel, "changes", "reports", 1) }
+
+// SetReportReceiver sets who hears the delivery reports addressed to this
+// process. Set it before the first write.
+func (db *DB) SetReportReceiver(fn func(Report)) {
+	db.resyncMu.Lock()
+	db.onReport = fn
+	db.resyncMu.Unlock()
+}
+
+// SendReport sends what delivering a change made by the process origin did
+// here. An empty report is sent too: the origin then stops waiting for
+// this replica.
+func (db *DB) SendReport(ctx context.Context, changeID, origin string, entries []ReportEntry) error {
+	if db.dialect != dialectPostgres {
+		return nil
+	}
+	parts := max(1, (len(entries)+reportChunk-1)/reportChunk)
+	for i := range parts {
+		chunk := entries[min(i*reportChunk, len(entries)):min((i+1)*reportChunk, len(entries))]
+		p := reportPayload{Change: changeID, To: origin, Replica: db.replica, Part: i + 1, Parts: parts, Entries: make([][]any, len(chunk))}
+		for j, e := range chunk {
+			p.Entries[j] = []any{e.GatewayID, e.Connections, e.Gen2, e.Joining}
+		}
+		payload, err := json.Marshal(p)
+		if err != nil {
+			return err
+		}
+		if _, err := db.write.ExecContext(ctx, `SELECT pg_notify($1, $2)`, db.reportChannel(), string(payload)); err != nil {
+			return db.unavailable(ctx, err)
+		}
+	}
+	return nil
+}
+
+// receiveReport hands a report addressed to this process to its receiver.
+func (db *DB) receiveReport(payload string) {
+	var p reportPayload
+	if err := json.Unmarshal([]byte(payload), &p); err != nil || p.To != db.origin {
+		return
+	}
+	r := Report{ChangeID: p.Change, Replica: p.Replica, Part: p.Part, Parts: p.Parts}
+	for _, e := range p.Entries {
+		if len(e) < 3 {
+			continue
+		}
+		gw, _ := e[0].(string)
+		n, _ := e[1].(float64)
+		g2, _ := e[2].(float64)
+		var j float64
+		if len(e) > 3 { // absent from a replica of an older version
+			j, _ = e[3].(float64)
+		}
+		r.Entries = append(r.Entries, ReportEntry{GatewayID: gw, Connections: int(n), Gen2: int(g2), Joining: int(j)})
+	}
+	db.resyncMu.Lock()
+	fn := db.onReport
+	db.resyncMu.Unlock()
+	if fn != nil {
+		fn(r)
+	}
 }

@@ -21,12 +21,14 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -84,12 +86,21 @@ func LoadOrCreateKeyFile(path string) (s *Sealer, created bool, err error) {
 		rand.Read(key)
 		line := "# platform-api encryption keys: the first line seals, every line opens. Keep a copy.\n" +
 			base64.StdEncoding.EncodeToString(key) + "\n"
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		// Written aside, then linked into place: processes starting at once
+		// on one key file agree on the first key linked, and none reads a
+		// half-written file.
+		f, err := os.CreateTemp(filepath.Dir(path), ".encryption-key-*")
 		if err != nil {
 			return nil, false, err
 		}
+		defer os.Remove(f.Name())
 		_, err = f.WriteString(line)
-		if err = errors.Join(err, f.Sync(), f.Close()); err != nil {
+		if err = errors.Join(err, f.Chmod(0o600), f.Sync(), f.Close()); err != nil {
+			return nil, false, err
+		}
+		if err := os.Link(f.Name(), path); errors.Is(err, os.ErrExist) {
+			return LoadOrCreateKeyFile(path) // another process made it first
+		} else if err != nil {
 			return nil, false, err
 		}
 		s, err := NewSealer(key)
@@ -291,4 +302,29 @@ func (db *DB) resealAll(ctx context.Context) (int, error) {
 		return nil
 	})
 	return n, err
+}
+
+// checkSealingKey refuses a sealer whose keys do not include the one the
+// database's secrets are sealed with (a replica started with another key
+// file would seal what the others cannot open), and records the key that
+// seals from now on.
+func (db *DB) checkSealingKey(ctx context.Context) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		var stored string
+		err := tx.QueryRowContext(ctx, `SELECT key_id FROM sealing_key WHERE one = 1`).Scan(&stored)
+		if err == nil {
+			known := false
+			for _, k := range db.sealer.keys {
+				known = known || k.id == stored
+			}
+			if !known {
+				return fmt.Errorf("this database's secrets are sealed with key %s, which is not in the encryption key file (key %s): give every replica the same PLATFORM_ENCRYPTION_KEY_FILE", stored, db.sealer.KeyID())
+			}
+		} else if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO sealing_key (one, key_id) VALUES (1, $1)
+			ON CONFLICT (one) DO UPDATE SET key_id = excluded.key_id`, db.sealer.KeyID())
+		return err
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"platform-api/store/pgtest"
@@ -145,6 +146,31 @@ func TestKeyFile(t *testing.T) {
 	s2, created, err := LoadOrCreateKeyFile(path)
 	if err != nil || created || s2.KeyID() != s1.KeyID() {
 		t.Fatal("key file not reused", err)
+	}
+	// Processes starting at once on a new key file agree on one key.
+	shared := filepath.Join(t.TempDir(), "encryption.key")
+	ids := make(chan string, 8)
+	var wg sync.WaitGroup
+	for range cap(ids) {
+		wg.Go(func() {
+			s, _, err := LoadOrCreateKeyFile(shared)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids <- s.KeyID()
+		})
+	}
+	wg.Wait()
+	close(ids)
+	first := <-ids
+	for id := range ids {
+		if id != first {
+			t.Fatalf("keys %s and %s made for one file", first, id)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(shared), ".encryption-key-*")); len(left) > 0 {
+		t.Fatalf("temporary files left: %v", left)
 	}
 	os.WriteFile(path, []byte("# comment\n"+base64.StdEncoding.EncodeToString([]byte("short"))+"\n"), 0o600)
 	if _, _, err := LoadOrCreateKeyFile(path); err == nil || !strings.Contains(err.Error(), "line 2") {

@@ -122,6 +122,7 @@ type Tx struct {
 	stmts   *stmtCache
 	sealer  *Sealer
 	dialect dialect
+	origin  string
 	changes []*Change // published after commit
 }
 
@@ -139,7 +140,7 @@ func (t *Tx) lockRow(ctx context.Context, table, id string) error {
 // record notes a change to publish once the transaction has committed, and
 // returns it with its ID set.
 func (t *Tx) record(c *Change) *Change {
-	c.ID, c.Local = newID(), true
+	c.ID, c.Local, c.Origin = newID(), true, t.origin
 	t.changes = append(t.changes, c)
 	return c
 }

@@ -85,15 +85,22 @@ type DB struct {
 	publish   func(*Change)
 	resyncMu  sync.Mutex
 	resync    func()
+	onReport  func(Report)
 	pgConfig  *pgx.ConnConfig // PostgreSQL: the parsed URL, for the listener
 	dsn       string          // PostgreSQL: the URL, to scrub from errors
 	channel   string          // PostgreSQL: the channel changes are notified on
 	// origin names this process in the changes it makes, so that the
 	// listener tells its own changes from other replicas'.
 	origin string
-	sealer *Sealer // seals the secrets of API definitions
-	keep   int     // revisions kept per API besides deployed ones
-	log    *slog.Logger
+	// replica and lease: this process among replicas (replica.go).
+	replica   string
+	lease     time.Duration
+	renewedAt time.Time      // guarded by fetchMu
+	presence  map[string]int // connection counts to write, by gateway; guarded by fetchMu
+	held      map[string]int // connection counts written; guarded by fetchMu
+	sealer    *Sealer        // seals the secrets of API definitions
+	keep      int            // revisions kept per API besides deployed ones
+	log       *slog.Logger
 	// AfterCommit, if set, runs after a write transaction that recorded
 	// changes commits, before they are published (SQLite) or while the
 	// listener publishes them (PostgreSQL). Tests use it to widen races.
@@ -135,8 +142,10 @@ type Change struct {
 	ID   string // unique, so that a caller can find what its change caused
 	Kind ChangeKind
 	// Local is true when this process made the change (and so a request
-	// of this process may wait for what delivering it did).
-	Local bool
+	// of this process may wait for what delivering it did). Origin names
+	// the process that made it, to send it a delivery report (SendReport).
+	Local  bool
+	Origin string
 	// Deployments are the rows deployed, undeployed, or removed with a
 	// deleted API, as committed.
 	Deployments []*Deployment
@@ -237,7 +246,7 @@ func (db *DB) writeTxOnce(ctx context.Context, fn func(tx *Tx, now time.Time) er
 		return fmt.Errorf("begin write: %w", err)
 	}
 	defer tx.Rollback()
-	t := &Tx{Tx: tx, stmts: db.wstmts, sealer: db.sealer, dialect: db.dialect}
+	t := &Tx{Tx: tx, stmts: db.wstmts, sealer: db.sealer, dialect: db.dialect, origin: db.origin}
 	// Truncated to what the timestamp columns keep, so a value returned
 	// before a read-back equals the one read back.
 	err = fn(t, db.Now().UTC().Truncate(time.Microsecond))
@@ -409,6 +418,9 @@ func marshalJSON(v any) ([]byte, error) {
 // clear or under an older key are sealed under the current key, and
 // revisions beyond what is kept are pruned.
 func (db *DB) atStart(ctx context.Context) error {
+	if err := db.checkSealingKey(ctx); err != nil {
+		return err
+	}
 	n, err := db.resealAll(ctx)
 	if err != nil {
 		return fmt.Errorf("seal secrets at rest: %w", err)
@@ -420,7 +432,23 @@ func (db *DB) atStart(ctx context.Context) error {
 		return fmt.Errorf("prune revisions: %w", err)
 	}
 	// One process holds every connection: none is live at start, so what
-	// waited for an acknowledgement waits for the gateway's return.
+	// waited for an acknowledgement waits for the gateway's return. (With
+	// replicas, others may hold connections: the timeout tells offline
+	// gateways apart instead, see ExpireAcks.)
+	if db.dialect == dialectSQLite {
+		if err := db.resetUnacknowledged(ctx); err != nil {
+			return err
+		}
+	}
+	db.fetchMu.Lock()
+	db.tombstonesAt = db.Now().Add(tombstonesEvery)
+	db.fetchMu.Unlock()
+	return db.PruneTombstones(ctx, db.Now().Add(-db.retention))
+}
+
+// resetUnacknowledged returns every deployment waiting for an
+// acknowledgement to waiting for its gateway.
+func (db *DB) resetUnacknowledged(ctx context.Context) error {
 	if err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		_, err := tx.ExecContext(ctx, `UPDATE deployments SET sent_at = NULL,
 			status = CASE status WHEN $1 THEN $2 ELSE status END
@@ -429,10 +457,7 @@ func (db *DB) atStart(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("reset unacknowledged deployments: %w", err)
 	}
-	db.fetchMu.Lock()
-	db.tombstonesAt = db.Now().Add(tombstonesEvery)
-	db.fetchMu.Unlock()
-	return db.PruneTombstones(ctx, db.Now().Add(-db.retention))
+	return nil
 }
 
 // tombstonesEvery is how often old tombstones are forgotten.
@@ -492,6 +517,9 @@ func (db *DB) Sync(ctx context.Context) error {
 		}
 	}
 	errs = append(errs, db.flushFetched(ctx), db.expireDue(ctx))
+	if db.dialect == dialectPostgres {
+		errs = append(errs, db.flushPresence(ctx), db.renewLease(ctx))
+	}
 	now := db.Now()
 	db.fetchMu.Lock()
 	pruneTombstones := now.After(db.tombstonesAt)

@@ -1,0 +1,257 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"golang.org/x/net/websocket"
+
+	"platform-api/store"
+	"platform-api/store/storetest"
+)
+
+// TestFailover runs three replicas as processes of their own on one
+// PostgreSQL database, each with its own data directory (as on three
+// machines) and the encryption key file they share. Gateways are spread
+// across them; one replica is killed with SIGKILL. Its gateways reconnect
+// to the others and converge to the desired state, a deployment made
+// while they were away is not lost, and a gateway that never comes back
+// stops being active once the dead replica's lease expires.
+func TestFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three servers in child processes")
+	}
+	dsn := storetest.DSN(t)
+	if !store.IsPostgres(dsn) {
+		t.Skip("several replicas need PostgreSQL")
+	}
+	keyFile := filepath.Join(t.TempDir(), "encryption.key")
+	env := []string{"PLATFORM_ENCRYPTION_KEY_FILE=" + keyFile, "PLATFORM_REPLICA_LEASE=1s"}
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	var replicas []*child
+	for i, dir := range dirs {
+		replicas = append(replicas, startChild(t, dir, dsn, append(env, "PLATFORM_REPLICA_ID=r"+string(rune('a'+i)))...))
+	}
+	// A token minted with replica a's key is accepted by every replica.
+	var tokBuf bytes.Buffer
+	if err := run(context.Background(), []string{"token", "-org", uuid.NewString(), "-data-dir", dirs[0]}, os.Getenv, &tokBuf, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(tokBuf.String())
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	call := func(r *child, method, path string, body, out any) {
+		t.Helper()
+		data, _ := json.Marshal(body)
+		req, _ := http.NewRequest(method, r.base+path, bytes.NewReader(data))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode >= 300 {
+			t.Fatalf("%s %s on %s: %d %s", method, path, r.base, resp.StatusCode, raw)
+		}
+		if out != nil {
+			if err := json.Unmarshal(raw, out); err != nil {
+				t.Fatalf("%s %s: %v: %s", method, path, err, raw)
+			}
+		}
+	}
+	var org struct{ ID string }
+	call(replicas[1], "POST", "/api/v1/organizations", map[string]string{"handle": "failover", "name": "f", "region": "r"}, &org)
+	var projects struct{ List []struct{ ID string } }
+	call(replicas[2], "GET", "/api/v1/projects", nil, &projects)
+	var api struct{ ID string }
+	call(replicas[0], "POST", "/api/v1/apis", map[string]any{"name": "f", "context": "/f", "version": "v1", "projectId": projects.List[0].ID,
+		"backend-services": []any{map[string]any{"name": "b", "endpoints": []any{map[string]any{"url": "https://b"}}}}}, &api)
+
+	// Nine gateways, three on each replica, and a tenth on replica c that
+	// will not come back.
+	const perReplica = 3
+	var gws []*failoverGateway
+	var quiet string
+	for i := range 3*perReplica + 1 {
+		var gw, tok struct{ ID, Token string }
+		call(replicas[i%3], "POST", "/api/v1/gateways", map[string]string{"name": "edge-" + string(rune('a'+i)), "displayName": "e", "vhost": "gw.example.com"}, &gw)
+		call(replicas[(i+1)%3], "POST", "/api/v1/gateways/"+gw.ID+"/tokens", nil, &tok)
+		g := &failoverGateway{id: gw.ID, key: tok.Token, changed: make(chan struct{}, 1)}
+		if i == 3*perReplica {
+			quiet = gw.ID
+			g.once = true
+			i = 2
+		}
+		go g.run(t, replicas, i%3)
+		gws = append(gws, g)
+	}
+	t.Cleanup(func() {
+		for _, g := range gws {
+			g.stop()
+		}
+	})
+	targets := make([]map[string]string, len(gws))
+	for i, g := range gws {
+		targets[i] = map[string]string{"gatewayId": g.id}
+	}
+	converged := func(rev string, gs []*failoverGateway, within time.Duration) {
+		t.Helper()
+		deadline := time.After(within)
+		for _, g := range gs {
+			for g.revision() != rev {
+				select {
+				case <-g.changed:
+				case <-deadline:
+					t.Fatalf("gateway %s holds %q, want revision %s", g.id, g.revision(), rev)
+				}
+			}
+		}
+	}
+	// Every gateway is connected (so the first deployment reaches it live).
+	waitActive := func(r *child, want int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var st struct {
+				List []struct {
+					IsActive    bool
+					Connections int
+				}
+			}
+			call(r, "GET", "/api/v1/status/gateways", nil, &st)
+			n := 0
+			for _, s := range st.List {
+				if s.IsActive {
+					n += s.Connections
+				}
+			}
+			if n == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d live connections seen from %s, want %d", n, r.base, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitActive(replicas[0], len(gws))
+
+	var first []struct {
+		RevisionID           string
+		Status               string
+		DeliveredConnections int
+	}
+	call(replicas[0], "POST", "/api/v1/apis/"+api.ID+"/deploy-revision", targets, &first)
+	for i, r := range first {
+		if r.Status != "DELIVERED" || r.DeliveredConnections != 1 {
+			t.Fatalf("gateway %d: %+v (every gateway has one connection, on some replica)", i, r)
+		}
+	}
+	converged(first[0].RevisionID, gws, 10*time.Second)
+
+	// Replica c dies. A deployment made through b at once is not lost on
+	// the gateways that were on c: they get it on reconnecting.
+	killed := time.Now()
+	replicas[2].cmd.Process.Signal(syscall.SIGKILL)
+	replicas[2].cmd.Wait()
+	var second []struct{ RevisionID string }
+	call(replicas[1], "POST", "/api/v1/apis/"+api.ID+"/deploy-revision", targets[:len(gws)-1], &second)
+	converged(second[0].RevisionID, gws[:len(gws)-1], 10*time.Second)
+	t.Logf("the fleet converged %s after the kill", time.Since(killed).Round(time.Millisecond))
+
+	// The quiet gateway stops counting once c's lease expires, and every
+	// other gateway counts once.
+	waitActive(replicas[0], len(gws)-1)
+	var st struct {
+		List []struct {
+			IsActive bool
+		}
+	}
+	call(replicas[1], "GET", "/api/v1/status/gateways?gatewayId="+quiet, nil, &st)
+	if len(st.List) != 1 || st.List[0].IsActive {
+		t.Fatalf("the gateway that did not come back: %+v", st.List)
+	}
+}
+
+// failoverGateway is a first-generation gateway behind a load balancer: it
+// connects to a replica, keeps the revision of the API it was last told
+// of, and when its connection ends connects to the next replica.
+type failoverGateway struct {
+	id, key string
+	once    bool // does not reconnect
+	changed chan struct{}
+
+	mu   sync.Mutex
+	rev  string
+	ws   *websocket.Conn
+	done bool
+}
+
+func (g *failoverGateway) revision() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.rev
+}
+
+func (g *failoverGateway) stop() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.done = true
+	if g.ws != nil {
+		g.ws.Close()
+	}
+}
+
+func (g *failoverGateway) run(t *testing.T, replicas []*child, at int) {
+	for attempt := 0; ; attempt++ {
+		g.mu.Lock()
+		done := g.done
+		g.mu.Unlock()
+		if done || g.once && attempt > 0 {
+			return
+		}
+		base := replicas[(at+attempt)%len(replicas)].base
+		cfg, _ := websocket.NewConfig(strings.Replace(base, "https://", "wss://", 1)+"/api/internal/v1/ws/gateways/connect", base)
+		cfg.TlsConfig = &tls.Config{InsecureSkipVerify: true}
+		cfg.Header.Set("api-key", g.key)
+		ws, err := cfg.DialContext(context.Background())
+		if err != nil {
+			time.Sleep(50 * time.Millisecond) // a dead replica: the next one
+			continue
+		}
+		g.mu.Lock()
+		g.ws = ws
+		g.mu.Unlock()
+		for {
+			var m struct {
+				Type    string
+				Payload struct{ RevisionID string }
+			}
+			if err := websocket.JSON.Receive(ws, &m); err != nil {
+				break
+			}
+			if m.Type == "api.deployed" {
+				g.mu.Lock()
+				g.rev = m.Payload.RevisionID
+				g.mu.Unlock()
+				select {
+				case g.changed <- struct{}{}:
+				default:
+				}
+			}
+		}
+		ws.Close()
+	}
+}

@@ -1,0 +1,254 @@
+package store
+
+// Replicas (PostgreSQL). Each process is a replica with an id and a lease it
+// renews every third of the lease time; the live connections it holds are
+// written per gateway, only when their number changes. Another replica's
+// connections count only while its lease is live, so a replica that died
+// without cleaning up stops counting once its lease expires, and its rows
+// are removed by the others. On SQLite one process holds every connection:
+// none of this is written, and the remote views are empty.
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// DefaultLease is the default of Config.Lease.
+const DefaultLease = 15 * time.Second
+
+// DefaultReplicaID is a replica id for this process: the host name and a
+// random suffix.
+func DefaultReplicaID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "replica"
+	}
+	return host + "-" + uuid.NewString()[:8]
+}
+
+// ReplicaID is this process's replica id.
+func (db *DB) ReplicaID() string { return db.replica }
+
+// Replicated reports whether several replicas may share the database
+// (PostgreSQL).
+func (db *DB) Replicated() bool { return db.dialect == dialectPostgres }
+
+// Presence is a gateway's live connections on other replicas.
+type Presence struct {
+	Connections int
+	// LastSeen is the latest lease renewal of a replica holding one: the
+	// connection was live then.
+	LastSeen time.Time
+}
+
+// NotePresence records that this replica holds n live connections of the
+// gateway (0: none). It is written in the next background round.
+func (db *DB) NotePresence(gatewayID string, n int) {
+	if db.dialect != dialectPostgres {
+		return
+	}
+	db.fetchMu.Lock()
+	db.presence[gatewayID] = n
+	db.fetchMu.Unlock()
+}
+
+// registerReplica starts this replica's lease and removes the replicas
+// whose lease expired long ago.
+func (db *DB) registerReplica(ctx context.Context) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM replicas WHERE renewed_at < $1`, formatTime(now.Add(-2*db.lease))); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO replicas (id, started_at, renewed_at) VALUES ($1, $2, $2)
+			ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at, renewed_at = excluded.renewed_at`,
+			db.replica, formatTime(now))
+		if err == nil {
+			_, err = tx.ExecContext(ctx, `DELETE FROM gateway_connections WHERE replica_id = $1`, db.replica)
+		}
+		return err
+	})
+}
+
+// renewLease renews this replica's lease when a third of it has passed,
+// and removes the replicas whose lease expired long ago (their connection
+// rows go with them).
+func (db *DB) renewLease(ctx context.Context) error {
+	now := db.Now()
+	db.fetchMu.Lock()
+	due := now.Sub(db.renewedAt) >= db.lease/3
+	db.fetchMu.Unlock()
+	if !due {
+		return nil
+	}
+	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		res, err := tx.ExecContext(ctx, `UPDATE replicas SET renewed_at = $1 WHERE id = $2`, formatTime(now), db.replica)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			// Taken for dead (this process was stalled past its lease):
+			// come back, with every connection it holds.
+			if _, err := tx.ExecContext(ctx, `INSERT INTO replicas (id, started_at, renewed_at) VALUES ($1, $2, $2)`,
+				db.replica, formatTime(now)); err != nil {
+				return err
+			}
+			db.fetchMu.Lock()
+			db.presence = db.allPresenceLocked()
+			db.fetchMu.Unlock()
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM replicas WHERE renewed_at < $1`, formatTime(now.Add(-2*db.lease)))
+		return err
+	})
+	if err == nil {
+		db.fetchMu.Lock()
+		db.renewedAt = now
+		db.fetchMu.Unlock()
+	}
+	return err
+}
+
+// allPresenceLocked is every gateway this replica holds, to write again.
+// db.fetchMu must be held.
+func (db *DB) allPresenceLocked() map[string]int {
+	out := make(map[string]int, len(db.held))
+	for gw, n := range db.held {
+		out[gw] = n
+	}
+	return out
+}
+
+// flushPresence writes the connection counts that changed.
+func (db *DB) flushPresence(ctx context.Context) error {
+	db.fetchMu.Lock()
+	pending := db.presence
+	if len(pending) == 0 {
+		db.fetchMu.Unlock()
+		return nil
+	}
+	db.presence = map[string]int{}
+	db.fetchMu.Unlock()
+	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		for gw, n := range pending {
+			var err error
+			if n > 0 {
+				_, err = tx.ExecContext(ctx, `INSERT INTO gateway_connections (gateway_id, replica_id, connections)
+					SELECT id, $2, $3 FROM gateways WHERE id = $1
+					ON CONFLICT (gateway_id, replica_id) DO UPDATE SET connections = excluded.connections`, gw, db.replica, n)
+			} else {
+				_, err = tx.ExecContext(ctx, `DELETE FROM gateway_connections WHERE gateway_id = $1 AND replica_id = $2`, gw, db.replica)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	db.fetchMu.Lock()
+	defer db.fetchMu.Unlock()
+	for gw, n := range pending {
+		if err != nil {
+			if _, newer := db.presence[gw]; !newer {
+				db.presence[gw] = n // again at the next round
+			}
+			continue
+		}
+		if n > 0 {
+			db.held[gw] = n
+		} else {
+			delete(db.held, gw)
+		}
+	}
+	return err
+}
+
+// leaveReplicas ends this replica's lease at shutdown: its rows go, so the
+// others stop counting its connections at once.
+func (db *DB) leaveReplicas(ctx context.Context) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM replicas WHERE id = $1`, db.replica)
+		return err
+	})
+}
+
+// RemotePresence returns the live connections of the gateways on the other
+// replicas whose lease is live; a gateway with none is absent.
+func (db *DB) RemotePresence(ctx context.Context, gatewayIDs []string) (map[string]Presence, error) {
+	out := map[string]Presence{}
+	if db.dialect != dialectPostgres || len(gatewayIDs) == 0 {
+		return out, nil
+	}
+	err := db.readTx(ctx, func(tx *Tx) error {
+		cutoff := formatTime(db.Now().Add(-db.lease))
+		for start := 0; start < len(gatewayIDs); start += inChunk {
+			chunk := gatewayIDs[start:min(start+inChunk, len(gatewayIDs))]
+			args := []any{db.replica, cutoff}
+			for _, id := range chunk {
+				args = append(args, id)
+			}
+			rows, err := tx.QueryContext(ctx, `SELECT c.gateway_id, SUM(c.connections), MAX(r.renewed_at)
+				FROM gateway_connections c JOIN replicas r ON r.id = c.replica_id
+				WHERE c.replica_id <> $1 AND r.renewed_at > $2 AND c.gateway_id IN (`+placeholders(3, len(chunk))+`)
+				GROUP BY c.gateway_id`, args...)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var gw string
+				var p Presence
+				if err := rows.Scan(&gw, &p.Connections, dbTime{&p.LastSeen}); err != nil {
+					rows.Close()
+					return err
+				}
+				out[gw] = p
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ReplicasHolding returns the other live replicas that hold a connection
+// of one of the gateways.
+func (db *DB) ReplicasHolding(ctx context.Context, gatewayIDs []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	if db.dialect != dialectPostgres || len(gatewayIDs) == 0 {
+		return out, nil
+	}
+	err := db.readTx(ctx, func(tx *Tx) error {
+		cutoff := formatTime(db.Now().Add(-db.lease))
+		for start := 0; start < len(gatewayIDs); start += inChunk {
+			chunk := gatewayIDs[start:min(start+inChunk, len(gatewayIDs))]
+			args := []any{db.replica, cutoff}
+			for _, id := range chunk {
+				args = append(args, id)
+			}
+			rows, err := tx.QueryContext(ctx, `SELECT DISTINCT c.replica_id FROM gateway_connections c
+				JOIN replicas r ON r.id = c.replica_id
+				WHERE c.replica_id <> $1 AND r.renewed_at > $2 AND c.gateway_id IN (`+placeholders(3, len(chunk))+`)`, args...)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					rows.Close()
+					return err
+				}
+				out[id] = true
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
+}
