@@ -39,6 +39,29 @@ func newClient(target, token string, insecure bool, timeout time.Duration) (*cli
 		MaxIdleConnsPerHost: 64, MaxConnsPerHost: 16}}}, nil
 }
 
+// newClients makes a client per base URL of targets, a comma-separated
+// list of the replicas of one server, all sharing one HTTP client.
+func newClients(targets, token string, insecure bool, timeout time.Duration) ([]*client, error) {
+	var cs []*client
+	seen := map[string]bool{}
+	for t := range strings.SplitSeq(targets, ",") {
+		c, err := newClient(strings.TrimSpace(t), token, insecure, timeout)
+		if err != nil {
+			return nil, err
+		}
+		// The same replica twice would count its deliveries as cross-replica.
+		if seen[c.target] {
+			return nil, fmt.Errorf("-target names %s twice", c.target)
+		}
+		seen[c.target] = true
+		if len(cs) > 0 {
+			c.http = cs[0].http
+		}
+		cs = append(cs, c)
+	}
+	return cs, nil
+}
+
 // call makes an authenticated JSON request and decodes the answer into out.
 func (c *client) call(ctx context.Context, method, path string, body, out any, want ...int) error {
 	var rd io.Reader

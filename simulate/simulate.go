@@ -14,6 +14,10 @@
 // is deployed to the fleet before it connects, the fleet connects and
 // converges on them, then every gateway drops and reconnects and must
 // converge again, answering heartbeats all along (see desired.go).
+//
+// Against several replicas of one server the fleet is spread across them,
+// deployments go through them in turn, delivery latency is split into
+// same- and cross-replica (see replicas.go).
 package simulate
 
 import (
@@ -33,7 +37,9 @@ import (
 
 // Options configure a run.
 type Options struct {
-	Target   string  // base URL, https://host:port
+	// Target is the base URL, https://host:port; or several, separated
+	// by commas: replicas of one server (one database).
+	Target   string
 	Insecure bool    // skip certificate verification
 	Token    string  // bearer JWT of the organization to work in
 	Gateways int     // fleet size
@@ -75,6 +81,14 @@ type Report struct {
 	DeliveryP50 float64 `json:"deliveryP50Ms"`
 	DeliveryP99 float64 `json:"deliveryP99Ms"`
 	DeliveryMax float64 `json:"deliveryMaxMs"`
+	// With several targets, the same split by whether the gateway's
+	// connection was on the replica that handled the deploy request.
+	DeliverySameP50  float64 `json:"deliverySameReplicaP50Ms,omitempty"`
+	DeliverySameP99  float64 `json:"deliverySameReplicaP99Ms,omitempty"`
+	DeliverySameMax  float64 `json:"deliverySameReplicaMaxMs,omitempty"`
+	DeliveryCrossP50 float64 `json:"deliveryCrossReplicaP50Ms,omitempty"`
+	DeliveryCrossP99 float64 `json:"deliveryCrossReplicaP99Ms,omitempty"`
+	DeliveryCrossMax float64 `json:"deliveryCrossReplicaMaxMs,omitempty"`
 	// Convergence: deploy request sent -> the last gateway has downloaded
 	// the revision (second generation: has acknowledged it), churned
 	// gateways included; the worst deployment.
@@ -100,7 +114,10 @@ type Report struct {
 
 // DeploymentReport is one deployment.
 type DeploymentReport struct {
-	RevisionID    string  `json:"revisionId"`
+	RevisionID string `json:"revisionId"`
+	// Target is the target that handled the deploy request (several
+	// targets only).
+	Target        string  `json:"target,omitempty"`
 	RequestMs     float64 `json:"requestMs"`
 	Delivered     int     `json:"delivered"` // items the server answered delivered to a live connection
 	Churned       int     `json:"churned"`
@@ -114,9 +131,9 @@ type DeploymentReport struct {
 }
 
 type runner struct {
-	*client
-	opt Options
-	ws  string // wss URL of the channel
+	targets []*client
+	turn    atomic.Uint64 // REST calls made, to pick the next target
+	opt     Options
 
 	project string
 	// apis are the APIs the run created; deployments go to the first.
@@ -178,14 +195,17 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	if opt.Wait <= 0 {
 		opt.Wait = 2 * time.Minute
 	}
-	c, err := newClient(opt.Target, opt.Token, opt.Insecure, time.Minute+opt.AckWait)
+	targets, err := newClients(opt.Target, opt.Token, opt.Insecure, time.Minute+opt.AckWait)
 	if err != nil {
 		return nil, err
 	}
-	opt.Target = c.target
-	r := &runner{client: c, opt: opt, kick: make(chan struct{}, 1)}
-	r.ws = "wss://" + strings.TrimPrefix(c.target, "https://") + "/api/internal/v1/ws/gateways/connect"
-	rep := &Report{Target: c.target, Generation: opt.Generation, Gateways: opt.Gateways, APIs: opt.APIs, Deploys: opt.Deploys, Churn: opt.Churn, Errors: []string{}}
+	var bases []string
+	for _, c := range targets {
+		bases = append(bases, c.target)
+	}
+	opt.Target = strings.Join(bases, ",")
+	r := &runner{targets: targets, opt: opt, kick: make(chan struct{}, 1)}
+	rep := &Report{Target: opt.Target, Generation: opt.Generation, Gateways: opt.Gateways, APIs: opt.APIs, Deploys: opt.Deploys, Churn: opt.Churn, Errors: []string{}}
 
 	if err := r.setup(ctx); err != nil {
 		return nil, err
@@ -207,19 +227,25 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		}
 	}, "connecting")
 	rep.ConnectSec = time.Since(start).Seconds()
+	if r.several() {
+		if err := r.awaitSeen(ctx, r.gws, true); err != nil {
+			r.fail("connect: %v", err)
+		}
+	}
 	if ds != nil {
 		ds.Connect = r.awaitConverged(ctx, ps, "connect")
 		ds.Reconnect = r.reconnectAll(ctx)
 		rep.DesiredState, rep.ReconnectConvergeMs = ds, ds.Reconnect.ConvergeMs
 	}
 
-	var latencies, answers []float64
+	var lat latencies
+	var answers []float64
 	rep.AllDelivered, rep.AllConverged = true, true
 	allDeployed := true
 	for i := range opt.Deploys {
-		d, lat, reconnects := r.deployOnce(ctx, i)
+		d, dl, reconnects := r.deployOnce(ctx, i)
 		rep.Deployments = append(rep.Deployments, d)
-		latencies = append(latencies, lat...)
+		lat.add(dl)
 		rep.Reconnects += reconnects
 		rep.ConvergenceMax = max(rep.ConvergenceMax, d.ConvergenceMs)
 		rep.AllDelivered = rep.AllDelivered && d.Delivered == opt.Gateways-d.Churned
@@ -240,8 +266,10 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		case <-ctx.Done():
 		}
 	}
-	if len(latencies) > 0 {
-		rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax = quantile(latencies, 0.5), quantile(latencies, 0.99), quantile(latencies, 1)
+	rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax = percentiles(lat.all)
+	if r.several() {
+		rep.DeliverySameP50, rep.DeliverySameP99, rep.DeliverySameMax = percentiles(lat.same)
+		rep.DeliveryCrossP50, rep.DeliveryCrossP99, rep.DeliveryCrossMax = percentiles(lat.cross)
 	}
 	r.progress("")
 	if opt.Progress != nil {
@@ -261,7 +289,7 @@ func randomSuffix() string {
 // gateways with their tokens.
 func (r *runner) setup(ctx context.Context) error {
 	suffix := randomSuffix()
-	if err := r.ensureOrganization(ctx, "sim-"+suffix, "Fleet simulator"); err != nil {
+	if err := r.targets[0].ensureOrganization(ctx, "sim-"+suffix, "Fleet simulator"); err != nil {
 		return err
 	}
 	var p struct{ ID string }
@@ -299,7 +327,8 @@ func (r *runner) setup(ctx context.Context) error {
 	}
 	r.gws = make([]*gateway, r.opt.Gateways)
 	for i := range r.gws {
-		r.gws[i] = &gateway{name: fmt.Sprintf("sim-%s-%d", suffix, i), r: r, got: map[string]time.Time{}, fetched: map[string]time.Time{},
+		r.gws[i] = &gateway{name: fmt.Sprintf("sim-%s-%d", suffix, i), r: r, at: i % len(r.targets),
+			got: map[string]receipt{}, fetched: map[string]time.Time{},
 			held: make([]int64, len(r.apis)), seen: make([]uint32, len(r.apis))}
 	}
 	r.forEach(ctx, r.gws, func(g *gateway) {
@@ -354,6 +383,25 @@ func (r *runner) parallel(ctx context.Context, n int, fn func(int), what string)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// latencies are delivery latencies in milliseconds: all of them, and, with
+// several targets, split by whether the gateway's connection was on the
+// replica that handled the deploy request.
+type latencies struct{ all, same, cross []float64 }
+
+func (l *latencies) add(o latencies) {
+	l.all = append(l.all, o.all...)
+	l.same = append(l.same, o.same...)
+	l.cross = append(l.cross, o.cross...)
+}
+
+// percentiles returns the p50, p99 and max of xs (zeros when empty).
+func percentiles(xs []float64) (p50, p99, top float64) {
+	if len(xs) == 0 {
+		return 0, 0, 0
+	}
+	return quantile(xs, 0.5), quantile(xs, 0.99), quantile(xs, 1)
+}
 
 // quantile sorts xs and returns its q quantile by nearest rank: the
 // smallest value with at least q of the values at or below it, so that the
@@ -420,6 +468,11 @@ func (rep *Report) WriteTable(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "delivery latency  p50 %.1f ms   p99 %.1f ms   max %.1f ms\n", rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax)
+	if strings.Contains(rep.Target, ",") {
+		fmt.Fprintf(w, "  same replica    p50 %.1f ms   p99 %.1f ms   max %.1f ms (connection on the replica that took the deploy request)\n",
+			rep.DeliverySameP50, rep.DeliverySameP99, rep.DeliverySameMax)
+		fmt.Fprintf(w, "  cross replica   p50 %.1f ms   p99 %.1f ms   max %.1f ms\n", rep.DeliveryCrossP50, rep.DeliveryCrossP99, rep.DeliveryCrossMax)
+	}
 	last := "downloaded"
 	if rep.Generation == 2 {
 		last = "acknowledged"
