@@ -137,7 +137,7 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 func runSimulate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("platform-api simulate", stderr)
 	var o simulate.Options
-	fs.StringVar(&o.Target, "target", "https://localhost:8443", "base URL of the platform-api to play against; several, comma-separated, for replicas of one server: the fleet is spread across them and deployments go through them in turn")
+	fs.StringVar(&o.Target, "target", "https://localhost:8443", "base URL of the platform-api to play against; several, comma-separated, for replicas of one server: the fleet is spread across them, deployments go through them in turn, and gateways whose replica goes away move to the next")
 	fs.BoolVar(&o.Insecure, "insecure", false, "skip TLS certificate verification (self-signed servers)")
 	fs.StringVar(&o.Token, "token", getenv("PLATFORM_TOKEN"), "bearer JWT of the organization to use (env PLATFORM_TOKEN)")
 	fs.IntVar(&o.Gateways, "gateways", 100, "number of gateways in the fleet")
@@ -145,7 +145,7 @@ func runSimulate(ctx context.Context, args []string, getenv func(string) string,
 	fs.Float64Var(&o.Churn, "churn", 0, "fraction of gateways that drop and reconnect around each deployment (0 to 1)")
 	fs.IntVar(&o.Concurrency, "concurrency", 64, "parallel registrations and connection attempts")
 	fs.DurationVar(&o.Wait, "wait", 2*time.Minute, "how long one deployment may take to converge")
-	fs.DurationVar(&o.Hold, "hold", 0, "keep the fleet connected this long after the deployments (to watch server memory or /metrics)")
+	fs.DurationVar(&o.Hold, "hold", 0, "keep the fleet connected this long after the deployments (to watch server memory or /metrics, or, with several targets, kill a replica and watch its gateways move); an interrupt ends it with the report")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the project, API and gateways the run created")
 	fs.IntVar(&o.Generation, "generation", 1, "gateway generation to play: 1, or 2 (manifest, performedAt rule, RestApi documents, acknowledgements)")
 	fs.IntVar(&o.APIs, "apis", 1, "APIs to create; deployments go to the first. Above 1, each is deployed to the whole fleet before it connects, and the run measures the fleet converging on them as it connects and after every gateway reconnects")

@@ -29,10 +29,15 @@ type gateway struct {
 	mu sync.Mutex
 	ws *websocket.Conn
 	// at is the index of the target the gateway is (or was last)
-	// connected to.
+	// connected to; moving is set while it reconnects, after its
+	// connection ended without the run closing it (see move), and lostAt
+	// is when that last happened.
 	at      int
+	moving  bool
+	lostAt  time.Time
 	got     map[string]receipt   // revision of the measured API -> api.deployed received
 	fetched map[string]time.Time // revision -> applied (gen 1: downloaded; gen 2: acknowledged)
+	rev     string               // revision of the measured API last applied
 	// held is, per API index, the performedAt (Unix ns) of the last event
 	// applied by a second-generation gateway: positive for a deploy,
 	// negative for an undeploy, 0 for none. A real gateway keeps it across
@@ -84,7 +89,7 @@ func (g *gateway) connect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	g.attach(ws, at)
+	g.attach(ws, at, false)
 	return nil
 }
 
@@ -116,10 +121,16 @@ func (g *gateway) open(ctx context.Context, at int) (*websocket.Conn, error) {
 }
 
 // attach makes ws, a connection to target at, the gateway's connection
-// and reads it.
-func (g *gateway) attach(ws *websocket.Conn, at int) {
+// and reads it. With ifMoving it does so only while the gateway is moving
+// (the run may have closed the gateway since the move began), and reports
+// whether it did.
+func (g *gateway) attach(ws *websocket.Conn, at int, ifMoving bool) bool {
 	g.mu.Lock()
-	g.ws, g.at = ws, at
+	if ifMoving && !g.moving {
+		g.mu.Unlock()
+		return false
+	}
+	g.ws, g.at, g.moving = ws, at, false
 	g.epoch++
 	epoch := g.epoch
 	g.count, g.doneAt = 0, time.Time{}
@@ -134,7 +145,9 @@ func (g *gateway) attach(ws *websocket.Conn, at int) {
 	}
 	g.checkDoneLocked()
 	g.mu.Unlock()
+	g.r.live.Add(1)
 	go g.read(ws, epoch, at)
+	return true
 }
 
 // markApplied notes that API i was applied in connection epoch.
@@ -158,11 +171,12 @@ func (g *gateway) checkDoneLocked() {
 }
 
 // convergedAt returns when the gateway converged on all the APIs in its
-// current connection (zero: not yet), and whether it has a connection.
+// current connection (zero: not yet), and whether it has a connection or
+// is moving to another target.
 func (g *gateway) convergedAt() (time.Time, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.doneAt, g.ws != nil
+	return g.doneAt, g.ws != nil || g.moving
 }
 
 // dial opens the WebSocket to target at over a TLS connection of its own,
@@ -281,22 +295,14 @@ func (g *gateway) request(ctx context.Context, at int, method, path string, in i
 // a time: reading is also what answers the server's pings (the library
 // does it while it reads), so a gateway busy with an event answers once it
 // is done. A connection that ends while the gateway still holds it was
-// ended by the server (the gateway never reconnects by itself).
+// ended by the server. With one target that is a failure (the gateway
+// never reconnects by itself); with several, the gateway's replica went
+// away, and the gateway moves to another (see move).
 func (g *gateway) read(ws *websocket.Conn, epoch uint32, at int) {
 	for {
 		var ev event
 		if err := websocket.JSON.Receive(ws, &ev); err != nil {
-			g.mu.Lock()
-			byServer := g.ws == ws
-			if byServer {
-				g.ws = nil
-			}
-			g.mu.Unlock()
-			if byServer {
-				g.r.serverClosed.Add(1)
-				g.r.fail("the server ended the connection of %s: %v", g.name, err)
-				g.r.notify()
-			}
+			g.lost(ws, at, err)
 			return
 		}
 		start := time.Now()
@@ -307,6 +313,31 @@ func (g *gateway) read(ws *websocket.Conn, epoch uint32, at int) {
 		}
 		g.r.noteHandling(time.Since(start))
 	}
+}
+
+// lost notes that connection ws to target at ended with err, unless the
+// run closed it, and starts the gateway's move when there are several
+// targets.
+func (g *gateway) lost(ws *websocket.Conn, at int, err error) {
+	move := len(g.r.targets) > 1
+	g.mu.Lock()
+	byServer := g.ws == ws
+	if byServer {
+		g.ws = nil
+		g.moving, g.lostAt = move, time.Now()
+	}
+	g.mu.Unlock()
+	if !byServer {
+		return
+	}
+	g.r.live.Add(-1)
+	g.r.serverClosed.Add(1)
+	if move {
+		go g.move(at)
+	} else {
+		g.r.fail("the server ended the connection of %s: %v", g.name, err)
+	}
+	g.r.notify()
 }
 
 // handleGen1 downloads the API of every api.deployed (contract §3-§4).
@@ -324,7 +355,9 @@ func (g *gateway) handleGen1(epoch uint32, at int, ev *event) {
 		g.received(rev, at)
 	}
 	if err := g.download(at, ev.Payload.APIID); err != nil {
-		g.r.fail("download by %s: %v", g.name, err)
+		if !g.r.replicaGone(err) {
+			g.r.fail("download by %s: %v", g.name, err)
+		}
 		return
 	}
 	if i == 0 {
@@ -374,6 +407,9 @@ func (g *gateway) handleGen2(ws *websocket.Conn, epoch uint32, at int, ev *event
 	if deploy {
 		action = "deploy"
 		if err := g.downloadRestAPI(at, p.APIID); err != nil {
+			if g.r.replicaGone(err) {
+				return // its connection ends too: the move gets the event again
+			}
 			g.r.fail("download by %s: %v", g.name, err)
 			g.ack(ws, p.DeploymentID, p.APIID, action, p.PerformedAt, "GATEWAY_PROCESSING_ERROR")
 			return
@@ -382,15 +418,21 @@ func (g *gateway) handleGen2(ws *websocket.Conn, epoch uint32, at int, ev *event
 	g.mu.Lock()
 	if deploy {
 		g.held[i] = performed.UnixNano()
+		if i == 0 {
+			g.rev = p.RevisionID // held, even if its connection ends before the ack
+		}
 	} else {
 		g.held[i] = -performed.UnixNano()
 	}
 	g.mu.Unlock()
 	if err := g.ack(ws, p.DeploymentID, p.APIID, action, p.PerformedAt, ""); err != nil {
 		g.mu.Lock()
-		dropped := g.ws != ws // the run closed this connection (churn, reconnect): not a failure
+		dropped := g.ws != ws
 		g.mu.Unlock()
-		if !dropped {
+		// Not a failure when the run closed this connection (churn,
+		// reconnect), or, with several targets, when its replica went
+		// away (the gateway moves, and is sent the event again).
+		if !dropped && !g.r.several() {
 			g.r.fail("ack by %s: %v", g.name, err)
 		}
 		return
@@ -451,6 +493,7 @@ func (g *gateway) applied(rev string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.fetched[rev] = time.Now()
+	g.rev = rev
 }
 
 // fetch downloads an API's zip from target at as the gateway and returns
@@ -504,12 +547,14 @@ func (g *gateway) downloadRestAPI(at int, apiID string) error {
 	return nil
 }
 
+// disconnect closes the gateway's connection, or ends its move.
 func (g *gateway) disconnect() {
 	g.mu.Lock()
 	ws := g.ws
-	g.ws = nil
+	g.ws, g.moving = nil, false
 	g.mu.Unlock()
 	if ws != nil {
+		g.r.live.Add(-1)
 		ws.Close()
 	}
 }

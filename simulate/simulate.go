@@ -17,7 +17,8 @@
 //
 // Against several replicas of one server the fleet is spread across them,
 // deployments go through them in turn, delivery latency is split into
-// same- and cross-replica (see replicas.go).
+// same- and cross-replica, and gateways whose replica goes away move to
+// another (see replicas.go).
 package simulate
 
 import (
@@ -105,6 +106,11 @@ type Report struct {
 	AllDelivered    bool               `json:"allDelivered"`
 	AllConverged    bool               `json:"allConverged"`
 	Reconnects      int                `json:"reconnects"`
+	// Moved counts, with several targets, the reconnections of gateways
+	// to another target after theirs went away, over the whole run; Hold
+	// is the fleet during -hold.
+	Moved int64       `json:"moved,omitempty"`
+	Hold  *HoldReport `json:"hold,omitempty"`
 	// The large desired state (more than one API): reconnect -> every
 	// gateway has applied every API (desiredState.reconnect.convergeMs).
 	ReconnectConvergeMs float64             `json:"reconnectConvergeMs,omitempty"`
@@ -134,6 +140,9 @@ type runner struct {
 	targets []*client
 	turn    atomic.Uint64 // REST calls made, to pick the next target
 	opt     Options
+	// ctx is the run's: gateways that move reconnect from goroutines of
+	// their own, which end with it.
+	ctx context.Context
 
 	project string
 	// apis are the APIs the run created; deployments go to the first.
@@ -146,6 +155,8 @@ type runner struct {
 	serverClosed atomic.Int64  // connections the server ended
 	maxHandling  atomic.Int64  // longest a gateway spent on one event, in ns
 	kick         chan struct{} // a gateway converged or lost its connection
+	live         atomic.Int64  // gateways connected
+	moved        atomic.Int64  // reconnections to another target
 
 	errMu  sync.Mutex
 	errors []string
@@ -160,9 +171,16 @@ func (r *runner) fail(format string, a ...any) {
 }
 
 func (r *runner) progress(format string, a ...any) {
-	if r.opt.Progress != nil {
-		fmt.Fprintf(r.opt.Progress, "\r%-70s", fmt.Sprintf(format, a...))
+	if r.opt.Progress == nil {
+		return
 	}
+	line := fmt.Sprintf(format, a...)
+	// With several targets, every line but the hold's (which says more)
+	// shows the fleet's connections once there are any.
+	if live, moved := r.live.Load(), r.moved.Load(); r.several() && line != "" && !strings.HasPrefix(line, "hold ") && live+moved > 0 {
+		line += fmt.Sprintf(" (%d live, %d moved)", live, moved)
+	}
+	fmt.Fprintf(r.opt.Progress, "\r%-70s", line)
 }
 
 // Run plays the fleet and returns the report. An error means the run could
@@ -213,6 +231,11 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	if !opt.Keep {
 		defer r.cleanup()
 	}
+	// Deferred after cleanup, so it runs before it: no gateway is still
+	// moving when cleanup closes them.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	r.ctx = ctx
 	var ds *DesiredStateReport
 	if opt.APIs > 1 {
 		if ds, err = r.deployAll(ctx); err != nil {
@@ -240,12 +263,16 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 
 	var lat latencies
 	var answers []float64
+	var lastRev string
 	rep.AllDelivered, rep.AllConverged = true, true
 	allDeployed := true
 	for i := range opt.Deploys {
 		d, dl, reconnects := r.deployOnce(ctx, i)
 		rep.Deployments = append(rep.Deployments, d)
 		lat.add(dl)
+		if d.RevisionID != "" {
+			lastRev = d.RevisionID
+		}
 		rep.Reconnects += reconnects
 		rep.ConvergenceMax = max(rep.ConvergenceMax, d.ConvergenceMs)
 		rep.AllDelivered = rep.AllDelivered && d.Delivered == opt.Gateways-d.Churned
@@ -259,7 +286,10 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 			rep.DeployAnswerP50, rep.DeployAnswerP99 = quantile(answers, 0.5), quantile(answers, 0.99)
 		}
 	}
-	if opt.Hold > 0 {
+	switch {
+	case opt.Hold > 0 && r.several():
+		rep.Hold = r.holdReplicas(ctx, lastRev)
+	case opt.Hold > 0:
 		r.progress("holding %d connections for %s", opt.Gateways, opt.Hold)
 		select {
 		case <-time.After(opt.Hold):
@@ -270,6 +300,7 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	if r.several() {
 		rep.DeliverySameP50, rep.DeliverySameP99, rep.DeliverySameMax = percentiles(lat.same)
 		rep.DeliveryCrossP50, rep.DeliveryCrossP99, rep.DeliveryCrossMax = percentiles(lat.cross)
+		rep.Moved = r.moved.Load()
 	}
 	r.progress("")
 	if opt.Progress != nil {
@@ -472,6 +503,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 		fmt.Fprintf(w, "  same replica    p50 %.1f ms   p99 %.1f ms   max %.1f ms (connection on the replica that took the deploy request)\n",
 			rep.DeliverySameP50, rep.DeliverySameP99, rep.DeliverySameMax)
 		fmt.Fprintf(w, "  cross replica   p50 %.1f ms   p99 %.1f ms   max %.1f ms\n", rep.DeliveryCrossP50, rep.DeliveryCrossP99, rep.DeliveryCrossMax)
+		fmt.Fprintf(w, "moved             %d (reconnections to another replica after a connection was lost)\n", rep.Moved)
 	}
 	last := "downloaded"
 	if rep.Generation == 2 {
@@ -491,6 +523,13 @@ func (rep *Report) WriteTable(w io.Writer) {
 	deployed := ""
 	if rep.AllDeployed != nil {
 		deployed = fmt.Sprintf(", all deployed %v", *rep.AllDeployed)
+	}
+	if h := rep.Hold; h != nil {
+		fmt.Fprintf(w, "\nhold              %.1f s: %d connections lost, %d gateways moved; at the end %d live %v, converged on the last deployment %v (%d not)\n",
+			h.Seconds, h.Lost, h.Moved, h.Live, h.GatewaysPerTarget, h.Converged, h.NotConverged)
+		if h.RecoveryMs > 0 {
+			fmt.Fprintf(w, "                  first connection lost -> last of those gateways converged again: %.1f ms\n", h.RecoveryMs)
+		}
 	}
 	fmt.Fprintf(w, "\nall delivered %v, all converged %v%s, %d errors\n", rep.AllDelivered, rep.AllConverged, deployed, len(rep.Errors))
 	for _, e := range rep.Errors {
