@@ -445,14 +445,25 @@ func quantile(xs []float64, q float64) float64 {
 	return xs[min(max(i, 0), len(xs)-1)]
 }
 
-// cleanup deletes what the run created: the APIs (which undeploys them),
-// the gateways (which closes their connections) and the project.
+// cleanup deletes what the run created: the gateways (which closes their
+// connections), the APIs and the project. Gateways go first: deleting an
+// API still deployed undeploys it on every replica holding its gateways,
+// and the request waits for their reports, for the whole delivery wait
+// when one of them has died (a replica killed during -hold); with the
+// gateways gone there is no one left to tell.
 func (r *runner) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	for _, g := range r.gws {
 		g.disconnect()
 	}
+	r.forEach(ctx, r.gws, func(g *gateway) {
+		if g.id != "" {
+			if err := r.call(ctx, "DELETE", "/api/v1/gateways/"+g.id, nil, nil, 204); err != nil {
+				r.fail("cleanup: %v", err)
+			}
+		}
+	}, "cleaning up")
 	r.parallel(ctx, len(r.apis), func(i int) {
 		if r.apis[i] == "" {
 			return
@@ -461,13 +472,6 @@ func (r *runner) cleanup() {
 			r.fail("cleanup: %v", err)
 		}
 	}, "deleting APIs")
-	r.forEach(ctx, r.gws, func(g *gateway) {
-		if g.id != "" {
-			if err := r.call(ctx, "DELETE", "/api/v1/gateways/"+g.id, nil, nil, 204); err != nil {
-				r.fail("cleanup: %v", err)
-			}
-		}
-	}, "cleaning up")
 	if r.project != "" {
 		if err := r.call(ctx, "DELETE", "/api/v1/projects/"+r.project, nil, nil, 204); err != nil {
 			r.fail("cleanup: %v", err)
