@@ -275,8 +275,15 @@ func TestSimulateReplicas(t *testing.T) {
 	}
 	keyFile := filepath.Join(t.TempDir(), "encryption.key")
 	// First-generation gateways post no manifest: a short grace keeps each
-	// (re)connect's initial state from waiting the default 1 s.
-	env := []string{"PLATFORM_ENCRYPTION_KEY_FILE=" + keyFile, "PLATFORM_REPLICA_LEASE=1s", "PLATFORM_WS_GENERATION_GRACE=200ms"}
+	// (re)connect's initial state from waiting the default 1 s. On
+	// PostgreSQL the server's batched writes of download times and of
+	// delivery statuses can deadlock; each deadlock costs a second before
+	// one is retried, and may delay a replica's delivery report past the
+	// default 2 s wait (the deployment is then answered PENDING for its
+	// gateways though they got it). A longer wait keeps "all delivered"
+	// about the simulator; it ends as soon as the reports are in.
+	env := []string{"PLATFORM_ENCRYPTION_KEY_FILE=" + keyFile, "PLATFORM_REPLICA_LEASE=1s", "PLATFORM_WS_GENERATION_GRACE=200ms",
+		"PLATFORM_DELIVERY_WAIT=10s"}
 	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
 	var replicas []*child
 	var bases []string
