@@ -29,15 +29,16 @@ type gateway struct {
 	mu sync.Mutex
 	ws *websocket.Conn
 	// at is the index of the target the gateway is (or was last)
-	// connected to; moving is set while it reconnects, after its
-	// connection ended without the run closing it (see move), and lostAt
-	// is when that last happened.
-	at      int
-	moving  bool
-	lostAt  time.Time
-	got     map[string]receipt   // revision of the measured API -> api.deployed received
-	fetched map[string]time.Time // revision -> applied (gen 1: downloaded; gen 2: acknowledged)
-	rev     string               // revision of the measured API last applied
+	// connected to, since connectedAt; moving is set while it reconnects,
+	// after its connection ended without the run closing it (see move),
+	// and lostAt is when that last happened.
+	at          int
+	connectedAt time.Time
+	moving      bool
+	lostAt      time.Time
+	got         map[string]receipt   // revision of the measured API -> api.deployed received
+	fetched     map[string]time.Time // revision -> applied (gen 1: downloaded; gen 2: acknowledged)
+	rev         string               // revision of the measured API last applied
 	// held is, per API index, the performedAt (Unix ns) of the last event
 	// applied by a second-generation gateway: positive for a deploy,
 	// negative for an undeploy, 0 for none. A real gateway keeps it across
@@ -130,7 +131,7 @@ func (g *gateway) attach(ws *websocket.Conn, at int, ifMoving bool) bool {
 		g.mu.Unlock()
 		return false
 	}
-	g.ws, g.at, g.moving = ws, at, false
+	g.ws, g.at, g.moving, g.connectedAt = ws, at, false, time.Now()
 	g.epoch++
 	epoch := g.epoch
 	g.count, g.doneAt = 0, time.Time{}

@@ -135,18 +135,29 @@ func (g *gateway) move(from int) {
 	}
 }
 
-// convergedOn reports whether the gateway is connected and, on this
-// connection, has converged on every API, holding revision rev of the
-// measured one (any, when rev is empty); and when it converged. When the
-// run deployed nothing (rev is empty, one API), being connected is enough.
-func (g *gateway) convergedOn(rev string) (bool, time.Time) {
+// holdState is a gateway as the hold sees it.
+type holdState struct {
+	connected bool
+	at        int // target of its connection
+	// converged: connected and, on this connection, converged on every
+	// API, holding the last deployment; since convergedAt.
+	converged   bool
+	convergedAt time.Time
+	lostAt      time.Time // when its last connection was lost
+}
+
+// holdState returns the gateway's state, where rev is the revision of the
+// last deployment (empty when the run deployed nothing: with one API,
+// being connected is then enough).
+func (g *gateway) holdState(rev string) holdState {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	st := holdState{connected: g.ws != nil, at: g.at, lostAt: g.lostAt,
+		converged: g.ws != nil && !g.doneAt.IsZero() && (rev == "" || g.rev == rev), convergedAt: g.doneAt}
 	if rev == "" && len(g.seen) == 1 {
-		return g.ws != nil, time.Time{}
+		st.converged, st.convergedAt = st.connected, g.connectedAt
 	}
-	ok := g.ws != nil && !g.doneAt.IsZero() && (rev == "" || g.rev == rev)
-	return ok, g.doneAt
+	return st
 }
 
 // fleetState is what the hold's progress line shows.
@@ -155,7 +166,7 @@ type fleetState struct{ live, moved, converged int }
 func (r *runner) fleetState(rev string) fleetState {
 	st := fleetState{live: int(r.live.Load()), moved: int(r.moved.Load())}
 	for _, g := range r.gws {
-		if ok, _ := g.convergedOn(rev); ok {
+		if g.holdState(rev).converged {
 			st.converged++
 		}
 	}
@@ -194,24 +205,21 @@ func (r *runner) holdReplicas(ctx context.Context, rev string) *HoldReport {
 		Moved: r.moved.Load() - moved0, GatewaysPerTarget: make([]int, len(r.targets)), Converged: true}
 	var firstLost, lastDone time.Time
 	for _, g := range r.gws {
-		ok, doneAt := g.convergedOn(rev)
-		g.mu.Lock()
-		if g.ws != nil {
+		st := g.holdState(rev)
+		if st.connected {
 			h.Live++
-			h.GatewaysPerTarget[g.at]++
+			h.GatewaysPerTarget[st.at]++
 		}
-		lostAt := g.lostAt
-		g.mu.Unlock()
-		if !ok {
+		if !st.converged {
 			h.Converged = false
 			h.NotConverged++
 		}
-		if lostAt.After(start) {
-			if firstLost.IsZero() || lostAt.Before(firstLost) {
-				firstLost = lostAt
+		if st.lostAt.After(start) {
+			if firstLost.IsZero() || st.lostAt.Before(firstLost) {
+				firstLost = st.lostAt
 			}
-			if doneAt.After(lastDone) {
-				lastDone = doneAt
+			if st.convergedAt.After(lastDone) {
+				lastDone = st.convergedAt
 			}
 		}
 	}
