@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -253,5 +255,165 @@ func (g *failoverGateway) run(t *testing.T, replicas []*child, at int) {
 			}
 		}
 		ws.Close()
+	}
+}
+
+// TestSimulateReplicas runs the simulator against three replicas (processes
+// of their own on one PostgreSQL database): the fleet is spread across
+// them and deployments go through them in turn, so delivery latency is
+// measured both on the replica that took the deploy request and across
+// replicas. During -hold one replica is killed with SIGKILL: its gateways
+// move to the next replica and converge on the last deployment again,
+// which the progress line shows as it happens and the report counts.
+func TestSimulateReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three servers in child processes")
+	}
+	dsn := storetest.DSN(t)
+	if !store.IsPostgres(dsn) {
+		t.Skip("several replicas need PostgreSQL")
+	}
+	keyFile := filepath.Join(t.TempDir(), "encryption.key")
+	// First-generation gateways post no manifest: a short grace keeps each
+	// (re)connect's initial state from waiting the default 1 s. On
+	// PostgreSQL the server's batched writes of download times and of
+	// delivery statuses can deadlock; each deadlock costs a second before
+	// one is retried, and may delay a replica's delivery report past the
+	// default 2 s wait (the deployment is then answered PENDING for its
+	// gateways though they got it). A longer wait keeps "all delivered"
+	// about the simulator; it ends as soon as the reports are in.
+	env := []string{"PLATFORM_ENCRYPTION_KEY_FILE=" + keyFile, "PLATFORM_REPLICA_LEASE=1s", "PLATFORM_WS_GENERATION_GRACE=200ms",
+		"PLATFORM_DELIVERY_WAIT=10s"}
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	var replicas []*child
+	var bases []string
+	for i, dir := range dirs {
+		r := startChild(t, dir, dsn, append(env, "PLATFORM_REPLICA_ID=r"+string(rune('a'+i)))...)
+		replicas, bases = append(replicas, r), append(bases, r.base)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	progress := newProgressLines()
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"simulate", "-target", strings.Join(bases, ","), "-insecure", "-json",
+			"-gateways", "30", "-deploys", "2", "-wait", "20s", "-hold", "2m"},
+			envMap(map[string]string{"PLATFORM_TOKEN": mintToken(t, dirs[0])}), &out, progress)
+	}()
+	progress.await(t, done, "the hold to begin", func(st holdLine) bool { return st.ok })
+	replicas[2].cmd.Process.Signal(syscall.SIGKILL)
+	replicas[2].cmd.Wait()
+	// Gateways 2, 5, ..., 29 were on replica c; each moves to the next, a
+	// (or b, should a refuse it once).
+	progress.await(t, done, "the fleet to move and converge", func(st holdLine) bool {
+		return st.ok && st.live == 30 && st.moved == 10 && st.converged == 30
+	})
+	cancel() // ends the hold; the report follows
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	var rep struct {
+		AllDelivered, AllConverged bool
+		Errors                     []string
+		Deployments                []struct{ Target string }
+		SameP50                    float64 `json:"deliverySameReplicaP50Ms"`
+		SameP99                    float64 `json:"deliverySameReplicaP99Ms"`
+		SameMax                    float64 `json:"deliverySameReplicaMaxMs"`
+		CrossP50                   float64 `json:"deliveryCrossReplicaP50Ms"`
+		CrossP99                   float64 `json:"deliveryCrossReplicaP99Ms"`
+		CrossMax                   float64 `json:"deliveryCrossReplicaMaxMs"`
+		Moved                      int
+		Hold                       struct {
+			LostConnections, Moved, Live, NotConverged int
+			GatewaysPerTarget                          []int
+			Converged                                  bool
+			RecoveryMs                                 float64
+		}
+	}
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, out.Bytes())
+	}
+	if !rep.AllDelivered || !rep.AllConverged || len(rep.Errors) != 0 || len(rep.Deployments) != 2 ||
+		rep.Deployments[0].Target != bases[0] || rep.Deployments[1].Target != bases[1] {
+		t.Fatalf("deployments: %s", out.Bytes())
+	}
+	if rep.SameP50 <= 0 || rep.SameP99 < rep.SameP50 || rep.SameMax < rep.SameP99 ||
+		rep.CrossP50 <= 0 || rep.CrossP99 < rep.CrossP50 || rep.CrossMax < rep.CrossP99 {
+		t.Fatalf("same- and cross-replica latencies: %s", out.Bytes())
+	}
+	h := rep.Hold
+	if rep.Moved != 10 || h.Moved != 10 || h.LostConnections != 10 || h.Live != 30 || !h.Converged || h.NotConverged != 0 ||
+		len(h.GatewaysPerTarget) != 3 || h.GatewaysPerTarget[0]+h.GatewaysPerTarget[1] != 30 || h.RecoveryMs <= 0 {
+		t.Fatalf("hold: %s", out.Bytes())
+	}
+	t.Logf("delivery p50 same %.1f ms, cross %.1f ms; after the kill, converged again in %.0f ms", rep.SameP50, rep.CrossP50, h.RecoveryMs)
+}
+
+// holdLine is the simulator's progress line during the hold.
+type holdLine struct {
+	ok                            bool
+	live, moved, converged, fleet int
+}
+
+var holdLineRE = regexp.MustCompile(`^hold .*: (\d+) live, (\d+) moved, (\d+) of (\d+) converged`)
+
+func parseHoldLine(s string) holdLine {
+	m := holdLineRE.FindStringSubmatch(s)
+	if m == nil {
+		return holdLine{}
+	}
+	n := func(i int) int { v, _ := strconv.Atoi(m[i]); return v }
+	return holdLine{true, n(1), n(2), n(3), n(4)}
+}
+
+// progressLines keeps the last progress line a command wrote (lines end
+// in \r or \n) and signals each new one.
+type progressLines struct {
+	mu      sync.Mutex
+	last    string
+	changed chan struct{}
+}
+
+func newProgressLines() *progressLines { return &progressLines{changed: make(chan struct{}, 1)} }
+
+func (p *progressLines) Write(b []byte) (int, error) {
+	lines := strings.FieldsFunc(string(b), func(r rune) bool { return r == '\r' || r == '\n' })
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			p.mu.Lock()
+			p.last = l
+			p.mu.Unlock()
+			select {
+			case p.changed <- struct{}{}:
+			default:
+			}
+			break
+		}
+	}
+	return len(b), nil
+}
+
+// await waits until the last progress line is a hold line for which ok
+// holds, failing the test if the command ends first or a minute passes.
+func (p *progressLines) await(t *testing.T, done <-chan error, what string, ok func(holdLine) bool) {
+	t.Helper()
+	timeout := time.After(time.Minute)
+	for {
+		p.mu.Lock()
+		last := p.last
+		p.mu.Unlock()
+		if ok(parseHoldLine(last)) {
+			return
+		}
+		select {
+		case <-p.changed:
+		case err := <-done:
+			t.Fatalf("the simulator ended while waiting for %s: %v (last progress: %q)", what, err, last)
+		case <-timeout:
+			t.Fatalf("waiting for %s; last progress: %q", what, last)
+		}
 	}
 }

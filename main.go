@@ -50,7 +50,7 @@ func main() {
 // arguments, environment and output.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cmd := "serve"
-	if len(args) > 0 && (args[0] == "serve" || args[0] == "token" || args[0] == "version" || args[0] == "simulate") {
+	if len(args) > 0 && (args[0] == "serve" || args[0] == "token" || args[0] == "version" || args[0] == "simulate" || args[0] == "load") {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
@@ -61,10 +61,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runToken(args, getenv, stdout, stderr)
 	case "simulate":
 		return runSimulate(ctx, args, getenv, stdout, stderr)
+	case "load":
+		return runLoad(ctx, args, getenv, stdout, stderr)
 	}
 	fs := newFlagSet("platform-api [serve]", stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: platform-api [serve] [flags]\n       platform-api token -org <uuid> [-ttl 1h] [-sub name]\n       platform-api simulate -target https://host:8443 [-gateways 100] [-deploys 5] [-churn 0.2] [-generation 2] [-apis 5000] [-json]\n       platform-api version\n\nEvery flag can also be set by the environment variable shown.\n\n")
+		fmt.Fprintf(stderr, "Usage: platform-api [serve] [flags]\n       platform-api token -org <uuid> [-ttl 1h] [-sub name]\n       platform-api simulate -target https://host:8443[,https://host2:8443] [-gateways 100] [-deploys 5] [-churn 0.2] [-generation 2] [-apis 5000] [-json]\n       platform-api load -target https://host:8443 [-scenario create|list|get|all] [-clients 8] [-duration 10s] [-apis 1000] [-json]\n       platform-api version\n\nEvery flag can also be set by the environment variable shown.\n\n")
 		fs.PrintDefaults()
 	}
 	cfg, err := parseConfig(fs, args, getenv)
@@ -135,7 +137,7 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 func runSimulate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("platform-api simulate", stderr)
 	var o simulate.Options
-	fs.StringVar(&o.Target, "target", "https://localhost:8443", "base URL of the platform-api to play against")
+	fs.StringVar(&o.Target, "target", "https://localhost:8443", "base URL of the platform-api to play against; several, comma-separated, for replicas of one server: the fleet is spread across them, deployments go through them in turn, and gateways whose replica goes away move to the next")
 	fs.BoolVar(&o.Insecure, "insecure", false, "skip TLS certificate verification (self-signed servers)")
 	fs.StringVar(&o.Token, "token", getenv("PLATFORM_TOKEN"), "bearer JWT of the organization to use (env PLATFORM_TOKEN)")
 	fs.IntVar(&o.Gateways, "gateways", 100, "number of gateways in the fleet")
@@ -143,7 +145,7 @@ func runSimulate(ctx context.Context, args []string, getenv func(string) string,
 	fs.Float64Var(&o.Churn, "churn", 0, "fraction of gateways that drop and reconnect around each deployment (0 to 1)")
 	fs.IntVar(&o.Concurrency, "concurrency", 64, "parallel registrations and connection attempts")
 	fs.DurationVar(&o.Wait, "wait", 2*time.Minute, "how long one deployment may take to converge")
-	fs.DurationVar(&o.Hold, "hold", 0, "keep the fleet connected this long after the deployments (to watch server memory or /metrics)")
+	fs.DurationVar(&o.Hold, "hold", 0, "keep the fleet connected this long after the deployments (to watch server memory or /metrics, or, with several targets, kill a replica and watch its gateways move); an interrupt ends it with the report")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the project, API and gateways the run created")
 	fs.IntVar(&o.Generation, "generation", 1, "gateway generation to play: 1, or 2 (manifest, performedAt rule, RestApi documents, acknowledgements)")
 	fs.IntVar(&o.APIs, "apis", 1, "APIs to create; deployments go to the first. Above 1, each is deployed to the whole fleet before it connects, and the run measures the fleet converging on them as it connects and after every gateway reconnects")
@@ -154,6 +156,39 @@ func runSimulate(ctx context.Context, args []string, getenv func(string) string,
 	}
 	o.Progress = stderr
 	rep, err := simulate.Run(ctx, o)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	rep.WriteTable(stdout)
+	return nil
+}
+
+// runLoad measures the REST API of a running server from this process.
+func runLoad(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("platform-api load", stderr)
+	var o simulate.LoadOptions
+	fs.StringVar(&o.Target, "target", "https://localhost:8443", "base URL of the platform-api to measure")
+	fs.BoolVar(&o.Insecure, "insecure", false, "skip TLS certificate verification (self-signed servers)")
+	fs.StringVar(&o.Token, "token", getenv("PLATFORM_TOKEN"), "bearer JWT of the organization to use (env PLATFORM_TOKEN)")
+	fs.StringVar(&o.Scenario, "scenario", "all", "create (APIs of 10 operations and 2 backends), list (a page of 100 APIs), get (one API), or all: create, list at offset 0, list of the last page, get")
+	fs.IntVar(&o.Clients, "clients", 8, "concurrent clients, each with one request in flight")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "measured time of each phase")
+	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "time before each phase's measurement, not counted")
+	fs.IntVar(&o.APIs, "apis", 1000, "list and get: APIs the project holds; the missing ones are created first")
+	fs.IntVar(&o.Offset, "offset", 0, "list: offset of the page read")
+	fs.StringVar(&o.Project, "project", "", "list and get: id of an existing project to read (and fill up to -apis) instead of a new one")
+	fs.BoolVar(&o.Keep, "keep", false, "keep the projects and APIs the run created")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	o.Progress = stderr
+	rep, err := simulate.Load(ctx, o)
 	if err != nil {
 		return err
 	}

@@ -8,12 +8,14 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -320,18 +322,132 @@ func (p phaseReport) atMost(events int64) bool {
 // simulator against base with args and -json, and returns the report.
 func simulateJSON(t *testing.T, base, dir string, args ...string) []byte {
 	t.Helper()
+	return commandJSON(t, mintToken(t, dir), append([]string{"simulate", "-target", base, "-insecure", "-json"}, args...)...)
+}
+
+// mintToken returns a token of a new organization, signed with the key of
+// the server whose data directory is dir.
+func mintToken(t *testing.T, dir string) string {
+	t.Helper()
 	var tok bytes.Buffer
 	env := envMap(map[string]string{"PLATFORM_DATA_DIR": dir})
 	if err := run(context.Background(), []string{"token", "-org", uuid.NewString()}, env, &tok, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	simEnv := envMap(map[string]string{"PLATFORM_TOKEN": strings.TrimSpace(tok.String())})
+	return strings.TrimSpace(tok.String())
+}
+
+// commandJSON runs a client command with token in PLATFORM_TOKEN and
+// returns what it printed.
+func commandJSON(t *testing.T, token string, args ...string) []byte {
+	t.Helper()
 	var out bytes.Buffer
-	args = append([]string{"simulate", "-target", base, "-insecure", "-json"}, args...)
-	if err := run(context.Background(), args, simEnv, &out, io.Discard); err != nil {
+	if err := run(context.Background(), args, envMap(map[string]string{"PLATFORM_TOKEN": token}), &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	return out.Bytes()
+}
+
+// TestLoad runs each load scenario briefly against the real server, each
+// in an organization of its own: every phase is answered over HTTP/2 with
+// no error, the list pages hold what the project holds (the tool checks
+// each page before measuring it), and what the run created is deleted,
+// leaving the organization its default project only. With -project, the
+// run fills an existing project and leaves it, emptied of what it added.
+func TestLoad(t *testing.T) {
+	base, dir := startServer(t, nil)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	t.Cleanup(client.CloseIdleConnections)
+	call := func(t *testing.T, token, method, path, body string, want int, out any) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("%s %s: %s", method, path, resp.Status)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type page struct {
+		List       []struct{ ID, Name string }
+		Pagination struct{ Total int }
+	}
+	for _, tc := range []struct {
+		name, scenario string
+		existing       bool     // read the default project (-project)
+		phases         []string // name:offset
+	}{
+		{name: "Create", scenario: "create", phases: []string{"create:0"}},
+		{name: "List", scenario: "list", phases: []string{"list:0"}},
+		{name: "Get", scenario: "get", phases: []string{"get:0"}},
+		{name: "All", scenario: "all", phases: []string{"create:0", "list:0", "list:20", "get:0"}},
+		{name: "ExistingProject", scenario: "list", existing: true, phases: []string{"list:0"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			token := mintToken(t, dir)
+			args := []string{"load", "-target", base, "-insecure", "-json", "-scenario", tc.scenario,
+				"-clients", "2", "-duration", "300ms", "-warmup", "50ms", "-apis", "120"}
+			var defaultProject string
+			if tc.existing {
+				var projects page
+				call(t, token, "POST", "/api/v1/organizations", `{"handle":"load-test","name":"Load test","region":"eu"}`, 201, &struct{}{})
+				call(t, token, "GET", "/api/v1/projects", "", 200, &projects)
+				defaultProject = projects.List[0].ID
+				args = append(args, "-project", defaultProject)
+			}
+			out := commandJSON(t, token, args...)
+			var rep struct {
+				Protocol                 string
+				APIs                     int
+				Phases                   []loadPhase
+				CreatedAPIs, DeletedAPIs int
+				CreatedProjects          []string
+				DeletedProjects          int
+				Errors                   []string
+			}
+			if err := json.Unmarshal(out, &rep); err != nil {
+				t.Fatalf("report is not JSON: %v\n%s", err, out)
+			}
+			var phases []string
+			for _, ph := range rep.Phases {
+				phases = append(phases, fmt.Sprintf("%s:%d", ph.Name, ph.Offset))
+				if ph.Requests == 0 || ph.PerSec <= 0 || ph.P50 <= 0 || ph.ResponseBytes == 0 || ph.Errors != 0 {
+					t.Errorf("phase %+v", ph)
+				}
+			}
+			if !slices.Equal(phases, tc.phases) || rep.Protocol != "HTTP/2.0" || len(rep.Errors) != 0 ||
+				rep.CreatedAPIs == 0 || rep.DeletedAPIs != rep.CreatedAPIs || rep.DeletedProjects != len(rep.CreatedProjects) {
+				t.Fatalf("report: %s", out)
+			}
+			if tc.scenario != "create" && rep.APIs != 120 {
+				t.Fatalf("the project holds %d APIs, want 120", rep.APIs)
+			}
+			var projects, apis page
+			call(t, token, "GET", "/api/v1/projects", "", 200, &projects)
+			call(t, token, "GET", "/api/v1/apis", "", 200, &apis)
+			if len(projects.List) != 1 || projects.List[0].Name != "default" || apis.Pagination.Total != 0 {
+				t.Fatalf("left behind: projects %+v, %d APIs", projects.List, apis.Pagination.Total)
+			}
+			if tc.existing && projects.List[0].ID != defaultProject {
+				t.Fatalf("the default project was replaced")
+			}
+		})
+	}
+}
+
+// loadPhase is a phase of the load generator's report.
+type loadPhase struct {
+	Name                  string
+	Offset, Requests      int
+	PerSec                float64 `json:"perSecond"`
+	P50                   float64 `json:"p50Ms"`
+	ResponseBytes, Errors int
 }
 
 // TestHostileClients holds 1,000 connections that never send anything and a

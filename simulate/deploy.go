@@ -21,8 +21,8 @@ type deployItem struct {
 // (second generation: acknowledged it). For the second generation the
 // deploy request waits for the acknowledgements (?wait=), and the statuses
 // of the items it did not answer DEPLOYED are read back once the fleet has
-// converged.
-func (r *runner) deployOnce(ctx context.Context, n int) (DeploymentReport, []float64, int) {
+// converged. Deployment n goes through target n % len(targets).
+func (r *runner) deployOnce(ctx context.Context, n int) (DeploymentReport, latencies, int) {
 	var churned []*gateway
 	if r.opt.Churn > 0 {
 		for _, i := range mathrand.Perm(len(r.gws))[:int(r.opt.Churn*float64(len(r.gws)))] {
@@ -31,7 +31,7 @@ func (r *runner) deployOnce(ctx context.Context, n int) (DeploymentReport, []flo
 		for _, g := range churned {
 			g.disconnect()
 		}
-		if err := r.awaitOffline(ctx, churned); err != nil {
+		if err := r.awaitSeen(ctx, churned, false); err != nil {
 			r.fail("deploy %d: %v", n+1, err)
 		}
 	}
@@ -45,13 +45,16 @@ func (r *runner) deployOnce(ctx context.Context, n int) (DeploymentReport, []flo
 	}
 	var out []deployItem
 	start := time.Now()
-	err := r.call(ctx, "POST", path, items, &out, 200)
+	via, err := r.callVia(ctx, n%len(r.targets), "POST", path, items, &out, 200)
 	d := DeploymentReport{RequestMs: ms(time.Since(start)), Churned: len(churned)}
 	if err != nil {
 		r.fail("deploy %d: %v", n+1, err)
-		return d, nil, 0
+		return d, latencies{}, 0
 	}
 	d.RevisionID = out[0].RevisionID
+	if r.several() {
+		d.Target = r.targets[via].target
+	}
 	if r.opt.Generation == 2 {
 		d.Answered = map[string]int{}
 	}
@@ -76,9 +79,9 @@ func (r *runner) deployOnce(ctx context.Context, n int) (DeploymentReport, []flo
 		churnSet[g] = true
 	}
 	deadline := time.Now().Add(r.opt.Wait)
-	var lat []float64
+	var lat latencies
 	for {
-		lat = lat[:0]
+		lat = latencies{lat.all[:0], lat.same[:0], lat.cross[:0]}
 		waiting := 0
 		var last time.Time
 		for _, g := range r.gws {
@@ -88,7 +91,13 @@ func (r *runner) deployOnce(ctx context.Context, n int) (DeploymentReport, []flo
 				continue
 			}
 			if !churnSet[g] {
-				lat = append(lat, ms(got.Sub(start)))
+				l := ms(got.at.Sub(start))
+				lat.all = append(lat.all, l)
+				if got.target == via {
+					lat.same = append(lat.same, l)
+				} else {
+					lat.cross = append(lat.cross, l)
+				}
 			}
 			if fetched.After(last) {
 				last = fetched
@@ -113,46 +122,69 @@ func (r *runner) deployOnce(ctx context.Context, n int) (DeploymentReport, []flo
 	return d, lat, len(churned)
 }
 
-// awaitOffline waits until the server no longer holds a connection of any
-// of the gateways: a gateway that drops "before the deployment" must be
-// offline for the server when the deployment is made, or the server may
-// still deliver to the connection it has not yet seen close. The server
-// has no signal for it, so this polls the gateway status list.
-func (r *runner) awaitOffline(ctx context.Context, gws []*gateway) error {
+// awaitSeen waits until the server sees every one of the gateways offline
+// (online false) or connected (online true). A gateway that drops "before
+// the deployment" must be offline for the server when the deployment is
+// made, or the server may still deliver to the connection it has not yet
+// seen close. With several replicas, each counts its own connections at
+// once but learns of the others' a moment after they change, and answers
+// a deployment to the ones it has not learned of PENDING; so each target
+// is asked in turn. The server has no signal for either, so this polls the
+// gateway status list.
+func (r *runner) awaitSeen(ctx context.Context, gws []*gateway, online bool) error {
 	waiting := map[string]bool{}
 	for _, g := range gws {
 		waiting[g.id] = true
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for {
-		online := 0
-		for offset := 0; ; offset += 1000 {
-			var page struct {
-				List []struct {
-					ID          string
-					Connections int
-				}
-				Pagination struct{ Total int }
-			}
-			if err := r.call(ctx, "GET", fmt.Sprintf("/api/v1/status/gateways?limit=1000&offset=%d", offset), nil, &page, 200); err != nil {
+	for via := range r.targets {
+		for {
+			connected, err := r.countConnected(ctx, via, waiting)
+			if err != nil {
 				return err
 			}
-			for _, s := range page.List {
-				if waiting[s.ID] && s.Connections > 0 {
-					online++
-				}
+			wrong := connected
+			if online {
+				wrong = len(waiting) - connected
 			}
-			if len(page.List) == 0 || offset+len(page.List) >= page.Pagination.Total {
+			if wrong == 0 {
 				break
 			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				if online {
+					return fmt.Errorf("%d gateways not connected for the server after 30s", wrong)
+				}
+				return fmt.Errorf("%d dropped gateways still connected for the server after 30s", wrong)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
-		if online == 0 {
-			return nil
+	}
+	return nil
+}
+
+// countConnected returns how many of the gateways have a connection, as
+// target via sees them.
+func (r *runner) countConnected(ctx context.Context, via int, gws map[string]bool) (int, error) {
+	n := 0
+	for offset := 0; ; offset += 1000 {
+		var page struct {
+			List []struct {
+				ID          string
+				Connections int
+			}
+			Pagination struct{ Total int }
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("%d dropped gateways still connected for the server after 30s", online)
+		if _, err := r.callVia(ctx, via, "GET", fmt.Sprintf("/api/v1/status/gateways?limit=1000&offset=%d", offset), nil, &page, 200); err != nil {
+			return 0, err
 		}
-		time.Sleep(5 * time.Millisecond)
+		for _, s := range page.List {
+			if gws[s.ID] && s.Connections > 0 {
+				n++
+			}
+		}
+		if len(page.List) == 0 || offset+len(page.List) >= page.Pagination.Total {
+			return n, nil
+		}
 	}
 }
 

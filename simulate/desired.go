@@ -98,7 +98,7 @@ func (r *runner) reconnectAll(ctx context.Context) PhaseReport {
 	for _, g := range r.gws {
 		g.disconnect()
 	}
-	if err := r.awaitOffline(ctx, r.gws); err != nil {
+	if err := r.awaitSeen(ctx, r.gws, false); err != nil {
 		r.fail("reconnect: %v", err)
 	}
 	ps := r.startPhase()

@@ -26,10 +26,19 @@ type gateway struct {
 	id, key, name string
 	r             *runner
 
-	mu      sync.Mutex
-	ws      *websocket.Conn
-	got     map[string]time.Time // revision of the measured API -> api.deployed received
-	fetched map[string]time.Time // revision -> applied (gen 1: downloaded; gen 2: acknowledged)
+	mu sync.Mutex
+	ws *websocket.Conn
+	// at is the index of the target the gateway is (or was last)
+	// connected to, since connectedAt; moving is set while it reconnects,
+	// after its connection ended without the run closing it (see move),
+	// and lostAt is when that last happened.
+	at          int
+	connectedAt time.Time
+	moving      bool
+	lostAt      time.Time
+	got         map[string]receipt   // revision of the measured API -> api.deployed received
+	fetched     map[string]time.Time // revision -> applied (gen 1: downloaded; gen 2: acknowledged)
+	rev         string               // revision of the measured API last applied
 	// held is, per API index, the performedAt (Unix ns) of the last event
 	// applied by a second-generation gateway: positive for a deploy,
 	// negative for an undeploy, 0 for none. A real gateway keeps it across
@@ -46,6 +55,13 @@ type gateway struct {
 	doneAt time.Time
 }
 
+// receipt is when an api.deployed of the measured API first came, and on
+// a connection to which target.
+type receipt struct {
+	at     time.Time
+	target int
+}
+
 // event is what the simulator reads of a frame from the server.
 type event struct {
 	Type    string `json:"type"`
@@ -58,20 +74,36 @@ type event struct {
 	} `json:"payload"`
 }
 
+// channelPath is the gateways' WebSocket channel.
+const channelPath = "/api/internal/v1/ws/gateways/connect"
+
 // manifest is what the simulated second-generation gateways report about
 // themselves on every connect (contract §6).
 const manifest = `{"version":"1.2.0","functionalityType":"regular","policies":[{"name":"cors","version":"v1"}]}`
 
-// connect opens the channel and waits for connection.ack, then reads. A
+// connect opens the channel to the gateway's target and reads it.
+func (g *gateway) connect(ctx context.Context) error {
+	g.mu.Lock()
+	at := g.at
+	g.mu.Unlock()
+	ws, err := g.open(ctx, at)
+	if err != nil {
+		return err
+	}
+	g.attach(ws, at, false)
+	return nil
+}
+
+// open opens the channel to target at and waits for connection.ack. A
 // second-generation gateway posts its manifest at the same time, as real
 // ones do; the connection counts as made once both are done.
-func (g *gateway) connect(ctx context.Context) error {
+func (g *gateway) open(ctx context.Context, at int) (*websocket.Conn, error) {
 	var posted chan error
 	if g.r.opt.Generation == 2 {
 		posted = make(chan error, 1)
-		go func() { posted <- g.postManifest(ctx) }()
+		go func() { posted <- g.postManifest(ctx, at) }()
 	}
-	ws, err := g.dial(ctx)
+	ws, err := g.dial(ctx, at)
 	if err == nil {
 		err = g.awaitAck(ws)
 	}
@@ -84,10 +116,22 @@ func (g *gateway) connect(ctx context.Context) error {
 		if ws != nil {
 			ws.Close()
 		}
-		return err
+		return nil, err
 	}
+	return ws, nil
+}
+
+// attach makes ws, a connection to target at, the gateway's connection
+// and reads it. With ifMoving it does so only while the gateway is moving
+// (the run may have closed the gateway since the move began), and reports
+// whether it did.
+func (g *gateway) attach(ws *websocket.Conn, at int, ifMoving bool) bool {
 	g.mu.Lock()
-	g.ws = ws
+	if ifMoving && !g.moving {
+		g.mu.Unlock()
+		return false
+	}
+	g.ws, g.at, g.moving, g.connectedAt = ws, at, false, time.Now()
 	g.epoch++
 	epoch := g.epoch
 	g.count, g.doneAt = 0, time.Time{}
@@ -102,8 +146,9 @@ func (g *gateway) connect(ctx context.Context) error {
 	}
 	g.checkDoneLocked()
 	g.mu.Unlock()
-	go g.read(ws, epoch)
-	return nil
+	g.r.live.Add(1)
+	go g.read(ws, epoch, at)
+	return true
 }
 
 // markApplied notes that API i was applied in connection epoch.
@@ -127,17 +172,20 @@ func (g *gateway) checkDoneLocked() {
 }
 
 // convergedAt returns when the gateway converged on all the APIs in its
-// current connection (zero: not yet), and whether it has a connection.
+// current connection (zero: not yet), and whether it has a connection or
+// is moving to another target.
 func (g *gateway) convergedAt() (time.Time, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.doneAt, g.ws != nil
+	return g.doneAt, g.ws != nil || g.moving
 }
 
-// dial opens the WebSocket over a TLS connection of its own, so that the
-// frames the gateway writes can be counted (pongs: see pongCounter).
-func (g *gateway) dial(ctx context.Context) (*websocket.Conn, error) {
-	cfg, err := websocket.NewConfig(g.r.ws, g.r.opt.Target)
+// dial opens the WebSocket to target at over a TLS connection of its own,
+// so that the frames the gateway writes can be counted (pongs: see
+// pongCounter).
+func (g *gateway) dial(ctx context.Context, at int) (*websocket.Conn, error) {
+	base := g.r.targets[at].target
+	cfg, err := websocket.NewConfig("wss://"+strings.TrimPrefix(base, "https://")+channelPath, base)
 	if err != nil {
 		return nil, err
 	}
@@ -196,13 +244,14 @@ func (g *gateway) awaitAck(ws *websocket.Conn) error {
 	return nil
 }
 
-// postManifest reports the manifest. Like a real gateway, it gives up at
-// once on the statuses that make one exit, and retries others 3 times.
-func (g *gateway) postManifest(ctx context.Context) error {
+// postManifest reports the manifest to target at. Like a real gateway, it
+// gives up at once on the statuses that make one exit, and retries others
+// 3 times.
+func (g *gateway) postManifest(ctx context.Context, at int) error {
 	var err error
 	for range 4 {
 		var status int
-		status, err = g.request(ctx, "POST", "/api/internal/v1/gateways/"+g.id+"/manifest", strings.NewReader(manifest), nil)
+		status, err = g.request(ctx, at, "POST", "/api/internal/v1/gateways/"+g.id+"/manifest", strings.NewReader(manifest), nil)
 		switch {
 		case err == nil && (status == 200 || status == 204):
 			return nil
@@ -220,10 +269,10 @@ func (g *gateway) postManifest(ctx context.Context) error {
 	return err
 }
 
-// request makes a gateway-facing request with the api-key and reads at most
-// 8 MiB of the answer into body, if not nil.
-func (g *gateway) request(ctx context.Context, method, path string, in io.Reader, body *[]byte) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, method, g.r.opt.Target+path, in)
+// request makes a gateway-facing request to target at with the api-key and
+// reads at most 8 MiB of the answer into body, if not nil.
+func (g *gateway) request(ctx context.Context, at int, method, path string, in io.Reader, body *[]byte) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, method, g.r.targets[at].target+path, in)
 	if err != nil {
 		return 0, err
 	}
@@ -231,7 +280,7 @@ func (g *gateway) request(ctx context.Context, method, path string, in io.Reader
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := g.r.http.Do(req)
+	resp, err := g.r.targets[at].http.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -243,40 +292,57 @@ func (g *gateway) request(ctx context.Context, method, path string, in io.Reader
 	return resp.StatusCode, err
 }
 
-// read handles events until the connection ends, one at a time: reading is
-// also what answers the server's pings (the library does it while it
-// reads), so a gateway busy with an event answers once it is done. A
-// connection that ends while the gateway still holds it was ended by the
-// server (the gateway never reconnects by itself).
-func (g *gateway) read(ws *websocket.Conn, epoch uint32) {
+// read handles events from a connection to target at until it ends, one at
+// a time: reading is also what answers the server's pings (the library
+// does it while it reads), so a gateway busy with an event answers once it
+// is done. A connection that ends while the gateway still holds it was
+// ended by the server. With one target that is a failure (the gateway
+// never reconnects by itself); with several, the gateway's replica went
+// away, and the gateway moves to another (see move).
+func (g *gateway) read(ws *websocket.Conn, epoch uint32, at int) {
 	for {
 		var ev event
 		if err := websocket.JSON.Receive(ws, &ev); err != nil {
-			g.mu.Lock()
-			byServer := g.ws == ws
-			if byServer {
-				g.ws = nil
-			}
-			g.mu.Unlock()
-			if byServer {
-				g.r.serverClosed.Add(1)
-				g.r.fail("the server ended the connection of %s: %v", g.name, err)
-				g.r.notify()
-			}
+			g.lost(ws, at, err)
 			return
 		}
 		start := time.Now()
 		if g.r.opt.Generation == 2 {
-			g.handleGen2(ws, epoch, &ev)
+			g.handleGen2(ws, epoch, at, &ev)
 		} else {
-			g.handleGen1(epoch, &ev)
+			g.handleGen1(epoch, at, &ev)
 		}
 		g.r.noteHandling(time.Since(start))
 	}
 }
 
+// lost notes that connection ws to target at ended with err, unless the
+// run closed it, and starts the gateway's move when there are several
+// targets.
+func (g *gateway) lost(ws *websocket.Conn, at int, err error) {
+	move := len(g.r.targets) > 1
+	g.mu.Lock()
+	byServer := g.ws == ws
+	if byServer {
+		g.ws = nil
+		g.moving, g.lostAt = move, time.Now()
+	}
+	g.mu.Unlock()
+	if !byServer {
+		return
+	}
+	g.r.live.Add(-1)
+	g.r.serverClosed.Add(1)
+	if move {
+		go g.move(at)
+	} else {
+		g.r.fail("the server ended the connection of %s: %v", g.name, err)
+	}
+	g.r.notify()
+}
+
 // handleGen1 downloads the API of every api.deployed (contract §3-§4).
-func (g *gateway) handleGen1(epoch uint32, ev *event) {
+func (g *gateway) handleGen1(epoch uint32, at int, ev *event) {
 	i, ok := g.r.apiIndex[ev.Payload.APIID]
 	if !ok || (ev.Type != "api.deployed" && ev.Type != "api.undeployed") {
 		return
@@ -287,10 +353,12 @@ func (g *gateway) handleGen1(epoch uint32, ev *event) {
 	}
 	rev := ev.Payload.RevisionID
 	if i == 0 {
-		g.received(rev)
+		g.received(rev, at)
 	}
-	if err := g.download(ev.Payload.APIID); err != nil {
-		g.r.fail("download by %s: %v", g.name, err)
+	if err := g.download(at, ev.Payload.APIID); err != nil {
+		if !g.r.replicaGone(err) {
+			g.r.fail("download by %s: %v", g.name, err)
+		}
 		return
 	}
 	if i == 0 {
@@ -304,7 +372,7 @@ func (g *gateway) handleGen1(epoch uint32, ev *event) {
 // api.deployed is downloaded (a RestApi document) and, like
 // api.undeployed, acknowledged; api.deleted is dropped without an
 // acknowledgement.
-func (g *gateway) handleGen2(ws *websocket.Conn, epoch uint32, ev *event) {
+func (g *gateway) handleGen2(ws *websocket.Conn, epoch uint32, at int, ev *event) {
 	p := &ev.Payload
 	i, ok := g.r.apiIndex[p.APIID]
 	if !ok {
@@ -321,17 +389,17 @@ func (g *gateway) handleGen2(ws *websocket.Conn, epoch uint32, ev *event) {
 		return
 	}
 	g.r.events.Add(1)
-	at, err := time.Parse(time.RFC3339Nano, p.PerformedAt)
+	performed, err := time.Parse(time.RFC3339Nano, p.PerformedAt)
 	if err != nil || p.DeploymentID == "" {
 		g.r.fail("%s without deploymentId or performedAt to %s: %+v", ev.Type, g.name, *p)
 		return
 	}
 	deploy := ev.Type == "api.deployed"
 	if deploy && i == 0 {
-		g.received(p.RevisionID)
+		g.received(p.RevisionID, at)
 	}
 	g.mu.Lock()
-	newer := at.UnixNano() > abs(g.held[i])
+	newer := performed.UnixNano() > abs(g.held[i])
 	g.mu.Unlock()
 	if !newer {
 		return // not newer than what it holds: ignored, not acknowledged
@@ -339,7 +407,10 @@ func (g *gateway) handleGen2(ws *websocket.Conn, epoch uint32, ev *event) {
 	action := "undeploy"
 	if deploy {
 		action = "deploy"
-		if err := g.downloadRestAPI(p.APIID); err != nil {
+		if err := g.downloadRestAPI(at, p.APIID); err != nil {
+			if g.r.replicaGone(err) {
+				return // its connection ends too: the move gets the event again
+			}
 			g.r.fail("download by %s: %v", g.name, err)
 			g.ack(ws, p.DeploymentID, p.APIID, action, p.PerformedAt, "GATEWAY_PROCESSING_ERROR")
 			return
@@ -347,16 +418,22 @@ func (g *gateway) handleGen2(ws *websocket.Conn, epoch uint32, ev *event) {
 	}
 	g.mu.Lock()
 	if deploy {
-		g.held[i] = at.UnixNano()
+		g.held[i] = performed.UnixNano()
+		if i == 0 {
+			g.rev = p.RevisionID // held, even if its connection ends before the ack
+		}
 	} else {
-		g.held[i] = -at.UnixNano()
+		g.held[i] = -performed.UnixNano()
 	}
 	g.mu.Unlock()
 	if err := g.ack(ws, p.DeploymentID, p.APIID, action, p.PerformedAt, ""); err != nil {
 		g.mu.Lock()
-		dropped := g.ws != ws // the run closed this connection (churn, reconnect): not a failure
+		dropped := g.ws != ws
 		g.mu.Unlock()
-		if !dropped {
+		// Not a failure when the run closed this connection (churn,
+		// reconnect), or, with several targets, when its replica went
+		// away (the gateway moves, and is sent the event again).
+		if !dropped && !g.r.several() {
 			g.r.fail("ack by %s: %v", g.name, err)
 		}
 		return
@@ -403,12 +480,12 @@ func (g *gateway) ack(ws *websocket.Conn, deploymentID, apiID, action, performed
 }
 
 // received notes when api.deployed of a revision of the measured API first
-// came.
-func (g *gateway) received(rev string) {
+// came, on a connection to target at.
+func (g *gateway) received(rev string, at int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if _, seen := g.got[rev]; !seen {
-		g.got[rev] = time.Now()
+		g.got[rev] = receipt{time.Now(), at}
 	}
 }
 
@@ -417,13 +494,14 @@ func (g *gateway) applied(rev string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.fetched[rev] = time.Now()
+	g.rev = rev
 }
 
-// fetch downloads an API's zip as the gateway and returns its one YAML
-// document, checking its name.
-func (g *gateway) fetch(apiID string) ([]byte, error) {
+// fetch downloads an API's zip from target at as the gateway and returns
+// its one YAML document, checking its name.
+func (g *gateway) fetch(at int, apiID string) ([]byte, error) {
 	var data []byte
-	status, err := g.request(context.Background(), "GET", "/api/internal/v1/apis/"+apiID, nil, &data)
+	status, err := g.request(context.Background(), at, "GET", "/api/internal/v1/apis/"+apiID, nil, &data)
 	if err != nil {
 		return nil, err
 	}
@@ -446,15 +524,15 @@ func (g *gateway) fetch(apiID string) ([]byte, error) {
 }
 
 // download fetches the API's zip and checks it holds the YAML.
-func (g *gateway) download(apiID string) error {
-	_, err := g.fetch(apiID)
+func (g *gateway) download(at int, apiID string) error {
+	_, err := g.fetch(at, apiID)
 	return err
 }
 
 // downloadRestAPI fetches the API's zip and checks that its document is
 // the second generation's (kind: RestApi); these gateways refuse others.
-func (g *gateway) downloadRestAPI(apiID string) error {
-	doc, err := g.fetch(apiID)
+func (g *gateway) downloadRestAPI(at int, apiID string) error {
+	doc, err := g.fetch(at, apiID)
 	if err != nil {
 		return err
 	}
@@ -470,17 +548,19 @@ func (g *gateway) downloadRestAPI(apiID string) error {
 	return nil
 }
 
+// disconnect closes the gateway's connection, or ends its move.
 func (g *gateway) disconnect() {
 	g.mu.Lock()
 	ws := g.ws
-	g.ws = nil
+	g.ws, g.moving = nil, false
 	g.mu.Unlock()
 	if ws != nil {
+		g.r.live.Add(-1)
 		ws.Close()
 	}
 }
 
-func (g *gateway) times(rev string) (got, fetched time.Time) {
+func (g *gateway) times(rev string) (got receipt, fetched time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.got[rev], g.fetched[rev]

@@ -14,20 +14,21 @@
 // is deployed to the fleet before it connects, the fleet connects and
 // converges on them, then every gateway drops and reconnects and must
 // converge again, answering heartbeats all along (see desired.go).
+//
+// Against several replicas of one server the fleet is spread across them,
+// deployments go through them in turn, delivery latency is split into
+// same- and cross-replica, and gateways whose replica goes away move to
+// another (see replicas.go).
 package simulate
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -37,7 +38,9 @@ import (
 
 // Options configure a run.
 type Options struct {
-	Target   string  // base URL, https://host:port
+	// Target is the base URL, https://host:port; or several, separated
+	// by commas: replicas of one server (one database).
+	Target   string
 	Insecure bool    // skip certificate verification
 	Token    string  // bearer JWT of the organization to work in
 	Gateways int     // fleet size
@@ -79,6 +82,14 @@ type Report struct {
 	DeliveryP50 float64 `json:"deliveryP50Ms"`
 	DeliveryP99 float64 `json:"deliveryP99Ms"`
 	DeliveryMax float64 `json:"deliveryMaxMs"`
+	// With several targets, the same split by whether the gateway's
+	// connection was on the replica that handled the deploy request.
+	DeliverySameP50  float64 `json:"deliverySameReplicaP50Ms,omitempty"`
+	DeliverySameP99  float64 `json:"deliverySameReplicaP99Ms,omitempty"`
+	DeliverySameMax  float64 `json:"deliverySameReplicaMaxMs,omitempty"`
+	DeliveryCrossP50 float64 `json:"deliveryCrossReplicaP50Ms,omitempty"`
+	DeliveryCrossP99 float64 `json:"deliveryCrossReplicaP99Ms,omitempty"`
+	DeliveryCrossMax float64 `json:"deliveryCrossReplicaMaxMs,omitempty"`
 	// Convergence: deploy request sent -> the last gateway has downloaded
 	// the revision (second generation: has acknowledged it), churned
 	// gateways included; the worst deployment.
@@ -95,6 +106,11 @@ type Report struct {
 	AllDelivered    bool               `json:"allDelivered"`
 	AllConverged    bool               `json:"allConverged"`
 	Reconnects      int                `json:"reconnects"`
+	// Moved counts, with several targets, the reconnections of gateways
+	// to another target after theirs went away, over the whole run; Hold
+	// is the fleet during -hold.
+	Moved int64       `json:"moved,omitempty"`
+	Hold  *HoldReport `json:"hold,omitempty"`
 	// The large desired state (more than one API): reconnect -> every
 	// gateway has applied every API (desiredState.reconnect.convergeMs).
 	ReconnectConvergeMs float64             `json:"reconnectConvergeMs,omitempty"`
@@ -104,7 +120,10 @@ type Report struct {
 
 // DeploymentReport is one deployment.
 type DeploymentReport struct {
-	RevisionID    string  `json:"revisionId"`
+	RevisionID string `json:"revisionId"`
+	// Target is the target that handled the deploy request (several
+	// targets only).
+	Target        string  `json:"target,omitempty"`
 	RequestMs     float64 `json:"requestMs"`
 	Delivered     int     `json:"delivered"` // items the server answered delivered to a live connection
 	Churned       int     `json:"churned"`
@@ -118,10 +137,12 @@ type DeploymentReport struct {
 }
 
 type runner struct {
-	opt    Options
-	http   *http.Client
-	tlsCfg *tls.Config
-	ws     string // wss URL of the channel
+	targets []*client
+	turn    atomic.Uint64 // REST calls made, to pick the next target
+	opt     Options
+	// ctx is the run's: gateways that move reconnect from goroutines of
+	// their own, which end with it.
+	ctx context.Context
 
 	project string
 	// apis are the APIs the run created; deployments go to the first.
@@ -134,6 +155,8 @@ type runner struct {
 	serverClosed atomic.Int64  // connections the server ended
 	maxHandling  atomic.Int64  // longest a gateway spent on one event, in ns
 	kick         chan struct{} // a gateway converged or lost its connection
+	live         atomic.Int64  // gateways connected
+	moved        atomic.Int64  // reconnections to another target
 
 	errMu  sync.Mutex
 	errors []string
@@ -148,9 +171,16 @@ func (r *runner) fail(format string, a ...any) {
 }
 
 func (r *runner) progress(format string, a ...any) {
-	if r.opt.Progress != nil {
-		fmt.Fprintf(r.opt.Progress, "\r%-70s", fmt.Sprintf(format, a...))
+	if r.opt.Progress == nil {
+		return
 	}
+	line := fmt.Sprintf(format, a...)
+	// With several targets, every line but the hold's (which says more)
+	// shows the fleet's connections once there are any.
+	if live, moved := r.live.Load(), r.moved.Load(); r.several() && line != "" && !strings.HasPrefix(line, "hold ") && live+moved > 0 {
+		line += fmt.Sprintf(" (%d live, %d moved)", live, moved)
+	}
+	fmt.Fprintf(r.opt.Progress, "\r%-70s", line)
 }
 
 // Run plays the fleet and returns the report. An error means the run could
@@ -177,37 +207,35 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	if opt.AckWait > time.Minute {
 		return nil, errors.New("-ack-wait is at most 60s (the server's limit)")
 	}
-	if opt.Token == "" {
-		return nil, errors.New("no bearer token: pass -token or set PLATFORM_TOKEN (mint one with platform-api token -org <uuid>)")
-	}
 	if opt.Concurrency <= 0 {
 		opt.Concurrency = 64
 	}
 	if opt.Wait <= 0 {
 		opt.Wait = 2 * time.Minute
 	}
-	target := strings.TrimSuffix(opt.Target, "/")
-	if !strings.HasPrefix(target, "https://") {
-		return nil, errors.New("-target must be an https:// URL")
-	}
-	opt.Target = target
-	r := &runner{opt: opt, tlsCfg: &tls.Config{InsecureSkipVerify: opt.Insecure}, kick: make(chan struct{}, 1)}
-	r.http = &http.Client{Timeout: time.Minute + opt.AckWait, Transport: &http.Transport{
-		TLSClientConfig: r.tlsCfg, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64,
-		// Downloads share a few multiplexed HTTP/2 connections instead of
-		// opening one (and a TLS handshake) per gateway: the simulator is one
-		// host, and its handshakes would otherwise dominate the server's CPU.
-		MaxConnsPerHost: 16}}
-	r.ws = "wss://" + strings.TrimPrefix(target, "https://") + "/api/internal/v1/ws/gateways/connect"
-	rep := &Report{Target: target, Generation: opt.Generation, Gateways: opt.Gateways, APIs: opt.APIs, Deploys: opt.Deploys, Churn: opt.Churn, Errors: []string{}}
-
-	err := r.setup(ctx)
+	targets, err := newClients(opt.Target, opt.Token, opt.Insecure, time.Minute+opt.AckWait)
 	if err != nil {
+		return nil, err
+	}
+	var bases []string
+	for _, c := range targets {
+		bases = append(bases, c.target)
+	}
+	opt.Target = strings.Join(bases, ",")
+	r := &runner{targets: targets, opt: opt, kick: make(chan struct{}, 1)}
+	rep := &Report{Target: opt.Target, Generation: opt.Generation, Gateways: opt.Gateways, APIs: opt.APIs, Deploys: opt.Deploys, Churn: opt.Churn, Errors: []string{}}
+
+	if err := r.setup(ctx); err != nil {
 		return nil, err
 	}
 	if !opt.Keep {
 		defer r.cleanup()
 	}
+	// Deferred after cleanup, so it runs before it: no gateway is still
+	// moving when cleanup closes them.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	r.ctx = ctx
 	var ds *DesiredStateReport
 	if opt.APIs > 1 {
 		if ds, err = r.deployAll(ctx); err != nil {
@@ -222,19 +250,29 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		}
 	}, "connecting")
 	rep.ConnectSec = time.Since(start).Seconds()
+	if r.several() {
+		if err := r.awaitSeen(ctx, r.gws, true); err != nil {
+			r.fail("connect: %v", err)
+		}
+	}
 	if ds != nil {
 		ds.Connect = r.awaitConverged(ctx, ps, "connect")
 		ds.Reconnect = r.reconnectAll(ctx)
 		rep.DesiredState, rep.ReconnectConvergeMs = ds, ds.Reconnect.ConvergeMs
 	}
 
-	var latencies, answers []float64
+	var lat latencies
+	var answers []float64
+	var lastRev string
 	rep.AllDelivered, rep.AllConverged = true, true
 	allDeployed := true
 	for i := range opt.Deploys {
-		d, lat, reconnects := r.deployOnce(ctx, i)
+		d, dl, reconnects := r.deployOnce(ctx, i)
 		rep.Deployments = append(rep.Deployments, d)
-		latencies = append(latencies, lat...)
+		lat.add(dl)
+		if d.RevisionID != "" {
+			lastRev = d.RevisionID
+		}
 		rep.Reconnects += reconnects
 		rep.ConvergenceMax = max(rep.ConvergenceMax, d.ConvergenceMs)
 		rep.AllDelivered = rep.AllDelivered && d.Delivered == opt.Gateways-d.Churned
@@ -248,15 +286,21 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 			rep.DeployAnswerP50, rep.DeployAnswerP99 = quantile(answers, 0.5), quantile(answers, 0.99)
 		}
 	}
-	if opt.Hold > 0 {
+	switch {
+	case opt.Hold > 0 && r.several():
+		rep.Hold = r.holdReplicas(ctx, lastRev)
+	case opt.Hold > 0:
 		r.progress("holding %d connections for %s", opt.Gateways, opt.Hold)
 		select {
 		case <-time.After(opt.Hold):
 		case <-ctx.Done():
 		}
 	}
-	if len(latencies) > 0 {
-		rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax = quantile(latencies, 0.5), quantile(latencies, 0.99), quantile(latencies, 1)
+	rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax = percentiles(lat.all)
+	if r.several() {
+		rep.DeliverySameP50, rep.DeliverySameP99, rep.DeliverySameMax = percentiles(lat.same)
+		rep.DeliveryCrossP50, rep.DeliveryCrossP99, rep.DeliveryCrossMax = percentiles(lat.cross)
+		rep.Moved = r.moved.Load()
 	}
 	r.progress("")
 	if opt.Progress != nil {
@@ -264,37 +308,6 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	}
 	rep.Errors = append(rep.Errors, r.errors...)
 	return rep, nil
-}
-
-// call makes an authenticated JSON request and decodes the answer into out.
-func (r *runner) call(ctx context.Context, method, path string, body, out any, want ...int) error {
-	var rd io.Reader
-	if body != nil {
-		data, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(data)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, r.opt.Target+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+r.opt.Token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := r.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if !slices.Contains(want, resp.StatusCode) {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(data))
-	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
 }
 
 func randomSuffix() string {
@@ -307,11 +320,8 @@ func randomSuffix() string {
 // gateways with their tokens.
 func (r *runner) setup(ctx context.Context) error {
 	suffix := randomSuffix()
-	if err := r.call(ctx, "GET", "/api/v1/organizations", nil, nil, 200); err != nil {
-		if err := r.call(ctx, "POST", "/api/v1/organizations", map[string]string{
-			"handle": "sim-" + suffix, "name": "Fleet simulator", "region": "local"}, nil, 201); err != nil {
-			return fmt.Errorf("register organization: %w", err)
-		}
+	if err := r.targets[0].ensureOrganization(ctx, "sim-"+suffix, "Fleet simulator"); err != nil {
+		return err
 	}
 	var p struct{ ID string }
 	if err := r.call(ctx, "POST", "/api/v1/projects", map[string]string{"name": "simulate-" + suffix,
@@ -348,7 +358,8 @@ func (r *runner) setup(ctx context.Context) error {
 	}
 	r.gws = make([]*gateway, r.opt.Gateways)
 	for i := range r.gws {
-		r.gws[i] = &gateway{name: fmt.Sprintf("sim-%s-%d", suffix, i), r: r, got: map[string]time.Time{}, fetched: map[string]time.Time{},
+		r.gws[i] = &gateway{name: fmt.Sprintf("sim-%s-%d", suffix, i), r: r, at: i % len(r.targets),
+			got: map[string]receipt{}, fetched: map[string]time.Time{},
 			held: make([]int64, len(r.apis)), seen: make([]uint32, len(r.apis))}
 	}
 	r.forEach(ctx, r.gws, func(g *gateway) {
@@ -404,6 +415,25 @@ func (r *runner) parallel(ctx context.Context, n int, fn func(int), what string)
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
+// latencies are delivery latencies in milliseconds: all of them, and, with
+// several targets, split by whether the gateway's connection was on the
+// replica that handled the deploy request.
+type latencies struct{ all, same, cross []float64 }
+
+func (l *latencies) add(o latencies) {
+	l.all = append(l.all, o.all...)
+	l.same = append(l.same, o.same...)
+	l.cross = append(l.cross, o.cross...)
+}
+
+// percentiles returns the p50, p99 and max of xs (zeros when empty).
+func percentiles(xs []float64) (p50, p99, top float64) {
+	if len(xs) == 0 {
+		return 0, 0, 0
+	}
+	return quantile(xs, 0.5), quantile(xs, 0.99), quantile(xs, 1)
+}
+
 // quantile sorts xs and returns its q quantile by nearest rank: the
 // smallest value with at least q of the values at or below it, so that the
 // p99 of five deployments is the slowest, not the second slowest. (For the
@@ -415,14 +445,25 @@ func quantile(xs []float64, q float64) float64 {
 	return xs[min(max(i, 0), len(xs)-1)]
 }
 
-// cleanup deletes what the run created: the APIs (which undeploys them),
-// the gateways (which closes their connections) and the project.
+// cleanup deletes what the run created: the gateways (which closes their
+// connections), the APIs and the project. Gateways go first: deleting an
+// API still deployed undeploys it on every replica holding its gateways,
+// and the request waits for their reports, for the whole delivery wait
+// when one of them has died (a replica killed during -hold); with the
+// gateways gone there is no one left to tell.
 func (r *runner) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	for _, g := range r.gws {
 		g.disconnect()
 	}
+	r.forEach(ctx, r.gws, func(g *gateway) {
+		if g.id != "" {
+			if err := r.call(ctx, "DELETE", "/api/v1/gateways/"+g.id, nil, nil, 204); err != nil {
+				r.fail("cleanup: %v", err)
+			}
+		}
+	}, "cleaning up")
 	r.parallel(ctx, len(r.apis), func(i int) {
 		if r.apis[i] == "" {
 			return
@@ -431,13 +472,6 @@ func (r *runner) cleanup() {
 			r.fail("cleanup: %v", err)
 		}
 	}, "deleting APIs")
-	r.forEach(ctx, r.gws, func(g *gateway) {
-		if g.id != "" {
-			if err := r.call(ctx, "DELETE", "/api/v1/gateways/"+g.id, nil, nil, 204); err != nil {
-				r.fail("cleanup: %v", err)
-			}
-		}
-	}, "cleaning up")
 	if r.project != "" {
 		if err := r.call(ctx, "DELETE", "/api/v1/projects/"+r.project, nil, nil, 204); err != nil {
 			r.fail("cleanup: %v", err)
@@ -469,6 +503,12 @@ func (rep *Report) WriteTable(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "delivery latency  p50 %.1f ms   p99 %.1f ms   max %.1f ms\n", rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax)
+	if strings.Contains(rep.Target, ",") {
+		fmt.Fprintf(w, "  same replica    p50 %.1f ms   p99 %.1f ms   max %.1f ms (connection on the replica that took the deploy request)\n",
+			rep.DeliverySameP50, rep.DeliverySameP99, rep.DeliverySameMax)
+		fmt.Fprintf(w, "  cross replica   p50 %.1f ms   p99 %.1f ms   max %.1f ms\n", rep.DeliveryCrossP50, rep.DeliveryCrossP99, rep.DeliveryCrossMax)
+		fmt.Fprintf(w, "moved             %d (reconnections to another replica after a connection was lost)\n", rep.Moved)
+	}
 	last := "downloaded"
 	if rep.Generation == 2 {
 		last = "acknowledged"
@@ -487,6 +527,13 @@ func (rep *Report) WriteTable(w io.Writer) {
 	deployed := ""
 	if rep.AllDeployed != nil {
 		deployed = fmt.Sprintf(", all deployed %v", *rep.AllDeployed)
+	}
+	if h := rep.Hold; h != nil {
+		fmt.Fprintf(w, "\nhold              %.1f s: %d connections lost, %d gateways moved; at the end %d live %v, converged on the last deployment %v (%d not)\n",
+			h.Seconds, h.Lost, h.Moved, h.Live, h.GatewaysPerTarget, h.Converged, h.NotConverged)
+		if h.RecoveryMs > 0 {
+			fmt.Fprintf(w, "                  first connection lost -> last of those gateways converged again: %.1f ms\n", h.RecoveryMs)
+		}
 	}
 	fmt.Fprintf(w, "\nall delivered %v, all converged %v%s, %d errors\n", rep.AllDelivered, rep.AllConverged, deployed, len(rep.Errors))
 	for _, e := range rep.Errors {
