@@ -6,8 +6,10 @@ package store
 // the same API to the same gateway changes nothing.
 
 import (
+	"cmp"
 	"context"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -38,10 +40,14 @@ func (db *DB) recordDeliveries(ctx context.Context, ds []Delivery, publish bool)
 	if len(ds) == 0 {
 		return nil
 	}
+	ds = slices.Clone(ds)
+	slices.SortFunc(ds, func(a, b Delivery) int {
+		return cmp.Or(strings.Compare(a.APIID, b.APIID), strings.Compare(a.GatewayID, b.GatewayID))
+	})
 	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		var changed []string
 		t := formatTime(now)
-		for _, d := range ds {
+		for _, d := range ds { // in key order (sortDeployments)
 			sent := any(nil)
 			if d.Status == StatusDeploying || d.Status == StatusUndeploying {
 				sent = t
@@ -60,13 +66,15 @@ func (db *DB) recordDeliveries(ctx context.Context, ds []Delivery, publish bool)
 			if err != nil {
 				return err
 			}
-			if n, _ := res.RowsAffected(); n > 0 && publish && !slices.Contains(changed, d.APIID) {
+			n, _ := res.RowsAffected()
+			if n > 0 && publish && !slices.Contains(changed, d.APIID) {
 				changed = append(changed, d.APIID)
 			}
 			// With replicas, this one's connections now owe an
 			// acknowledgement: the deployment is final only when no
-			// replica's do (ApplyAcks).
-			if sent != nil && db.dialect == dialectPostgres {
+			// replica's do (ApplyAcks). Unless the acknowledgement came
+			// first (the update found it acknowledged).
+			if n > 0 && sent != nil && db.dialect == dialectPostgres {
 				if _, err := tx.ExecContext(ctx, `INSERT INTO ack_waits (api_id, gateway_id, deployment_id, replica_id)
 					VALUES ($1, $2, $3, $4) ON CONFLICT (api_id, gateway_id, replica_id) DO UPDATE SET deployment_id = excluded.deployment_id`,
 					d.APIID, d.GatewayID, d.DeploymentID, db.replica); err != nil {
@@ -114,6 +122,10 @@ type Ack struct {
 // id than the current one (stale), or of an action that is no longer the
 // deployment's (a deploy acknowledged after the undeploy), changes nothing.
 func (db *DB) ApplyAcks(ctx context.Context, acks []Ack) error {
+	acks = slices.Clone(acks)
+	slices.SortStableFunc(acks, func(a, b Ack) int { // key order (sortDeployments); a gateway's acks keep theirs
+		return cmp.Or(strings.Compare(a.APIID, b.APIID), strings.Compare(a.GatewayID, b.GatewayID))
+	})
 	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		var changed []string
 		for _, a := range acks {
@@ -161,6 +173,12 @@ func (db *DB) ApplyAcks(ctx context.Context, acks []Ack) error {
 // once cannot both see the other still owing: the second sees the first's
 // row gone.
 func (db *DB) lastToAcknowledge(ctx context.Context, tx *Tx, a Ack) (bool, error) {
+	// The deployment's row first, then ack_waits: the order in which
+	// RecordDeliveries writes them.
+	if _, err := tx.ExecContext(ctx, `SELECT 1 FROM deployments WHERE api_id = $1 AND gateway_id = $2 FOR UPDATE`,
+		a.APIID, a.GatewayID); err != nil {
+		return false, err
+	}
 	if a.Failed {
 		_, err := tx.ExecContext(ctx, `DELETE FROM ack_waits WHERE api_id = $1 AND gateway_id = $2`, a.APIID, a.GatewayID)
 		return true, err
@@ -169,14 +187,13 @@ func (db *DB) lastToAcknowledge(ctx context.Context, tx *Tx, a Ack) (bool, error
 		a.APIID, a.GatewayID, db.replica); err != nil {
 		return false, err
 	}
-	if _, err := tx.ExecContext(ctx, `SELECT 1 FROM deployments WHERE api_id = $1 AND gateway_id = $2 FOR UPDATE`,
-		a.APIID, a.GatewayID); err != nil {
-		return false, err
-	}
+	// This replica's own row is not counted: a is final for this replica's
+	// connections (the fleet knows), and its row may be younger than the
+	// acknowledgement (the delivery is recorded after the event went out).
 	var others int
 	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM ack_waits w JOIN replicas r ON r.id = w.replica_id
-		WHERE w.api_id = $1 AND w.gateway_id = $2 AND w.deployment_id = $3 AND r.renewed_at > $4`,
-		a.APIID, a.GatewayID, a.DeploymentID, formatTime(db.Now().Add(-db.lease))).Scan(&others)
+		WHERE w.api_id = $1 AND w.gateway_id = $2 AND w.deployment_id = $3 AND w.replica_id <> $4 AND r.renewed_at > $5`,
+		a.APIID, a.GatewayID, a.DeploymentID, db.replica, formatTime(db.Now().Add(-db.lease))).Scan(&others)
 	return others == 0, err
 }
 

@@ -1,11 +1,14 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 )
@@ -145,21 +148,24 @@ func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targe
 		// state, status and time are shared parameters ($1..$5). Each
 		// target gets a new deployment id, which replaces whatever the
 		// gateway ran (or had undeployed) before.
-		for start := 0; start < len(targets); start += upsertChunk {
-			chunk := targets[start:min(start+upsertChunk, len(targets))]
+		for _, t := range targets {
+			deps = append(deps, &Deployment{APIID: apiID, GatewayID: t.GatewayID, DeploymentID: newID(), RevisionID: rev.ID,
+				Vhost: t.Vhost, DisplayOnDevportal: t.DisplayOnDevportal, State: StateDeployed, Status: StatusPending,
+				DeployedTime: now, PerformedAt: now})
+		}
+		rows := slices.Clone(deps) // the answer keeps the request's order
+		sortDeployments(rows)
+		for start := 0; start < len(rows); start += upsertChunk {
+			chunk := rows[start:min(start+upsertChunk, len(rows))]
 			args := []any{apiID, rev.ID, StatusPending, formatTime(now), StateDeployed}
 			var values strings.Builder
-			for i, t := range chunk {
+			for i, d := range chunk {
 				if i > 0 {
 					values.WriteString(", ")
 				}
 				n := len(args)
 				fmt.Fprintf(&values, "($1, $%d, $%d, $2, $%d, $%d, $5, $3, $4, $4)", n+1, n+2, n+3, n+4)
-				d := &Deployment{APIID: apiID, GatewayID: t.GatewayID, DeploymentID: newID(), RevisionID: rev.ID,
-					Vhost: t.Vhost, DisplayOnDevportal: t.DisplayOnDevportal, State: StateDeployed, Status: StatusPending,
-					DeployedTime: now, PerformedAt: now}
-				args = append(args, t.GatewayID, d.DeploymentID, t.Vhost, t.DisplayOnDevportal)
-				deps = append(deps, d)
+				args = append(args, d.GatewayID, d.DeploymentID, d.Vhost, d.DisplayOnDevportal)
 			}
 			_, err := tx.ExecContext(ctx, `INSERT INTO deployments (api_id, gateway_id, deployment_id, revision_id, vhost,
 				display_on_devportal, state, status, deployed_at, performed_at) VALUES `+values.String()+`
@@ -463,17 +469,24 @@ func (db *DB) flushFetched(ctx context.Context) error {
 	}
 	db.fetched, db.seen = map[fetchKey]time.Time{}, map[string]time.Time{}
 	db.fetchMu.Unlock()
+	// Rows are updated in key order, the order every writer of several
+	// rows keeps: two transactions locking rows in opposite orders would
+	// deadlock on PostgreSQL (each costing deadlock_timeout, 1 s).
+	keys := slices.SortedFunc(maps.Keys(pending), func(a, b fetchKey) int {
+		return cmp.Or(strings.Compare(a.api, b.api), strings.Compare(a.gateway, b.gateway))
+	})
+	gateways := slices.Sorted(maps.Keys(seen))
 	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
-		for k, t := range pending {
+		for _, k := range keys {
 			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET fetched_at = $1
 				WHERE gateway_id = $2 AND api_id = $3 AND revision_id = $4`,
-				formatTime(t), k.gateway, k.api, k.revision); err != nil {
+				formatTime(pending[k]), k.gateway, k.api, k.revision); err != nil {
 				return err
 			}
 		}
-		for id, t := range seen {
+		for _, id := range gateways {
 			if _, err := tx.ExecContext(ctx, `UPDATE gateways SET last_seen_at = $1
-				WHERE id = $2 AND (last_seen_at IS NULL OR last_seen_at < $1)`, formatTime(t), id); err != nil {
+				WHERE id = $2 AND (last_seen_at IS NULL OR last_seen_at < $1)`, formatTime(seen[id]), id); err != nil {
 				return err
 			}
 		}
@@ -640,4 +653,13 @@ func (db *DB) RecordGatewayDeployment(ctx context.Context, gatewayID string, a *
 		return err
 	})
 	return created, err
+}
+
+// sortDeployments puts deployments in primary-key order (API, gateway): the
+// order in which every transaction that writes several deployment rows
+// writes them, so that two never wait on each other in a cycle.
+func sortDeployments(ds []*Deployment) {
+	slices.SortFunc(ds, func(a, b *Deployment) int {
+		return cmp.Or(strings.Compare(a.APIID, b.APIID), strings.Compare(a.GatewayID, b.GatewayID))
+	})
 }
