@@ -181,7 +181,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "time before each phase's measurement, not counted")
 	fs.IntVar(&o.APIs, "apis", 1000, "list and get: APIs the project holds; the missing ones are created first")
 	fs.IntVar(&o.Offset, "offset", 0, "list: offset of the page read")
-	fs.StringVar(&o.Project, "project", "", "list and get: id of an existing project to read (and fill up to -apis) instead of a new one")
+	fs.StringVar(&o.Project, "project", "", "list and get: id of an existing project to read (and fill up to -apis) instead of a new one; create alone: the project to write to")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the projects and APIs the run created")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {

@@ -38,8 +38,10 @@ type LoadOptions struct {
 	// Offset is the page offset of the list scenario (default 0).
 	Offset int
 	// Project is the id of an existing project for list and get; empty for
-	// a new one. The create phase always writes to a project of its own, so
-	// the list figures see exactly the APIs asked for.
+	// a new one. The create phase of "all" writes to a project of its own,
+	// so the list figures see exactly the APIs asked for; the create
+	// scenario alone writes to Project when set (creates into a full
+	// project).
 	Project string
 	Keep    bool // keep what the run created
 	// Progress receives a progress line now and then; nil for none.
@@ -191,9 +193,12 @@ func (l *loader) run(ctx context.Context, rep *LoadReport) error {
 	}
 	sc := l.opt.Scenario
 	if sc == "create" || sc == "all" {
-		project, err := l.newProject(ctx, "load-"+l.suffix+"-create")
-		if err != nil {
-			return err
+		project := l.opt.Project
+		if project == "" || sc == "all" {
+			var err error
+			if project, err = l.newProject(ctx, "load-"+l.suffix+"-create"); err != nil {
+				return err
+			}
 		}
 		ph := LoadPhase{Name: "create", Project: project}
 		l.measure(ctx, &ph, http.StatusCreated, l.createRequests(project), true)

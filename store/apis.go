@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -374,29 +375,76 @@ func apiRowArgs(a *API) ([]any, error) {
 
 // insertAPIChildren writes the backend services and operations of a.
 func insertAPIChildren(ctx context.Context, tx *Tx, a *API) error {
+	backends := make([][]any, len(a.BackendServices))
 	for i, b := range a.BackendServices {
 		cfg, err := marshalJSON(b)
 		if err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO api_backend_services (api_id, position, name, config) VALUES ($1, $2, $3, $4)`,
-			a.ID, i, b.Name, string(cfg))
-		if constraintOf(err) == uniqueViolation {
-			return invalid("backend-services[%d].name: %q is used by another backend service of this API", i, b.Name)
-		}
-		if err != nil {
-			return fmt.Errorf("insert backend service %d: %w", i, err)
+		backends[i] = []any{a.ID, i, b.Name, string(cfg)}
+	}
+	err := insertRows(ctx, tx, `INSERT INTO api_backend_services (api_id, position, name, config) VALUES `, backends)
+	if constraintOf(err) == uniqueViolation {
+		seen := map[string]bool{}
+		for i, b := range a.BackendServices {
+			if seen[b.Name] {
+				return invalid("backend-services[%d].name: %q is used by another backend service of this API", i, b.Name)
+			}
+			seen[b.Name] = true
 		}
 	}
+	if err != nil {
+		return fmt.Errorf("insert backend services: %w", err)
+	}
+	ops := make([][]any, len(a.Operations))
 	for i, op := range a.Operations {
 		cfg, err := marshalJSON(op)
 		if err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO api_operations (api_id, position, method, path, config) VALUES ($1, $2, $3, $4, $5)`,
-			a.ID, i, op.Request.Method, op.Request.Path, string(cfg))
-		if err != nil {
-			return fmt.Errorf("insert operation %d: %w", i, err)
+		ops[i] = []any{a.ID, i, op.Request.Method, op.Request.Path, string(cfg)}
+	}
+	if err := insertRows(ctx, tx, `INSERT INTO api_operations (api_id, position, method, path, config) VALUES `, ops); err != nil {
+		return fmt.Errorf("insert operations: %w", err)
+	}
+	return nil
+}
+
+// childRowsChunk bounds the rows of one insertRows statement on PostgreSQL
+// (and so its parameters, well under the limit).
+const childRowsChunk = 200
+
+// insertRows runs insert (ending in VALUES) for rows. On PostgreSQL, where
+// each statement is a round trip and an API has tens of children, a
+// statement takes up to childRowsChunk rows. On SQLite, in process, one
+// prepared statement a row is as fast, and a statement text per row count
+// would crowd the statement cache.
+func insertRows(ctx context.Context, tx *Tx, insert string, rows [][]any) error {
+	chunkRows := childRowsChunk
+	if tx.dialect != dialectPostgres {
+		chunkRows = 1
+	}
+	for start := 0; start < len(rows); start += chunkRows {
+		chunk := rows[start:min(start+chunkRows, len(rows))]
+		var q strings.Builder
+		q.WriteString(insert)
+		var args []any
+		for i, row := range chunk {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteByte('(')
+			for j, v := range row {
+				if j > 0 {
+					q.WriteString(", ")
+				}
+				args = append(args, v)
+				q.WriteString("$" + strconv.Itoa(len(args)))
+			}
+			q.WriteByte(')')
+		}
+		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+			return err
 		}
 	}
 	return nil
