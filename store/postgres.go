@@ -376,6 +376,7 @@ func (l *listener) dispatch(ctx context.Context, payload string) {
 			return
 		}
 	}
+	l.db.tokens.forget(c)
 	if l.db.publish != nil {
 		l.db.publish(c)
 	}

@@ -76,6 +76,7 @@ type DB struct {
 	dialect dialect
 	write   *sql.DB
 	read    *sql.DB
+	tokens  tokenCache // gateway tokens verified lately
 	// writeSlot (SQLite) holds the one write transaction in progress, from
 	// begin until its changes are published: so changes are published in
 	// commit order. On PostgreSQL the listener publishes them, in the
@@ -186,6 +187,7 @@ func (db *DB) SetResync(fn func()) {
 }
 
 func (db *DB) resyncNow() {
+	db.tokens.clear() // a revocation may have been missed
 	db.resyncMu.Lock()
 	fn := db.resync
 	db.resyncMu.Unlock()
@@ -260,6 +262,11 @@ func (db *DB) writeTxOnce(ctx context.Context, fn func(tx *Tx, now time.Time) er
 	}
 	tx.Rollback()
 	db.observeTx("write", start)
+	if err == nil {
+		for _, c := range t.changes {
+			db.tokens.forget(c) // at once, not when the change is heard
+		}
+	}
 	if db.dialect == dialectPostgres && len(t.changes) > 0 {
 		db.listener.settle(t.changes, err == nil)
 	}

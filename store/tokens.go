@@ -220,6 +220,10 @@ func (db *DB) VerifyToken(ctx context.Context, tok string) (*GatewayIdentity, er
 	if !ok {
 		return nil, bad
 	}
+	if ident, ok := db.tokens.get(id, secret, db.Now()); ok {
+		return ident, nil
+	}
+	epoch := db.tokens.begin()
 	var salt, hash []byte
 	var lastUsed *time.Time
 	ident := &GatewayIdentity{TokenID: id}
@@ -241,5 +245,6 @@ func (db *DB) VerifyToken(ctx context.Context, tok string) (*GatewayIdentity, er
 		// Best effort: a failed write must not fail the verification.
 		db.wstmts.ExecContext(ctx, `UPDATE gateway_tokens SET last_used_at = $1 WHERE id = $2`, formatTime(now), id)
 	}
+	db.tokens.put(epoch, id, secret, *ident, now)
 	return ident, nil
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"platform-api/store/pgtest"
 	"strings"
 	"sync"
 	"testing"
@@ -296,5 +297,49 @@ func TestReportForADeletedGateway(t *testing.T) {
 	_, err := db.RecordGatewayDeployment(ctx, g.ID, a, DefaultProjectName)
 	if !errors.Is(err, ErrBadToken) {
 		t.Fatalf("report of a deleted gateway: %v", err)
+	}
+}
+
+// TestRevocationReachesOtherReplicas: a token verified (and remembered) by
+// one replica is refused by it once another replica revoked it.
+func TestRevocationReachesOtherReplicas(t *testing.T) {
+	if !pgtest.Postgres() {
+		t.Skip("replicas share a PostgreSQL database")
+	}
+	ctx := context.Background()
+	dsn := freshDSN(t)
+	open := func(id string) *DB {
+		cfg := testConfig(dsn)
+		cfg.ReplicaID = id
+		db, err := Open(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	a, b := open("a"), open("b")
+	o := mustOrg(t, a)
+	g := mustGateway(t, a, o.ID, "edge")
+	tok, err := a.IssueToken(ctx, o.ID, g.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.VerifyToken(ctx, tok.Token); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.RevokeToken(ctx, o.ID, g.ID, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := b.VerifyToken(ctx, tok.Token)
+		if errors.Is(err, ErrBadToken) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the other replica still verifies a revoked token: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
