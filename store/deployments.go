@@ -195,35 +195,47 @@ const upsertChunk = 200
 // and PostgreSQL's limits on bound parameters.
 const inChunk = 500
 
+// inChunks runs a query for ids, inChunk of them at a time: query gets the
+// placeholders of a chunk's ids, which are bound after args; scan is called
+// with each row.
+func inChunks(ctx context.Context, tx *Tx, ids []string, args []any, query func(in string) string, scan func(*sql.Rows) error) error {
+	for start := 0; start < len(ids); start += inChunk {
+		chunk := ids[start:min(start+inChunk, len(ids))]
+		a := slices.Clone(args)
+		for _, id := range chunk {
+			a = append(a, id)
+		}
+		rows, err := tx.QueryContext(ctx, query(placeholders(len(args)+1, len(chunk))), a...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			if err := scan(rows); err != nil {
+				rows.Close()
+				return err
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // gatewayVhosts returns the vhost of each listed gateway of the
 // organization, in a few queries rather than one per gateway.
 func gatewayVhosts(ctx context.Context, tx *Tx, orgID string, ids []string) (map[string]string, error) {
 	out := make(map[string]string, len(ids))
-	for start := 0; start < len(ids); start += inChunk {
-		chunk := ids[start:min(start+inChunk, len(ids))]
-		args := []any{orgID}
-		for _, id := range chunk {
-			args = append(args, id)
-		}
-		rows, err := tx.QueryContext(ctx, `SELECT id, vhost FROM gateways WHERE organization_id = $1 AND id IN (`+
-			placeholders(2, len(chunk))+`)`, args...)
-		if err != nil {
-			return nil, err
-		}
-		for rows.Next() {
-			var id, vhost string
-			if err := rows.Scan(&id, &vhost); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out[id] = vhost
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
+	err := inChunks(ctx, tx, ids, []any{orgID}, func(in string) string {
+		return `SELECT id, vhost FROM gateways WHERE organization_id = $1 AND id IN (` + in + `)`
+	}, func(rows *sql.Rows) error {
+		var id, vhost string
+		err := rows.Scan(&id, &vhost)
+		out[id] = vhost
+		return err
+	})
+	return out, err
 }
 
 func insertRevision(ctx context.Context, tx *Tx, a *API, now time.Time) (*Revision, error) {

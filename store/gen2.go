@@ -65,37 +65,26 @@ func (db *DB) Manifest(ctx context.Context, gatewayID string) (*Manifest, error)
 // fillManifests sets the Manifest of each gateway that has one.
 func fillManifests(ctx context.Context, tx *Tx, gws []*Gateway) error {
 	byID := make(map[string]*Gateway, len(gws))
-	ids := make([]any, 0, len(gws))
+	ids := make([]string, 0, len(gws))
 	for _, g := range gws {
 		byID[g.ID] = g
 		ids = append(ids, g.ID)
 	}
-	for start := 0; start < len(ids); start += inChunk {
-		chunk := ids[start:min(start+inChunk, len(ids))]
-		rows, err := tx.QueryContext(ctx, `SELECT gateway_id, version, functionality_type, policies, reported_at
-			FROM gateway_manifests WHERE gateway_id IN (`+placeholders(1, len(chunk))+`)`, chunk...)
-		if err != nil {
+	return inChunks(ctx, tx, ids, nil, func(in string) string {
+		return `SELECT gateway_id, version, functionality_type, policies, reported_at
+			FROM gateway_manifests WHERE gateway_id IN (` + in + `)`
+	}, func(rows *sql.Rows) error {
+		var id, policies string
+		m := &Manifest{}
+		if err := rows.Scan(&id, &m.Version, &m.FunctionalityType, &policies, dbTime{&m.ReportedAt}); err != nil {
 			return err
 		}
-		for rows.Next() {
-			var id, policies string
-			m := &Manifest{}
-			if err := rows.Scan(&id, &m.Version, &m.FunctionalityType, &policies, dbTime{&m.ReportedAt}); err != nil {
-				rows.Close()
-				return err
-			}
-			if err := unmarshalJSON([]byte(policies), &m.Policies); err != nil {
-				rows.Close()
-				return fmt.Errorf("manifest of gateway %s: %w", id, err)
-			}
-			byID[id].Manifest = m
+		if err := unmarshalJSON([]byte(policies), &m.Policies); err != nil {
+			return fmt.Errorf("manifest of gateway %s: %w", id, err)
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-	}
-	return nil
+		byID[id].Manifest = m
+		return nil
+	})
 }
 
 // SyncEntry is one row of a second-generation gateway's startup sync: an
@@ -164,30 +153,14 @@ func (db *DB) GatewayDeploymentsByID(ctx context.Context, gatewayID string, ids 
 func (db *DB) APIsExist(ctx context.Context, orgID string, ids []string) (map[string]bool, error) {
 	out := make(map[string]bool, len(ids))
 	err := db.readTx(ctx, func(tx *Tx) error {
-		for start := 0; start < len(ids); start += inChunk {
-			chunk := ids[start:min(start+inChunk, len(ids))]
-			args := []any{orgID}
-			for _, id := range chunk {
-				args = append(args, id)
-			}
-			rows, err := tx.QueryContext(ctx, `SELECT id FROM apis WHERE organization_id = $1 AND id IN (`+placeholders(2, len(chunk))+`)`, args...)
-			if err != nil {
-				return err
-			}
-			for rows.Next() {
-				var id string
-				if err := rows.Scan(&id); err != nil {
-					rows.Close()
-					return err
-				}
-				out[id] = true
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return err
-			}
-		}
-		return nil
+		return inChunks(ctx, tx, ids, []any{orgID}, func(in string) string {
+			return `SELECT id FROM apis WHERE organization_id = $1 AND id IN (` + in + `)`
+		}, func(rows *sql.Rows) error {
+			var id string
+			err := rows.Scan(&id)
+			out[id] = true
+			return err
+		})
 	})
 	return out, err
 }

@@ -10,6 +10,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"time"
 
@@ -181,35 +182,18 @@ func (db *DB) RemotePresence(ctx context.Context, gatewayIDs []string) (map[stri
 		return out, nil
 	}
 	err := db.readTx(ctx, func(tx *Tx) error {
-		cutoff := formatTime(db.Now().Add(-db.lease))
-		for start := 0; start < len(gatewayIDs); start += inChunk {
-			chunk := gatewayIDs[start:min(start+inChunk, len(gatewayIDs))]
-			args := []any{db.replica, cutoff}
-			for _, id := range chunk {
-				args = append(args, id)
-			}
-			rows, err := tx.QueryContext(ctx, `SELECT c.gateway_id, SUM(c.connections), MAX(r.renewed_at)
+		return inChunks(ctx, tx, gatewayIDs, []any{db.replica, formatTime(db.Now().Add(-db.lease))}, func(in string) string {
+			return `SELECT c.gateway_id, SUM(c.connections), MAX(r.renewed_at)
 				FROM gateway_connections c JOIN replicas r ON r.id = c.replica_id
-				WHERE c.replica_id <> $1 AND r.renewed_at > $2 AND c.gateway_id IN (`+placeholders(3, len(chunk))+`)
-				GROUP BY c.gateway_id`, args...)
-			if err != nil {
-				return err
-			}
-			for rows.Next() {
-				var gw string
-				var p Presence
-				if err := rows.Scan(&gw, &p.Connections, dbTime{&p.LastSeen}); err != nil {
-					rows.Close()
-					return err
-				}
-				out[gw] = p
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return err
-			}
-		}
-		return nil
+				WHERE c.replica_id <> $1 AND r.renewed_at > $2 AND c.gateway_id IN (` + in + `)
+				GROUP BY c.gateway_id`
+		}, func(rows *sql.Rows) error {
+			var gw string
+			var p Presence
+			err := rows.Scan(&gw, &p.Connections, dbTime{&p.LastSeen})
+			out[gw] = p
+			return err
+		})
 	})
 	return out, err
 }
@@ -222,33 +206,16 @@ func (db *DB) ReplicasHolding(ctx context.Context, gatewayIDs []string) (map[str
 		return out, nil
 	}
 	err := db.readTx(ctx, func(tx *Tx) error {
-		cutoff := formatTime(db.Now().Add(-db.lease))
-		for start := 0; start < len(gatewayIDs); start += inChunk {
-			chunk := gatewayIDs[start:min(start+inChunk, len(gatewayIDs))]
-			args := []any{db.replica, cutoff}
-			for _, id := range chunk {
-				args = append(args, id)
-			}
-			rows, err := tx.QueryContext(ctx, `SELECT DISTINCT c.replica_id FROM gateway_connections c
+		return inChunks(ctx, tx, gatewayIDs, []any{db.replica, formatTime(db.Now().Add(-db.lease))}, func(in string) string {
+			return `SELECT DISTINCT c.replica_id FROM gateway_connections c
 				JOIN replicas r ON r.id = c.replica_id
-				WHERE c.replica_id <> $1 AND r.renewed_at > $2 AND c.gateway_id IN (`+placeholders(3, len(chunk))+`)`, args...)
-			if err != nil {
-				return err
-			}
-			for rows.Next() {
-				var id string
-				if err := rows.Scan(&id); err != nil {
-					rows.Close()
-					return err
-				}
-				out[id] = true
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return err
-			}
-		}
-		return nil
+				WHERE c.replica_id <> $1 AND r.renewed_at > $2 AND c.gateway_id IN (` + in + `)`
+		}, func(rows *sql.Rows) error {
+			var id string
+			err := rows.Scan(&id)
+			out[id] = true
+			return err
+		})
 	})
 	return out, err
 }
