@@ -214,23 +214,10 @@ func (db *DB) ExpireAcks(ctx context.Context, cutoff time.Time) error {
 				return err
 			}
 		}
-		var apis []string
-		rows, err := tx.QueryContext(ctx, `SELECT DISTINCT api_id FROM deployments
+		apis, err := queryStrings(ctx, tx, `SELECT DISTINCT api_id FROM deployments
 			WHERE status IN ($1, $2) AND sent_at < $3`, StatusDeploying, StatusUndeploying, formatTime(cutoff))
-		if err != nil {
+		if err != nil || len(apis) == 0 {
 			return err
-		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			apis = append(apis, id)
-		}
-		rows.Close()
-		if len(apis) == 0 {
-			return rows.Err()
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE deployments SET status = $1, error_code = $2, sent_at = NULL
 			WHERE status IN ($3, $4) AND sent_at < $5`,
@@ -248,23 +235,10 @@ func (db *DB) ExpireAcks(ctx context.Context, cutoff time.Time) error {
 // published (ChangeStatus).
 func (db *DB) GatewayOffline(ctx context.Context, gatewayID string) error {
 	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
-		var apis []string
-		rows, err := tx.QueryContext(ctx, `SELECT api_id FROM deployments
+		apis, err := queryStrings(ctx, tx, `SELECT api_id FROM deployments
 			WHERE gateway_id = $1 AND status IN ($2, $3)`, gatewayID, StatusDeploying, StatusUndeploying)
-		if err != nil {
+		if err != nil || len(apis) == 0 {
 			return err
-		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			apis = append(apis, id)
-		}
-		rows.Close()
-		if len(apis) == 0 {
-			return rows.Err()
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE deployments SET sent_at = NULL,
 			status = CASE status WHEN $1 THEN $2 ELSE status END

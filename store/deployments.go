@@ -195,6 +195,24 @@ const upsertChunk = 200
 // and PostgreSQL's limits on bound parameters.
 const inChunk = 500
 
+// queryStrings returns the first column of the rows of a query.
+func queryStrings(ctx context.Context, tx *Tx, q string, args ...any) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
 // inChunks runs a query for ids, inChunk of them at a time: query gets the
 // placeholders of a chunk's ids, which are bound after args; scan is called
 // with each row.
