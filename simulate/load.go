@@ -32,7 +32,7 @@ type LoadOptions struct {
 	Scenario string
 	Clients  int           // concurrent clients (default 8)
 	Duration time.Duration // measured time of each phase (default 10s)
-	Warmup   time.Duration // time before each phase's measurement, not counted (default 2s)
+	Warmup   time.Duration // time before each phase's measurement, not counted (0: none; the command's default is 2s)
 	// APIs is how many APIs the project read by list and get holds (default
 	// 1000); the missing ones are created before the measurement.
 	APIs int
