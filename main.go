@@ -175,7 +175,7 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 	fs.StringVar(&o.Target, "target", "https://localhost:8443", "base URL of the platform-api to measure")
 	fs.BoolVar(&o.Insecure, "insecure", false, "skip TLS certificate verification (self-signed servers)")
 	fs.StringVar(&o.Token, "token", getenv("PLATFORM_TOKEN"), "bearer JWT of the organization to use (env PLATFORM_TOKEN)")
-	fs.StringVar(&o.Scenario, "scenario", "all", "create (APIs of 10 operations and 2 backends), list (a page of 100 APIs), get (one API), or all: create, list at offset 0, list of the last page, get")
+	fs.StringVar(&o.Scenario, "scenario", "all", "create (APIs of 10 operations and 2 backends), list (a page of 100 APIs), get (one API), or all: create, list at offset 0, list of the last page, get (what create made is deleted before the lists, unless -keep)")
 	fs.IntVar(&o.Clients, "clients", 8, "concurrent clients, each with one request in flight")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "measured time of each phase")
 	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "time before each phase's measurement, not counted")

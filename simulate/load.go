@@ -27,11 +27,12 @@ type LoadOptions struct {
 	Token    string // bearer JWT of the organization to work in
 	// Scenario is what is measured: "create" (APIs of 10 operations and 2
 	// backends), "list" (a page of 100 full APIs), "get" (one API by id),
-	// or "all": create, list at offset 0, list of the last page, get.
+	// or "all": create, list at offset 0, list of the last page, get (the
+	// APIs of create are deleted before the list phases, unless Keep).
 	Scenario string
 	Clients  int           // concurrent clients (default 8)
 	Duration time.Duration // measured time of each phase (default 10s)
-	Warmup   time.Duration // time before each phase's measurement, not counted (default 2s)
+	Warmup   time.Duration // time before each phase's measurement, not counted (0: none; the command's default is 2s)
 	// APIs is how many APIs the project read by list and get holds (default
 	// 1000); the missing ones are created before the measurement.
 	APIs int
@@ -124,7 +125,10 @@ type loader struct {
 	mu       sync.Mutex
 	created  []string // APIs created, deleted at the end unless Keep
 	projects []string // projects created, deleted after their APIs
-	errors   []string
+	// cleaned and cleanedProjects count the leading APIs and projects
+	// already deleted (or being deleted) by a clean-up.
+	cleaned, cleanedProjects int
+	errors                   []string
 }
 
 // Load runs a load scenario and returns the report. An error means the run
@@ -203,6 +207,13 @@ func (l *loader) run(ctx context.Context, rep *LoadReport) error {
 		ph := LoadPhase{Name: "create", Project: project}
 		l.measure(ctx, &ph, http.StatusCreated, l.createRequests(project), true)
 		rep.Phases = append(rep.Phases, ph)
+		// The APIs just created are in the organization the list phases
+		// read, and an organization's size changes a page's cost (counting
+		// a project's APIs may walk the whole organization's): delete them
+		// first, so every phase of all measures what it measures alone.
+		if sc == "all" && !l.opt.Keep {
+			l.cleanup(rep)
+		}
 	}
 	if sc == "create" {
 		return nil
@@ -539,43 +550,48 @@ func (l *loader) measure(ctx context.Context, ph *LoadPhase, want int, newReq fu
 	ph.P50, ph.P90, ph.P99, ph.Max = quantile(lat, 0.5), quantile(lat, 0.9), quantile(lat, 0.99), quantile(lat, 1)
 }
 
-// cleanup deletes the APIs the run created, concurrently, then its
-// projects (a project with APIs cannot be deleted). It runs even when the
-// run was interrupted, with a context of its own.
+// cleanup deletes what the run created and has not deleted yet: the APIs,
+// concurrently, then the projects (a project with APIs cannot be deleted).
+// It runs even when the run was interrupted, with a context of its own,
+// and adds what it deleted and its time to rep.
 func (l *loader) cleanup(rep *LoadReport) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	start := time.Now()
+	l.mu.Lock()
+	apis, projects := l.created[l.cleaned:], l.projects[l.cleanedProjects:]
+	l.cleaned, l.cleanedProjects = len(l.created), len(l.projects)
+	l.mu.Unlock()
 	var next, deleted atomic.Int64
 	var wg sync.WaitGroup
-	for range min(cleanupClients, len(l.created)) {
+	for range min(cleanupClients, len(apis)) {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= len(l.created) || ctx.Err() != nil {
+				if i >= len(apis) || ctx.Err() != nil {
 					return
 				}
 				// 404: already gone, which is what the clean-up wants.
-				if err := l.call(ctx, "DELETE", "/api/v1/apis/"+l.created[i], nil, nil, 204, 404); err != nil {
+				if err := l.call(ctx, "DELETE", "/api/v1/apis/"+apis[i], nil, nil, 204, 404); err != nil {
 					l.fail("clean-up: %v", err)
 					continue
 				}
 				if k := deleted.Add(1); k%100 == 0 {
-					l.progress("deleting APIs %d/%d", k, len(l.created))
+					l.progress("deleting APIs %d/%d", k, len(apis))
 				}
 			}
 		})
 	}
 	wg.Wait()
-	rep.DeletedAPIs = int(deleted.Load())
-	for _, p := range l.projects {
+	rep.DeletedAPIs += int(deleted.Load())
+	for _, p := range projects {
 		if err := l.call(ctx, "DELETE", "/api/v1/projects/"+p, nil, nil, 204); err != nil {
 			l.fail("clean-up: %v", err)
 			continue
 		}
 		rep.DeletedProjects++
 	}
-	rep.CleanupSec = time.Since(start).Seconds()
+	rep.CleanupSec += time.Since(start).Seconds()
 }
 
 // WriteTable writes the report for a person.
