@@ -23,7 +23,7 @@ func (f *Fleet) awaitGeneration(ctx context.Context, c *hub.Conn) {
 		return
 	}
 	m, err := f.store.Manifest(ctx, c.Identity.GatewayID)
-	if err != nil {
+	if err != nil && ctx.Err() == nil { // a connection that ended meanwhile is no news
 		f.log.Warn("could not read a gateway's manifest", "gateway", c.Identity.GatewayID, "err", err)
 	}
 	if m != nil && m.ReportedAt.After(c.ConnectedAt.Add(-f.grace)) {

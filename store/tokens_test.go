@@ -207,7 +207,19 @@ func seedTokens(tb testing.TB, db *DB, n int) string {
 	secret := make([]byte, 32)
 	salt := make([]byte, 16)
 	var last string
-	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+	// In batches: one transaction of 200,000 rows outlasts txTimeout on
+	// PostgreSQL.
+	const batch = 5000
+	for start := 0; start < n; start += batch {
+		if err := seedTokenBatch(ctx, db, o.ID, start, min(n, start+batch), secret, salt, &last); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return last
+}
+
+func seedTokenBatch(ctx context.Context, db *DB, orgID string, from, to int, secret, salt []byte, last *string) error {
+	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		gs, err := tx.PrepareContext(ctx, `INSERT INTO gateways (`+gatewayColumns+`) VALUES ($1, $2, $3, $4, '', 'gw', FALSE, 'regular', $5, $5)`)
 		if err != nil {
 			return err
@@ -216,23 +228,19 @@ func seedTokens(tb testing.TB, db *DB, n int) string {
 		if err != nil {
 			return err
 		}
-		for i := range n {
+		for i := from; i < to; i++ {
 			gid, tid := newID(), newID()
 			name := fmt.Sprintf("gw-%d", i)
-			if _, err := gs.ExecContext(ctx, gid, o.ID, name, name, formatTime(now)); err != nil {
+			if _, err := gs.ExecContext(ctx, gid, orgID, name, name, formatTime(now)); err != nil {
 				return err
 			}
 			if _, err := ts.ExecContext(ctx, tid, gid, salt, hashSecret(salt, secret), formatTime(now)); err != nil {
 				return err
 			}
-			last = formatToken(tid, secret)
+			*last = formatToken(tid, secret)
 		}
 		return nil
 	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return last
 }
 
 // BenchmarkVerifyToken shows that a verification costs the same with 10 and
