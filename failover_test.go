@@ -32,20 +32,7 @@ import (
 // while they were away is not lost, and a gateway that never comes back
 // stops being active once the dead replica's lease expires.
 func TestFailover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts three servers in child processes")
-	}
-	dsn := storetest.DSN(t)
-	if !store.IsPostgres(dsn) {
-		t.Skip("several replicas need PostgreSQL")
-	}
-	keyFile := filepath.Join(t.TempDir(), "encryption.key")
-	env := []string{"PLATFORM_ENCRYPTION_KEY_FILE=" + keyFile, "PLATFORM_REPLICA_LEASE=1s"}
-	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
-	var replicas []*child
-	for i, dir := range dirs {
-		replicas = append(replicas, startChild(t, dir, dsn, append(env, "PLATFORM_REPLICA_ID=r"+string(rune('a'+i)))...))
-	}
+	replicas, dirs := startReplicas(t)
 	// A token minted with replica a's key is accepted by every replica.
 	var tokBuf bytes.Buffer
 	if err := run(context.Background(), []string{"token", "-org", uuid.NewString(), "-data-dir", dirs[0]}, os.Getenv, &tokBuf, io.Discard); err != nil {
@@ -187,6 +174,29 @@ func TestFailover(t *testing.T) {
 	}
 }
 
+// startReplicas runs three replicas (ra, rb, rc) as processes of their own
+// on one PostgreSQL schema, each with its own data directory (as on three
+// machines), sharing an encryption key file, with a 1 s lease and env
+// added; it skips the test on SQLite or in -short.
+func startReplicas(t *testing.T, env ...string) (replicas []*child, dirs []string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts three servers in child processes")
+	}
+	dsn := storetest.DSN(t)
+	if !store.IsPostgres(dsn) {
+		t.Skip("several replicas need PostgreSQL")
+	}
+	keyFile := filepath.Join(t.TempDir(), "encryption.key")
+	env = append([]string{"PLATFORM_ENCRYPTION_KEY_FILE=" + keyFile, "PLATFORM_REPLICA_LEASE=1s"}, env...)
+	for i := range 3 {
+		dir := t.TempDir()
+		dirs = append(dirs, dir)
+		replicas = append(replicas, startChild(t, dir, dsn, append(env, "PLATFORM_REPLICA_ID=r"+string(rune('a'+i)))...))
+	}
+	return replicas, dirs
+}
+
 // failoverGateway is a first-generation gateway behind a load balancer: it
 // connects to a replica, keeps the revision of the API it was last told
 // of, and when its connection ends connects to the next replica.
@@ -266,30 +276,15 @@ func (g *failoverGateway) run(t *testing.T, replicas []*child, at int) {
 // move to the next replica and converge on the last deployment again,
 // which the progress line shows as it happens and the report counts.
 func TestSimulateReplicas(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts three servers in child processes")
-	}
-	dsn := storetest.DSN(t)
-	if !store.IsPostgres(dsn) {
-		t.Skip("several replicas need PostgreSQL")
-	}
-	keyFile := filepath.Join(t.TempDir(), "encryption.key")
 	// First-generation gateways post no manifest: a short grace keeps each
-	// (re)connect's initial state from waiting the default 1 s. On
-	// PostgreSQL the server's batched writes of download times and of
-	// delivery statuses can deadlock; each deadlock costs a second before
-	// one is retried, and may delay a replica's delivery report past the
-	// default 2 s wait (the deployment is then answered PENDING for its
-	// gateways though they got it). A longer wait keeps "all delivered"
-	// about the simulator; it ends as soon as the reports are in.
-	env := []string{"PLATFORM_ENCRYPTION_KEY_FILE=" + keyFile, "PLATFORM_REPLICA_LEASE=1s", "PLATFORM_WS_GENERATION_GRACE=200ms",
-		"PLATFORM_DELIVERY_WAIT=10s"}
-	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
-	var replicas []*child
+	// (re)connect's initial state from waiting the default 1 s. A longer
+	// delivery wait than the default 2 s keeps "all delivered" about the
+	// simulator, not about how busy two shared cores are; it ends as soon
+	// as the reports are in.
+	replicas, dirs := startReplicas(t, "PLATFORM_WS_GENERATION_GRACE=200ms", "PLATFORM_DELIVERY_WAIT=10s")
 	var bases []string
-	for i, dir := range dirs {
-		r := startChild(t, dir, dsn, append(env, "PLATFORM_REPLICA_ID=r"+string(rune('a'+i)))...)
-		replicas, bases = append(replicas, r), append(bases, r.base)
+	for _, r := range replicas {
+		bases = append(bases, r.base)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())

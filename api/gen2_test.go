@@ -67,15 +67,7 @@ func TestSecondGenerationDeploys(t *testing.T) {
 	f := newFleet(t, e, 1)
 	g := newGen2(t, e, f.keys[0], f.gws[0].ID)
 	g.connect()
-	go func() {
-		for {
-			ev, err := g.c.tryNext(10 * time.Second)
-			if err != nil {
-				return
-			}
-			g.handle(ev)
-		}
-	}()
+	go g.handleAll()
 	var out []fleet.Result
 	e.must(200, "POST", "/api/v1/apis/"+f.api+"/deploy-revision?wait=5s", f.tok,
 		[]map[string]string{{"gatewayId": f.gws[0].ID, "vhost": "api.example.com"}}, &out)
@@ -141,15 +133,7 @@ func TestAcknowledgementTimeoutAndOffline(t *testing.T) {
 	silent := newGen2(t, e, f.keys[0], f.gws[0].ID)
 	silent.ignoreAcks = true
 	silent.connect()
-	go func() {
-		for {
-			ev, err := silent.c.tryNext(10 * time.Second)
-			if err != nil {
-				return
-			}
-			silent.handle(ev)
-		}
-	}()
+	go silent.handleAll()
 	var out []fleet.Result
 	e.must(200, "POST", "/api/v1/apis/"+f.api+"/deploy-revision?wait=5s", f.tok,
 		[]map[string]string{{"gatewayId": f.gws[0].ID}, {"gatewayId": f.gws[1].ID}}, &out)
@@ -388,15 +372,7 @@ func TestBothGenerationsSideBySide(t *testing.T) {
 	old, _ := mustDial(t, e.srv.URL, f.keys[0])
 	g := newGen2(t, e, f.keys[1], f.gws[1].ID)
 	g.connect()
-	go func() {
-		for {
-			ev, err := g.c.tryNext(10 * time.Second)
-			if err != nil {
-				return
-			}
-			g.handle(ev)
-		}
-	}()
+	go g.handleAll()
 	var out []fleet.Result
 	e.must(200, "POST", "/api/v1/apis/"+f.api+"/deploy-revision?wait=5s", f.tok,
 		[]map[string]string{{"gatewayId": f.gws[0].ID}, {"gatewayId": f.gws[1].ID}}, &out)

@@ -81,6 +81,18 @@ func (g *gen2Gateway) next(timeout time.Duration) map[string]any {
 	return ev
 }
 
+// handleAll handles events as they come until the connection is quiet for
+// 10 s or ends; run it on a goroutine of its own.
+func (g *gen2Gateway) handleAll() {
+	for {
+		ev, err := g.c.tryNext(10 * time.Second)
+		if err != nil {
+			return
+		}
+		g.handle(ev)
+	}
+}
+
 func (g *gen2Gateway) handle(ev map[string]any) {
 	g.t.Helper()
 	p, _ := ev["payload"].(map[string]any)

@@ -625,6 +625,23 @@ func (db *DB) DeleteAPI(ctx context.Context, orgID, id string) (*Change, error) 
 // transaction. created is false when the gateway had already reported this
 // API (a repeat).
 //
+// lockReportingGateway locks the row of the gateway whose token makes a
+// report, so that its reports take turns (a repeat sent before the first
+// one committed is answered as a repeat), and returns its vhost. A gateway
+// deleted while its report was under way is ErrBadToken.
+func lockReportingGateway(ctx context.Context, tx *Tx, gatewayID, orgID string) (string, error) {
+	if err := tx.lockRow(ctx, "gateways", gatewayID); err != nil {
+		return "", err
+	}
+	var vhost string
+	err := tx.QueryRowContext(ctx, `SELECT vhost FROM gateways WHERE id = $1 AND organization_id = $2`,
+		gatewayID, orgID).Scan(&vhost)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", &Error{kind: ErrBadToken, msg: "the gateway of this token no longer exists"}
+	}
+	return vhost, err
+}
+
 // A gateway may report what it runs; it never obtains what no user deployed
 // to it. So an API id already in use by an API this gateway does not run
 // is ErrConflict, answered alike whichever organization holds it. A gateway
@@ -632,17 +649,8 @@ func (db *DB) DeleteAPI(ctx context.Context, orgID, id string) (*Change, error) 
 func (db *DB) RecordGatewayDeployment(ctx context.Context, gatewayID string, a *API, projectName string) (created bool, err error) {
 	err = db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		created = false
-		// A gateway's reports take turns, so that a repeat sent before the
-		// first one committed is answered as a repeat.
-		if err := tx.lockRow(ctx, "gateways", gatewayID); err != nil {
-			return err
-		}
-		var vhost string
-		err := tx.QueryRowContext(ctx, `SELECT vhost FROM gateways WHERE id = $1 AND organization_id = $2`,
-			gatewayID, a.OrganizationID).Scan(&vhost)
-		if errors.Is(err, sql.ErrNoRows) {
-			return &Error{kind: ErrBadToken, msg: "the gateway of this token no longer exists"}
-		} else if err != nil {
+		vhost, err := lockReportingGateway(ctx, tx, gatewayID, a.OrganizationID)
+		if err != nil {
 			return err
 		}
 		var pid string

@@ -174,15 +174,8 @@ func (db *DB) APIsExist(ctx context.Context, orgID string, ids []string) (map[st
 func (db *DB) ImportArtifact(ctx context.Context, gatewayID, dpid string, a *API, projectID string) (apiID string, created bool, err error) {
 	err = db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		created = false
-		if err := tx.lockRow(ctx, "gateways", gatewayID); err != nil {
-			return err
-		}
-		var vhost string
-		err := tx.QueryRowContext(ctx, `SELECT vhost FROM gateways WHERE id = $1 AND organization_id = $2`,
-			gatewayID, a.OrganizationID).Scan(&vhost)
-		if errors.Is(err, sql.ErrNoRows) {
-			return &Error{kind: ErrBadToken, msg: "the gateway of this token no longer exists"}
-		} else if err != nil {
+		vhost, err := lockReportingGateway(ctx, tx, gatewayID, a.OrganizationID)
+		if err != nil {
 			return err
 		}
 		err = tx.QueryRowContext(ctx, `SELECT api_id FROM deployments WHERE gateway_id = $1 AND deployment_id = $2`,
