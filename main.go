@@ -23,8 +23,9 @@ import (
 
 	"github.com/google/uuid"
 
-	"platform-api/api"
+	"platform-api/auth"
 	"platform-api/hub"
+	"platform-api/server"
 	"platform-api/simulate"
 	"platform-api/store"
 	"platform-api/tlsgen"
@@ -119,11 +120,11 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 	if !cfg.JWTLocalKey {
 		fmt.Fprintln(stderr, "warning: PLATFORM_JWT_LOCAL_KEY is off, so the server will not accept this token")
 	}
-	key, err := api.LoadOrCreateSigningKey(signingKeyPath(cfg))
+	key, err := auth.LoadOrCreateSigningKey(signingKeyPath(cfg))
 	if err != nil {
 		return fmt.Errorf("signing key: %w", err)
 	}
-	tok, err := api.MintToken(key, api.TokenRequest{
+	tok, err := auth.MintToken(key, auth.TokenRequest{
 		OrganizationID: *org, Subject: *sub, TTL: *ttl, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience,
 	})
 	if err != nil {
@@ -238,7 +239,7 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 	}
 	defer db.Close()
 
-	authCfg := api.AuthConfig{
+	authCfg := auth.Config{
 		JWKS:               cfg.JWKS,
 		HMACSecret:         []byte(cfg.HMACSecret),
 		Issuer:             cfg.JWTIssuer,
@@ -246,22 +247,22 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 		InsecureSkipVerify: cfg.JWTInsecure,
 	}
 	if cfg.JWTLocalKey {
-		if authCfg.LocalKey, err = api.LoadOrCreateSigningKey(signingKeyPath(cfg)); err != nil {
+		if authCfg.LocalKey, err = auth.LoadOrCreateSigningKey(signingKeyPath(cfg)); err != nil {
 			return fmt.Errorf("JWT signing key: %w", err)
 		}
 		// Replicas trust each other's own keys through the database.
-		if err := db.RegisterSigningKey(ctx, api.LocalKeyID(authCfg.LocalKey), api.PublicKeyPEM(authCfg.LocalKey)); err != nil {
+		if err := db.RegisterSigningKey(ctx, auth.LocalKeyID(authCfg.LocalKey), auth.PublicKeyPEM(authCfg.LocalKey)); err != nil {
 			return fmt.Errorf("register the JWT signing key: %w", err)
 		}
 		authCfg.PeerKey = db.SigningKey
 	}
-	auth, err := api.NewAuthenticator(ctx, authCfg, log)
+	authn, err := auth.New(ctx, authCfg, log)
 	if err != nil {
 		return err
 	}
-	handler := api.New(api.Options{
+	handler := server.New(server.Options{
 		Store:        db,
-		Auth:         auth,
+		Auth:         authn,
 		Logger:       log,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		CORSOrigins:  cfg.CORSOrigins,

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 
+	"platform-api/auth"
+	"platform-api/httpx"
 	"platform-api/store"
 )
 
@@ -73,8 +75,12 @@ func (c *apiJSONCache) put(ref store.APIRef, data []byte) {
 	}
 }
 
-// encodeAPI is the API as answered, as writeJSON would encode it (without
+// encodeAPI is the API as answered, as httpx.WriteJSON would encode it (without
 // the final newline), kept in the cache.
+// DropCachedAnswers forgets the APIs kept as answered: the next page reads
+// each from the store again (tests cover both paths with it).
+func (s *Server) DropCachedAnswers() { s.apiJSON = newAPIJSONCache(apiJSONCacheBytes) }
+
 func (s *Server) encodeAPI(a *store.API) ([]byte, error) {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
@@ -101,13 +107,13 @@ func (s *Server) writeAPI(w http.ResponseWriter, status int, a *store.API) error
 
 // listAPIs answers a page of APIs: the ones kept in the cache at their
 // current state are copied, the others read and encoded (and kept).
-func (s *Server) listAPIs(w http.ResponseWriter, r *http.Request, p Principal) error {
-	page, err := parsePage(r)
+func (s *Server) listAPIs(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	page, err := httpx.ParsePage(r)
 	if err != nil {
 		return err
 	}
 	kept := map[string][]byte{} // taken while the page is read: an eviction meanwhile costs nothing
-	refs, loaded, total, err := s.store.APIsPage(r.Context(), p.OrganizationID, r.URL.Query().Get("projectId"), page,
+	refs, loaded, total, err := s.store.APIsPage(r.Context(), p.OrganizationID, r.URL.Query().Get("projectId"), store.Page(page),
 		func(ref store.APIRef) bool {
 			data, ok := s.apiJSON.get(ref)
 			if ok {
@@ -137,7 +143,7 @@ func (s *Server) listAPIs(w http.ResponseWriter, r *http.Request, p Principal) e
 		items.Write(data)
 		count++
 	}
-	pag, _ := json.Marshal(pagination{Total: total, Offset: page.Offset, Limit: page.Limit})
+	pag, _ := json.Marshal(httpx.Pagination{Total: total, Offset: page.Offset, Limit: page.Limit})
 	var b bytes.Buffer
 	b.Grow(items.Len() + 100)
 	b.WriteString(`{"count":` + strconv.Itoa(count) + `,"list":[`)

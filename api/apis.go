@@ -3,9 +3,12 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"platform-api/apidef"
+	"platform-api/httpx"
 	"reflect"
 	"strings"
 
+	"platform-api/auth"
 	"platform-api/store"
 )
 
@@ -18,15 +21,15 @@ type apiRequest struct {
 	UpdatedAt any `json:"updatedAt"`
 }
 
-func (s *Server) createAPI(w http.ResponseWriter, r *http.Request, p Principal) error {
+func (s *Server) createAPI(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	var req apiRequest
-	if err := decode(w, r, s.maxBody, &req); err != nil {
+	if err := httpx.Decode(w, r, s.maxBody, &req); err != nil {
 		return err
 	}
 	a := &req.API
 	a.ID, a.OrganizationID = "", p.OrganizationID
-	applyAPIDefaults(a)
-	if err := validateAPI(r.Context(), a); err != nil {
+	apidef.ApplyDefaults(a)
+	if err := apidef.Validate(r.Context(), a); err != nil {
 		return err
 	}
 	if err := checkSecretInput(a, true); err != nil {
@@ -39,7 +42,7 @@ func (s *Server) createAPI(w http.ResponseWriter, r *http.Request, p Principal) 
 	return s.writeAPI(w, http.StatusCreated, stored)
 }
 
-func (s *Server) getAPI(w http.ResponseWriter, r *http.Request, p Principal) error {
+func (s *Server) getAPI(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	a, err := s.store.API(r.Context(), p.OrganizationID, r.PathValue("apiId"))
 	if err != nil {
 		return err
@@ -54,13 +57,13 @@ var immutableAPIFields = []string{"name", "context", "version", "projectId"}
 // keep their stored values. The body follows the same rules as a create
 // (exact field names, no unknown field), and the merged API is validated as
 // a whole.
-func (s *Server) updateAPI(w http.ResponseWriter, r *http.Request, p Principal) error {
-	raw, err := readBody(w, r, s.maxBody)
+func (s *Server) updateAPI(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	raw, err := httpx.ReadBody(w, r, s.maxBody)
 	if err != nil {
 		return err
 	}
 	var req apiRequest
-	if err := decodeJSON(raw, &req, true); err != nil {
+	if err := httpx.DecodeJSON(raw, &req, true); err != nil {
 		return err
 	}
 	if err := checkSecretInput(&req.API, false); err != nil {
@@ -69,16 +72,16 @@ func (s *Server) updateAPI(w http.ResponseWriter, r *http.Request, p Principal) 
 	// The names present, exactly as checked against apiRequest above.
 	var present map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &present); err != nil {
-		return jsonError(err)
+		return httpx.JSONError(err)
 	}
 	stored, err := s.store.UpdateAPI(r.Context(), p.OrganizationID, r.PathValue("apiId"), func(a *store.API) error {
-		var errs fieldErrors
+		var errs httpx.FieldErrors
 		for _, name := range immutableAPIFields {
 			if _, ok := present[name]; ok && jsonField(&req.API, name).String() != jsonField(a, name).String() {
-				errs.add(name, "cannot be changed: name, context, version and projectId are immutable; create a new API or version instead")
+				errs.Add(name, "cannot be changed: name, context, version and projectId are immutable; create a new API or version instead")
 			}
 		}
-		if err := errs.err(); err != nil {
+		if err := errs.Err(); err != nil {
 			return err
 		}
 		kept := storedSecrets(a)
@@ -90,8 +93,8 @@ func (s *Server) updateAPI(w http.ResponseWriter, r *http.Request, p Principal) 
 		if err := keepMaskedSecrets(a, kept); err != nil {
 			return err
 		}
-		applyAPIDefaults(a)
-		return validateAPI(r.Context(), a)
+		apidef.ApplyDefaults(a)
+		return apidef.Validate(r.Context(), a)
 	})
 	if err != nil {
 		return err
@@ -123,7 +126,7 @@ func jsonField(a *store.API, name string) reflect.Value {
 
 // deleteAPI deletes the API with its deployments in one transaction; the
 // gateways that ran it are told to undeploy it.
-func (s *Server) deleteAPI(w http.ResponseWriter, r *http.Request, p Principal) error {
+func (s *Server) deleteAPI(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	if err := s.fleet.DeleteAPI(r.Context(), p.OrganizationID, r.PathValue("apiId")); err != nil {
 		return err
 	}

@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"platform-api/apidef"
+	"platform-api/httpx"
 	"time"
 
+	"platform-api/auth"
 	"platform-api/document"
 	"platform-api/fleet"
 	"platform-api/store"
@@ -22,29 +25,29 @@ type deployItems []deployItem
 // maxDeployItems bounds one deploy request (a whole fleet fits in one).
 const maxDeployItems = 10_000
 
-func (items deployItems) validate(ctx context.Context) error {
-	var e fieldErrors
+func (items deployItems) Validate(ctx context.Context) error {
+	var e httpx.FieldErrors
 	if len(items) == 0 {
-		return badRequest("request body must be a non-empty JSON array of {\"gatewayId\",\"vhost\",\"displayOnDevportal\"}")
+		return httpx.BadRequest("request body must be a non-empty JSON array of {\"gatewayId\",\"vhost\",\"displayOnDevportal\"}")
 	}
 	if len(items) > maxDeployItems {
-		return badRequest("at most %d gateways per deploy request", maxDeployItems)
+		return httpx.BadRequest("at most %d gateways per deploy request", maxDeployItems)
 	}
 	seen := map[string]int{}
 	for i, it := range items {
 		p := fmt.Sprintf("[%d]", i)
-		if !isID(it.GatewayID) {
-			e.add(p+".gatewayId", "is required and must be a gateway UUID (%s)", idDescription)
+		if !httpx.IsID(it.GatewayID) {
+			e.Add(p+".gatewayId", "is required and must be a gateway UUID (%s)", httpx.IDDescription)
 		} else if j, dup := seen[it.GatewayID]; dup {
-			e.add(p+".gatewayId", "gateway %s is already item [%d]", it.GatewayID, j)
+			e.Add(p+".gatewayId", "gateway %s is already item [%d]", it.GatewayID, j)
 		} else {
 			seen[it.GatewayID] = i
 		}
 		if it.Vhost != "" && !validHostname(it.Vhost) {
-			e.add(p+".vhost", "must be a host name such as api.example.com (or empty for the gateway's own)")
+			e.Add(p+".vhost", "must be a host name such as api.example.com (or empty for the gateway's own)")
 		}
 	}
-	return e.err()
+	return e.Err()
 }
 
 // deployable refuses a revision gateways would drop (they need at least one
@@ -52,37 +55,25 @@ func (items deployItems) validate(ctx context.Context) error {
 // document.MaxBytes. The document it renders is kept for the downloads that
 // follow the deployment.
 func (s *Server) deployable(rev *store.Revision) error {
-	if err := runnable(rev.API); err != nil {
+	if err := apidef.Runnable(rev.API); err != nil {
 		return err
 	}
-	entry, err := s.renderEntry(rev, document.Gen1, "")
+	entry, err := s.docs.Render(rev, document.Gen1, "")
 	if err != nil {
 		if document.IsTooLarge(err) {
-			return badRequest("%v", document.ErrTooLarge)
+			return httpx.BadRequest("%v", document.ErrTooLarge)
 		}
 		return err
 	}
-	s.docs.Get(document.Key{Revision: rev.ID, Generation: document.Gen1}, func() (*document.Entry, error) { return entry, nil })
+	s.docs.Keep(rev, document.Gen1, "", entry)
 	return nil
-}
-
-func runnable(a *store.API) error {
-	for _, b := range a.BackendServices {
-		if len(b.Endpoints) > 0 {
-			if len(a.Operations) == 0 {
-				return badRequest("the API has no operation: gateways cannot run it; add operations and deploy again")
-			}
-			return nil
-		}
-	}
-	return badRequest("the API has no backend service with an endpoint: gateways cannot run an API without an upstream; add backend-services and deploy again")
 }
 
 // deploy validates every item, then has the fleet record the deployments in
 // one transaction and deliver api.deployed to the live connections.
-func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p Principal) error {
+func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	var items deployItems
-	if err := decode(w, r, s.maxBody, &items); err != nil {
+	if err := httpx.Decode(w, r, s.maxBody, &items); err != nil {
 		return err
 	}
 	targets := make([]store.DeployTarget, len(items))
@@ -98,9 +89,9 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p Principal) err
 		return err
 	}
 	for _, res := range out {
-		s.metrics.deployed(res.Status)
+		s.metrics.Deployed(res.Status)
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpx.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -112,12 +103,12 @@ func parseWait(r *http.Request) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d <= 0 || d > fleet.MaxWait {
-		return 0, badRequest("wait: must be a duration such as 10s, at most %s, not %q", fleet.MaxWait, v)
+		return 0, httpx.BadRequest("wait: must be a duration such as 10s, at most %s, not %q", fleet.MaxWait, v)
 	}
 	return d, nil
 }
 
-func (s *Server) undeploy(w http.ResponseWriter, r *http.Request, p Principal) error {
+func (s *Server) undeploy(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	if err := s.fleet.Undeploy(r.Context(), p.OrganizationID, r.PathValue("apiId"), r.PathValue("gatewayId")); err != nil {
 		return err
 	}
@@ -125,8 +116,8 @@ func (s *Server) undeploy(w http.ResponseWriter, r *http.Request, p Principal) e
 	return nil
 }
 
-func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request, p Principal) error {
-	page, err := parsePage(r)
+func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	page, err := httpx.ParsePage(r)
 	if err != nil {
 		return err
 	}
@@ -134,20 +125,12 @@ func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request, p Princ
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, pageOf(list, page))
+	httpx.WriteJSON(w, http.StatusOK, httpx.PageOf(list, page))
 	return nil
 }
 
-// pageOf cuts a page out of a whole list (for lists bounded by the number
-// of gateways of one API, which are loaded whole).
-func pageOf[T any](all []T, page store.Page) listBody[T] {
-	start := min(page.Offset, len(all))
-	end := min(start+page.Limit, len(all))
-	return newList(all[start:end], len(all), page)
-}
-
-func (s *Server) listAPIGateways(w http.ResponseWriter, r *http.Request, p Principal) error {
-	page, err := parsePage(r)
+func (s *Server) listAPIGateways(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	page, err := httpx.ParsePage(r)
 	if err != nil {
 		return err
 	}
@@ -155,15 +138,16 @@ func (s *Server) listAPIGateways(w http.ResponseWriter, r *http.Request, p Princ
 	if err != nil {
 		return err
 	}
-	body := pageOf(list, page)
+	body := httpx.PageOf(list, page)
 	if err := s.withPresence(r.Context(), body.List...); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, body)
+	httpx.WriteJSON(w, http.StatusOK, body)
 	return nil
 }
 
-type proxyArtifact struct {
+// ProxyArtifact is one item of a gateway's live proxy artifacts.
+type ProxyArtifact struct {
 	ID          string    `json:"id"`
 	Name        string    `json:"name"`
 	DisplayName string    `json:"displayName"`
@@ -179,8 +163,8 @@ var subTypes = map[string]string{
 	"ASYNC": "ASYNC", "WEBSUB": "ASYNC", "SSE": "ASYNC", "WEBHOOK": "ASYNC",
 }
 
-func (s *Server) liveProxyArtifacts(w http.ResponseWriter, r *http.Request, p Principal) error {
-	page, err := parsePage(r)
+func (s *Server) liveProxyArtifacts(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	page, err := httpx.ParsePage(r)
 	if err != nil {
 		return err
 	}
@@ -188,19 +172,19 @@ func (s *Server) liveProxyArtifacts(w http.ResponseWriter, r *http.Request, p Pr
 	switch kind {
 	case "", "API", "MCP", "API_PRODUCT":
 	default:
-		return badRequest("artifactType: must be API, MCP or API_PRODUCT, not %q", kind)
+		return httpx.BadRequest("artifactType: must be API, MCP or API_PRODUCT, not %q", kind)
 	}
 	apis, err := s.store.DeployedAPIs(r.Context(), p.OrganizationID, r.PathValue("gatewayId"))
 	if err != nil {
 		return err
 	}
-	out := []proxyArtifact{}
+	out := []ProxyArtifact{}
 	if kind == "" || kind == "API" {
 		for _, a := range apis {
-			out = append(out, proxyArtifact{ID: a.ID, Name: a.Name, DisplayName: a.DisplayName, Type: "API",
+			out = append(out, ProxyArtifact{ID: a.ID, Name: a.Name, DisplayName: a.DisplayName, Type: "API",
 				SubType: subTypes[a.Type], CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt})
 		}
 	}
-	writeJSON(w, http.StatusOK, pageOf(out, page))
+	httpx.WriteJSON(w, http.StatusOK, httpx.PageOf(out, page))
 	return nil
 }

@@ -3,11 +3,13 @@ package api
 import (
 	"context"
 	"net/http"
+	"platform-api/httpx"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
+	"platform-api/auth"
 	"platform-api/store"
 )
 
@@ -43,31 +45,31 @@ func validHostname(s string) bool {
 
 // validate checks a registration (creating) or an update.
 func (g *gatewayRequest) validate(creating bool) error {
-	var errs fieldErrors
+	var errs httpx.FieldErrors
 	if creating {
 		name := deref(g.Name)
 		switch {
 		case name == "":
-			errs.add("name", "is required")
+			errs.Add("name", "is required")
 		case len(name) < 3 || len(name) > 64 || !gatewayNamePattern.MatchString(name):
-			errs.add("name", "must be 3 to 64 characters of a-z, 0-9 and '-', not starting or ending with '-'")
+			errs.Add("name", "must be 3 to 64 characters of a-z, 0-9 and '-', not starting or ending with '-'")
 		}
 		if g.FunctionalityType != nil && !slices.Contains(functionalityTypes, *g.FunctionalityType) {
-			errs.add("functionalityType", "must be one of regular, ai, event")
+			errs.Add("functionalityType", "must be one of regular, ai, event")
 		}
 	}
 	if creating || g.DisplayName != nil {
-		checkText(&errs, "displayName", deref(g.DisplayName), true, 128)
+		httpx.CheckText(&errs, "displayName", deref(g.DisplayName), true, 128)
 	}
 	if g.Description != nil {
-		checkText(&errs, "description", *g.Description, false, 1024)
+		httpx.CheckText(&errs, "description", *g.Description, false, 1024)
 	}
 	if creating || g.Vhost != nil {
 		if v := deref(g.Vhost); !validHostname(v) {
-			errs.add("vhost", "must be a host name such as gw.example.com")
+			errs.Add("vhost", "must be a host name such as gw.example.com")
 		}
 	}
-	return errs.err()
+	return errs.Err()
 }
 
 // withPresence fills IsActive from the live connections on every replica,
@@ -84,9 +86,9 @@ func (s *Server) withPresence(ctx context.Context, gws ...*store.Gateway) error 
 	return err
 }
 
-func (s *Server) createGateway(w http.ResponseWriter, r *http.Request, p Principal) error {
+func (s *Server) createGateway(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	var req gatewayRequest
-	if err := decode(w, r, s.maxBody, &req); err != nil {
+	if err := httpx.Decode(w, r, s.maxBody, &req); err != nil {
 		return err
 	}
 	if err := req.validate(true); err != nil {
@@ -107,27 +109,27 @@ func (s *Server) createGateway(w http.ResponseWriter, r *http.Request, p Princip
 	if err := s.store.CreateGateway(r.Context(), g); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, g)
+	httpx.WriteJSON(w, http.StatusCreated, g)
 	return nil
 }
 
-func (s *Server) listGateways(w http.ResponseWriter, r *http.Request, p Principal) error {
-	page, err := parsePage(r)
+func (s *Server) listGateways(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	page, err := httpx.ParsePage(r)
 	if err != nil {
 		return err
 	}
-	list, total, err := s.store.Gateways(r.Context(), p.OrganizationID, page)
+	list, total, err := s.store.Gateways(r.Context(), p.OrganizationID, store.Page(page))
 	if err != nil {
 		return err
 	}
 	if err := s.withPresence(r.Context(), list...); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, newList(list, total, page))
+	httpx.WriteJSON(w, http.StatusOK, httpx.NewList(list, total, page))
 	return nil
 }
 
-func (s *Server) getGateway(w http.ResponseWriter, r *http.Request, p Principal) error {
+func (s *Server) getGateway(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	g, err := s.store.Gateway(r.Context(), p.OrganizationID, r.PathValue("gatewayId"))
 	if err != nil {
 		return err
@@ -135,16 +137,16 @@ func (s *Server) getGateway(w http.ResponseWriter, r *http.Request, p Principal)
 	if err := s.withPresence(r.Context(), g); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, g)
+	httpx.WriteJSON(w, http.StatusOK, g)
 	return nil
 }
 
 // updateGateway changes displayName, description, isCritical and vhost. The
 // name and functionalityType are fixed at registration: sending a different
 // value is a 400 rather than a silent no-op.
-func (s *Server) updateGateway(w http.ResponseWriter, r *http.Request, p Principal) error {
+func (s *Server) updateGateway(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	var req gatewayRequest
-	if err := decode(w, r, s.maxBody, &req); err != nil {
+	if err := httpx.Decode(w, r, s.maxBody, &req); err != nil {
 		return err
 	}
 	if err := req.validate(false); err != nil {
@@ -152,10 +154,10 @@ func (s *Server) updateGateway(w http.ResponseWriter, r *http.Request, p Princip
 	}
 	g, err := s.store.UpdateGateway(r.Context(), p.OrganizationID, r.PathValue("gatewayId"), func(g *store.Gateway) error {
 		if req.Name != nil && *req.Name != g.Name {
-			return badRequest("name: cannot be changed; register a new gateway instead")
+			return httpx.BadRequest("name: cannot be changed; register a new gateway instead")
 		}
 		if req.FunctionalityType != nil && *req.FunctionalityType != g.FunctionalityType {
-			return badRequest("functionalityType: cannot be changed; register a new gateway instead")
+			return httpx.BadRequest("functionalityType: cannot be changed; register a new gateway instead")
 		}
 		if req.DisplayName != nil {
 			g.DisplayName = *req.DisplayName
@@ -177,13 +179,13 @@ func (s *Server) updateGateway(w http.ResponseWriter, r *http.Request, p Princip
 	if err := s.withPresence(r.Context(), g); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, g)
+	httpx.WriteJSON(w, http.StatusOK, g)
 	return nil
 }
 
 // deleteGateway removes the gateway, its tokens and deployments in one
 // transaction, then closes its live connections.
-func (s *Server) deleteGateway(w http.ResponseWriter, r *http.Request, p Principal) error {
+func (s *Server) deleteGateway(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	id := r.PathValue("gatewayId")
 	if err := s.fleet.DeleteGateway(r.Context(), p.OrganizationID, id); err != nil {
 		return err
@@ -192,45 +194,47 @@ func (s *Server) deleteGateway(w http.ResponseWriter, r *http.Request, p Princip
 	return nil
 }
 
-type issuedTokenBody struct {
+// IssuedToken answers a token issue: the plain token, shown only here.
+type IssuedToken struct {
 	*store.IssuedToken
 	Message string `json:"message"`
 }
 
-func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, p Principal) error {
+func (s *Server) issueToken(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	t, err := s.store.IssueToken(r.Context(), p.OrganizationID, r.PathValue("gatewayId"))
 	if err != nil {
 		return err
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusCreated, issuedTokenBody{t, "Token created: store it now, it is not shown again"})
+	httpx.WriteJSON(w, http.StatusCreated, IssuedToken{t, "Token created: store it now, it is not shown again"})
 	return nil
 }
 
-func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, p Principal) error {
-	page, err := parsePage(r)
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	page, err := httpx.ParsePage(r)
 	if err != nil {
 		return err
 	}
-	list, total, err := s.store.Tokens(r.Context(), p.OrganizationID, r.PathValue("gatewayId"), page)
+	list, total, err := s.store.Tokens(r.Context(), p.OrganizationID, r.PathValue("gatewayId"), store.Page(page))
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, newList(list, total, page))
+	httpx.WriteJSON(w, http.StatusOK, httpx.NewList(list, total, page))
 	return nil
 }
 
 // revokeToken revokes the token and closes the connections that used it.
-func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p Principal) error {
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	tokenID := r.PathValue("tokenId")
 	if err := s.fleet.RevokeToken(r.Context(), p.OrganizationID, r.PathValue("gatewayId"), tokenID); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"message": "Token revoked successfully"})
+	httpx.WriteJSON(w, http.StatusOK, map[string]string{"message": "Token revoked successfully"})
 	return nil
 }
 
-type gatewayStatus struct {
+// GatewayStatus is one gateway of GET /api/v1/status/gateways.
+type GatewayStatus struct {
 	ID          string     `json:"id"`
 	Name        string     `json:"name"`
 	IsActive    bool       `json:"isActive"`
@@ -242,12 +246,12 @@ type gatewayStatus struct {
 // gatewayStatuses reports liveness from the hub's registry, never from a
 // stored flag; lastSeenAt is the live connections' last activity, or when
 // the gateway has none, when it was last seen (store.GatewayStatus).
-func (s *Server) gatewayStatuses(w http.ResponseWriter, r *http.Request, p Principal) error {
-	page, err := parsePage(r)
+func (s *Server) gatewayStatuses(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	page, err := httpx.ParsePage(r)
 	if err != nil {
 		return err
 	}
-	list, total, err := s.store.GatewayStatuses(r.Context(), p.OrganizationID, r.URL.Query().Get("gatewayId"), page)
+	list, total, err := s.store.GatewayStatuses(r.Context(), p.OrganizationID, r.URL.Query().Get("gatewayId"), store.Page(page))
 	if err != nil {
 		return err
 	}
@@ -259,10 +263,10 @@ func (s *Server) gatewayStatuses(w http.ResponseWriter, r *http.Request, p Princ
 	if err != nil {
 		return err
 	}
-	out := make([]gatewayStatus, len(list))
+	out := make([]GatewayStatus, len(list))
 	for i, g := range list {
 		n, seen := live[g.ID].Connections, live[g.ID].LastSeen
-		st := gatewayStatus{ID: g.ID, Name: g.Name, IsActive: n > 0, IsCritical: g.IsCritical, Connections: n, LastSeenAt: g.LastSeen}
+		st := GatewayStatus{ID: g.ID, Name: g.Name, IsActive: n > 0, IsCritical: g.IsCritical, Connections: n, LastSeenAt: g.LastSeen}
 		// Microseconds, as stored, so that the live and the stored time of
 		// one moment compare equal.
 		seen = seen.UTC().Truncate(time.Microsecond)
@@ -271,6 +275,6 @@ func (s *Server) gatewayStatuses(w http.ResponseWriter, r *http.Request, p Princ
 		}
 		out[i] = st
 	}
-	writeJSON(w, http.StatusOK, newList(out, total, page))
+	httpx.WriteJSON(w, http.StatusOK, httpx.NewList(out, total, page))
 	return nil
 }

@@ -3,10 +3,11 @@ package api
 import (
 	"context"
 	"net/http"
+	"platform-api/httpx"
 	"regexp"
 	"strings"
-	"unicode/utf8"
 
+	"platform-api/auth"
 	"platform-api/store"
 )
 
@@ -19,65 +20,48 @@ type organizationRequest struct {
 
 var handlePattern = regexp.MustCompile(`^(?:[a-z]|[a-z][a-z0-9_-]*[a-z0-9])$`)
 
-func (o *organizationRequest) validate(context.Context) error {
-	var errs fieldErrors
+func (o *organizationRequest) Validate(context.Context) error {
+	var errs httpx.FieldErrors
 	if o.ID != "" {
-		if !isID(o.ID) {
-			errs.add("id", "must be a UUID such as 3f2c1d9e-8b7a-4c6d-9e0f-1a2b3c4d5e6f")
+		if !httpx.IsID(o.ID) {
+			errs.Add("id", "must be a UUID such as 3f2c1d9e-8b7a-4c6d-9e0f-1a2b3c4d5e6f")
 		}
 	}
 	switch {
 	case o.Handle == "":
-		errs.add("handle", "is required")
+		errs.Add("handle", "is required")
 	case len(o.Handle) > 63 || !handlePattern.MatchString(o.Handle):
-		errs.add("handle", "must be 1 to 63 characters of a-z, 0-9, '_' and '-', start with a letter and end with a letter or digit")
+		errs.Add("handle", "must be 1 to 63 characters of a-z, 0-9, '_' and '-', start with a letter and end with a letter or digit")
 	}
-	checkText(&errs, "name", o.Name, true, 256)
-	checkText(&errs, "region", o.Region, true, 64)
-	return errs.err()
+	httpx.CheckText(&errs, "name", o.Name, true, 256)
+	httpx.CheckText(&errs, "region", o.Region, true, 64)
+	return errs.Err()
 }
 
-// checkText checks a free-text field: required or not, at most max
-// characters, and no control characters.
-func checkText(errs *fieldErrors, path, v string, required bool, max int) {
-	switch {
-	case v == "" && required:
-		errs.add(path, "is required")
-	case !utf8.ValidString(v):
-		errs.add(path, "must be valid UTF-8")
-	case utf8.RuneCountInString(v) > max:
-		errs.add(path, "must be at most %d characters", max)
-	case strings.ContainsFunc(v, isControl):
-		errs.add(path, "must not contain control characters")
-	}
-}
-
-func isControl(r rune) bool { return r < 0x20 && r != '\t' && r != '\n' || r == 0x7f }
-
-func (s *Server) createOrganization(w http.ResponseWriter, r *http.Request, p Principal) error {
+func (s *Server) createOrganization(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	var req organizationRequest
-	if err := decode(w, r, s.maxBody, &req); err != nil {
+	if err := httpx.Decode(w, r, s.maxBody, &req); err != nil {
 		return err
 	}
 	if req.ID == "" {
 		req.ID = p.OrganizationID
 	}
 	if !strings.EqualFold(req.ID, p.OrganizationID) {
-		return errorf(http.StatusForbidden, "id must equal the organization claim of your token (%s)", p.OrganizationID)
+		return httpx.Errorf(http.StatusForbidden, "id must equal the organization claim of your token (%s)", p.OrganizationID)
 	}
 	o := &store.Organization{ID: p.OrganizationID, Handle: req.Handle, Name: req.Name, Region: req.Region}
 	if err := s.store.CreateOrganization(r.Context(), o); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, o)
+	httpx.WriteJSON(w, http.StatusCreated, o)
 	return nil
 }
 
-func (s *Server) getOrganization(w http.ResponseWriter, r *http.Request, p Principal) error {
+func (s *Server) getOrganization(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	o, err := s.store.Organization(r.Context(), p.OrganizationID)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, o)
+	httpx.WriteJSON(w, http.StatusOK, o)
 	return nil
 }

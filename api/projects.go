@@ -3,7 +3,9 @@ package api
 import (
 	"context"
 	"net/http"
+	"platform-api/httpx"
 
+	"platform-api/auth"
 	"platform-api/store"
 )
 
@@ -14,15 +16,15 @@ type projectRequest struct {
 	creating bool
 }
 
-func (p *projectRequest) validate(context.Context) error {
-	var errs fieldErrors
+func (p *projectRequest) Validate(context.Context) error {
+	var errs httpx.FieldErrors
 	if p.Name != nil || p.creating {
-		checkText(&errs, "name", deref(p.Name), true, 128)
+		httpx.CheckText(&errs, "name", deref(p.Name), true, 128)
 	}
 	if p.Description != nil {
-		checkText(&errs, "description", *p.Description, false, 4096)
+		httpx.CheckText(&errs, "description", *p.Description, false, 4096)
 	}
-	return errs.err()
+	return errs.Err()
 }
 
 func deref[T any](p *T) T {
@@ -33,44 +35,44 @@ func deref[T any](p *T) T {
 	return *p
 }
 
-func (s *Server) createProject(w http.ResponseWriter, r *http.Request, p Principal) error {
+func (s *Server) createProject(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	req := projectRequest{creating: true}
-	if err := decode(w, r, s.maxBody, &req); err != nil {
+	if err := httpx.Decode(w, r, s.maxBody, &req); err != nil {
 		return err
 	}
 	proj := &store.Project{OrganizationID: p.OrganizationID, Name: *req.Name, Description: deref(req.Description)}
 	if err := s.store.CreateProject(r.Context(), proj); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, proj)
+	httpx.WriteJSON(w, http.StatusCreated, proj)
 	return nil
 }
 
-func (s *Server) listProjects(w http.ResponseWriter, r *http.Request, p Principal) error {
-	page, err := parsePage(r)
+func (s *Server) listProjects(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	page, err := httpx.ParsePage(r)
 	if err != nil {
 		return err
 	}
-	list, total, err := s.store.Projects(r.Context(), p.OrganizationID, page)
+	list, total, err := s.store.Projects(r.Context(), p.OrganizationID, store.Page(page))
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, newList(list, total, page))
+	httpx.WriteJSON(w, http.StatusOK, httpx.NewList(list, total, page))
 	return nil
 }
 
-func (s *Server) getProject(w http.ResponseWriter, r *http.Request, p Principal) error {
+func (s *Server) getProject(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	proj, err := s.store.Project(r.Context(), p.OrganizationID, r.PathValue("projectId"))
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, proj)
+	httpx.WriteJSON(w, http.StatusOK, proj)
 	return nil
 }
 
-func (s *Server) updateProject(w http.ResponseWriter, r *http.Request, p Principal) error {
+func (s *Server) updateProject(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	var req projectRequest
-	if err := decode(w, r, s.maxBody, &req); err != nil {
+	if err := httpx.Decode(w, r, s.maxBody, &req); err != nil {
 		return err
 	}
 	proj, err := s.store.UpdateProject(r.Context(), p.OrganizationID, r.PathValue("projectId"),
@@ -78,11 +80,11 @@ func (s *Server) updateProject(w http.ResponseWriter, r *http.Request, p Princip
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, proj)
+	httpx.WriteJSON(w, http.StatusOK, proj)
 	return nil
 }
 
-func (s *Server) deleteProject(w http.ResponseWriter, r *http.Request, p Principal) error {
+func (s *Server) deleteProject(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	if err := s.store.DeleteProject(r.Context(), p.OrganizationID, r.PathValue("projectId")); err != nil {
 		return err
 	}

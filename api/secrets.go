@@ -3,22 +3,23 @@ package api
 import (
 	"fmt"
 
+	"platform-api/httpx"
 	"platform-api/store"
 )
 
 // The secret fields of an API (mTLS client keys) are never answered: the
-// public API shows secretMask in their place, and a PUT that sends the mask
+// public API shows SecretMask in their place, and a PUT that sends the mask
 // back keeps the stored secret. Only a gateway's download of a revision
 // deployed to it holds them (store.OpenSecrets).
 
-// secretMask stands for a stored secret.
-const secretMask = "********"
+// SecretMask stands for a stored secret.
+const SecretMask = "********"
 
 // masked replaces the secrets of a (read back from the store) with the mask.
 func masked(a *store.API) *store.API {
 	for _, f := range store.SecretFields(a) {
 		if *f != "" {
-			*f = secretMask
+			*f = SecretMask
 		}
 	}
 	return a
@@ -28,16 +29,16 @@ func masked(a *store.API) *store.API {
 // sealed form (only the server seals), and on a create the mask (there is
 // nothing stored to keep).
 func checkSecretInput(a *store.API, creating bool) error {
-	var e fieldErrors
+	var e httpx.FieldErrors
 	for path, v := range secretPaths(a) {
 		switch {
 		case store.IsSealed(*v):
-			e.add(path, "must be PEM text")
-		case creating && *v == secretMask:
-			e.add(path, "%s stands for a stored key, and this API has none yet; send the key itself", secretMask)
+			e.Add(path, "must be PEM text")
+		case creating && *v == SecretMask:
+			e.Add(path, "%s stands for a stored key, and this API has none yet; send the key itself", SecretMask)
 		}
 	}
-	return e.err()
+	return e.Err()
 }
 
 // secretPaths returns the secret fields of a by their JSON path. Endpoint
@@ -81,15 +82,15 @@ func storedSecrets(a *store.API) map[secretKey]string {
 // keepMaskedSecrets puts back the stored secret wherever an update sent the
 // mask; a mask where nothing is stored is a 400.
 func keepMaskedSecrets(a *store.API, kept map[secretKey]string) error {
-	var e fieldErrors
+	var e httpx.FieldErrors
 	keep := func(path string, v *string, k secretKey) {
-		if *v != secretMask {
+		if *v != SecretMask {
 			return
 		}
 		if old, ok := kept[k]; ok {
 			*v = old
 		} else {
-			e.add(path, "%s stands for a stored key, but none is stored here; send the key itself", secretMask)
+			e.Add(path, "%s stands for a stored key, but none is stored here; send the key itself", SecretMask)
 		}
 	}
 	if a.MTLS != nil {
@@ -103,5 +104,5 @@ func keepMaskedSecrets(a *store.API, kept map[secretKey]string) error {
 			}
 		}
 	}
-	return e.err()
+	return e.Err()
 }

@@ -637,7 +637,7 @@ func lockReportingGateway(ctx context.Context, tx *Tx, gatewayID, orgID string) 
 	err := tx.QueryRowContext(ctx, `SELECT vhost FROM gateways WHERE id = $1 AND organization_id = $2`,
 		gatewayID, orgID).Scan(&vhost)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", &Error{kind: ErrBadToken, msg: "the gateway of this token no longer exists"}
+		return "", &Error{kind: ErrBadToken, msg: "the api-key header does not hold a valid gateway token"}
 	}
 	return vhost, err
 }

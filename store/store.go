@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	mathrand "math/rand/v2"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -56,6 +57,27 @@ type Error struct {
 
 func (e *Error) Error() string { return e.msg }
 func (e *Error) Unwrap() error { return e.kind }
+
+// LogCause is the underlying error, for the server's log only.
+func (e *Error) LogCause() error { return e.Cause }
+
+// HTTPStatus is the status an HTTP answer gives this kind of error (httpx
+// reads it): the store knows what its errors mean, not how they are served.
+func (e *Error) HTTPStatus() int {
+	switch e.kind {
+	case ErrNotFound:
+		return http.StatusNotFound
+	case ErrConflict:
+		return http.StatusConflict
+	case ErrInvalid:
+		return http.StatusBadRequest
+	case ErrBadToken:
+		return http.StatusUnauthorized
+	case ErrUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return 0
+}
 
 func notFound(format string, a ...any) error {
 	return &Error{kind: ErrNotFound, msg: fmt.Sprintf(format, a...)}

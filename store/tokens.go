@@ -215,7 +215,7 @@ func (db *DB) Tokens(ctx context.Context, orgID, gatewayID string, page Page) ([
 // constant time. Unknown, revoked and deleted-gateway tokens are ErrBadToken.
 // It records lastUsedAt at most once per lastUsedEvery per token.
 func (db *DB) VerifyToken(ctx context.Context, tok string) (*GatewayIdentity, error) {
-	bad := &Error{kind: ErrBadToken, msg: "invalid gateway token"}
+	bad := &Error{kind: ErrBadToken, msg: "the api-key header does not hold a valid gateway token"}
 	id, secret, ok := ParseToken(tok)
 	if !ok {
 		return nil, bad

@@ -1,0 +1,25 @@
+package gatewayapi
+
+import (
+	"net/http"
+	"platform-api/httpx"
+)
+
+// Register adds every route a gateway calls to m, in the contract's order.
+func (s *Server) Register(m *http.ServeMux) {
+	m.Handle("GET /api/internal/v1/ws/gateways/connect", httpx.Handle(s.log, s.connectGateway))
+	m.Handle("GET /api/internal/v1/apis", s.gateway(s.gatewayAPIs))
+	m.Handle("GET /api/internal/v1/apis/{apiId}", s.gateway(s.gatewayAPI))
+	m.Handle("POST /api/internal/v1/apis/{apiId}/gateway-deployments", s.gateway(s.reportGatewayDeployment))
+
+	// Second-generation gateways (§6).
+	m.Handle("POST /api/internal/v1/gateways/{gatewayId}/manifest", s.gateway(s.postManifest))
+	m.Handle("GET /api/internal/v1/deployments", s.gateway(s.syncDeployments))
+	m.Handle("POST /api/internal/v1/deployments/fetch-batch", s.gateway(s.fetchBatch))
+	m.Handle("POST /api/internal/v1/artifacts/exists", s.gateway(s.artifactsExist))
+	m.Handle("POST /api/internal/v1/artifacts/import-gateway-artifacts", s.gateway(s.importArtifacts))
+	m.Handle("GET /api/internal/v1/apis/api-keys", s.gateway(notSupported("API keys")))
+	m.Handle("GET /api/internal/v1/apis/{apiId}/subscriptions", s.gateway(notSupported("Subscriptions")))
+	m.Handle("GET /api/internal/v1/subscription-plans", s.gateway(notSupported("Subscription plans")))
+	m.Handle("GET /api/internal/v1/secrets", s.gateway(notSupported("Secrets")))
+}

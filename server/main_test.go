@@ -1,0 +1,12 @@
+package server
+
+import (
+	"os"
+	"testing"
+
+	"platform-api/store/pgtest"
+)
+
+// TestMain runs the tests on SQLite and, when PLATFORM_TEST_POSTGRES is
+// set, again on PostgreSQL: every route behaves the same on both.
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }

@@ -1,0 +1,128 @@
+package server
+
+import (
+	"bytes"
+	"cmp"
+	"crypto/sha256"
+	"crypto/subtle"
+	"net"
+	"net/http"
+	"net/netip"
+	"platform-api/fleet"
+	"platform-api/httpx"
+	"platform-api/metrics"
+	"platform-api/store"
+	"slices"
+	"strings"
+)
+
+// serveMetrics answers GET /metrics. With a token configured it is required;
+// without one only the local host may scrape, since the metrics describe the
+// fleet. A request relayed by a proxy is not local even from loopback.
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) error {
+	var b bytes.Buffer
+	s.writeMetrics(&b)
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	w.Write(b.Bytes())
+	return nil
+}
+
+// operator serves h to the operator only: with the metrics token when one
+// is set, else to loopback clients (metrics and profiles).
+func (s *Server) operator(h http.Handler) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		if err := s.checkOperator(w, r); err != nil {
+			return err
+		}
+		h.ServeHTTP(w, r)
+		return nil
+	})
+}
+
+func (s *Server) checkOperator(w http.ResponseWriter, r *http.Request) error {
+	if s.metricsToken != "" {
+		// Hashing first makes the comparison constant-time in the length too.
+		tok, _ := httpx.BearerToken(r)
+		got, want := sha256.Sum256([]byte(tok)), sha256.Sum256([]byte(s.metricsToken))
+		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer`)
+			return httpx.Errorf(http.StatusUnauthorized, "missing or wrong metrics token: send Authorization: Bearer <PLATFORM_METRICS_TOKEN>")
+		}
+	} else if !isLoopback(r) {
+		return httpx.Errorf(http.StatusForbidden, "metrics and profiles are served only to loopback clients when no token is configured; set PLATFORM_METRICS_TOKEN to reach them from elsewhere")
+	}
+	return nil
+}
+
+// proxyHeaders mark a request relayed by a proxy: its peer address is the
+// proxy's, not the client's.
+var proxyHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
+	"X-Real-Ip", "X-Client-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "Via"}
+
+func isLoopback(r *http.Request) bool {
+	for _, h := range proxyHeaders {
+		if _, ok := r.Header[h]; ok {
+			return false
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// writeMetrics renders every family in a fixed order, each family's series
+// sorted by label values, so that the output is deterministic.
+func (s *Server) writeMetrics(b *bytes.Buffer) {
+	m, h := s.metrics, s.hub
+	metrics.Family(b, "platform_build_info", "gauge", "Build information; the value is always 1.")
+	metrics.Sample(b, "platform_build_info", metrics.Labels("version", m.Version()), 1)
+
+	metrics.Family(b, "platform_gateway_connections", "gauge", "Live gateway WebSocket connections.")
+	metrics.Sample(b, "platform_gateway_connections", "", float64(h.Count()))
+
+	metrics.Family(b, "platform_gateway_handshakes_total", "counter", "Gateway WebSocket handshakes by result.")
+	for _, x := range []struct {
+		result string
+		n      int64
+	}{
+		{"bad_key", m.BadKey.Load()}, {"not_websocket", m.NotWebSocket.Load()}, {"ok", h.Accepted.Load()},
+		{"over_limit", h.RefusedLimit.Load()}, {"rate_limited", m.RateLimited.Load()},
+	} {
+		metrics.Sample(b, "platform_gateway_handshakes_total", metrics.Labels("result", x.result), float64(x.n))
+	}
+
+	events := h.EventCounts()
+	metrics.Family(b, "platform_gateway_events_total", "counter", "Events queued to gateway connections, by type (one per connection).")
+	for _, e := range events {
+		metrics.Sample(b, "platform_gateway_events_total", metrics.Labels("type", e.Type), float64(e.Queued))
+	}
+	metrics.Family(b, "platform_gateway_events_dropped_total", "counter", "Events that could not be queued to a connection (full queue or closing), by type.")
+	for _, e := range events {
+		metrics.Sample(b, "platform_gateway_events_dropped_total", metrics.Labels("type", e.Type), float64(e.Dropped))
+	}
+	metrics.Family(b, "platform_gateway_slow_disconnects_total", "counter", "Gateway connections closed because their send queue was full.")
+	metrics.Sample(b, "platform_gateway_slow_disconnects_total", "", float64(h.Dropped.Load()))
+	metrics.Family(b, "platform_gateway_timeouts_total", "counter", "Gateway connections closed for silence past the timeout.")
+	metrics.Sample(b, "platform_gateway_timeouts_total", "", float64(h.TimedOut.Load()))
+
+	metrics.Family(b, "platform_deployments_total", "counter", "Deployment items by the status they were answered with.")
+	for _, st := range []string{store.StatusDelivered, store.StatusPending, store.StatusDeploying, store.StatusDeployed, store.StatusFailed} {
+		metrics.Sample(b, "platform_deployments_total", metrics.Labels("status", st), float64(m.Deployments(st)))
+	}
+
+	acks, malformed := s.fleet.AckCounts()
+	slices.SortFunc(acks, func(a, b fleet.AckCount) int {
+		return cmp.Or(strings.Compare(a.Status, b.Status), strings.Compare(a.ErrorCode, b.ErrorCode))
+	})
+	metrics.Family(b, "platform_gateway_acks_total", "counter", "Deployment acknowledgements from second-generation gateways, by status and error code.")
+	for _, a := range acks {
+		metrics.Sample(b, "platform_gateway_acks_total", metrics.Labels("status", a.Status, "error_code", a.ErrorCode), float64(a.N))
+	}
+	metrics.Family(b, "platform_gateway_frames_ignored_total", "counter", "Frames from gateways that were not a well-formed acknowledgement, ignored.")
+	metrics.Sample(b, "platform_gateway_frames_ignored_total", "", float64(malformed))
+
+	m.WriteHTTP(b)
+}

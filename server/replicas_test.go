@@ -1,0 +1,189 @@
+package server
+
+import (
+	"database/sql"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"platform-api/api"
+	"platform-api/fleet"
+	"platform-api/httpx"
+	"platform-api/store"
+	"platform-api/store/pgtest"
+	"platform-api/store/storetest"
+)
+
+// newReplicas runs n replicas of the server on one PostgreSQL schema, each
+// with its own store (pool, listener, lease) and its own JWT key: what
+// several processes behind a load balancer are, in one test process.
+func newReplicas(t *testing.T, n int, mod func(*Options)) []*testEnv {
+	t.Helper()
+	if !pgtest.Postgres() {
+		t.Skip("replicas share a PostgreSQL database: runs in the PostgreSQL pass of the suite")
+	}
+	dsn := pgtest.Schema(t)
+	var out []*testEnv
+	for i := range n {
+		id := fmt.Sprintf("replica-%d", i)
+		out = append(out, newEnvStore(t, func(c *store.Config) {
+			c.DSN, c.ReplicaID, c.Lease = dsn+"&application_name="+id, id, time.Second
+		}, mod))
+	}
+	return out
+}
+
+// TestReplicasDeliverEverywhere: a deploy handled by one replica reaches a
+// gateway's connections on every replica, and its answer counts them all.
+// A token minted with one replica's key works on the others.
+func TestReplicasDeliverEverywhere(t *testing.T) {
+	rs := newReplicas(t, 3, fastHub)
+	f := newFleet(t, rs[0], 2)
+	// Gateway 0 has a connection on each replica; gateway 1 one on the
+	// last.
+	var conns []*wsClient
+	for _, r := range rs {
+		c, _ := mustDial(t, r.srv.URL, f.keys[0])
+		conns = append(conns, c)
+	}
+	c1, _ := mustDial(t, rs[2].srv.URL, f.keys[1])
+	waitRemote(t, rs[0], f.gws[0].ID, 3)
+	waitRemote(t, rs[0], f.gws[1].ID, 1)
+
+	var out []fleet.Result
+	rs[0].must(200, "POST", "/api/v1/apis/"+f.api+"/deploy-revision", f.tok,
+		[]map[string]string{{"gatewayId": f.gws[0].ID}, {"gatewayId": f.gws[1].ID}}, &out)
+	if out[0].DeliveredConnections != 3 || out[0].Status != store.StatusDelivered ||
+		out[1].DeliveredConnections != 1 || out[1].Status != store.StatusDelivered {
+		t.Fatalf("deploy through one replica: %+v", out)
+	}
+	for i, c := range append(conns, c1) {
+		if ev := c.next(2 * time.Second); ev["type"] != "api.deployed" || ev["payload"].(map[string]any)["revisionId"] != out[0].RevisionID {
+			t.Fatalf("connection %d got %v", i, ev)
+		}
+	}
+	// The other replicas' answers about the fleet: status, isActive.
+	var st httpx.List[api.GatewayStatus]
+	rs[1].must(200, "GET", "/api/v1/status/gateways?gatewayId="+f.gws[1].ID, f.tok, nil, &st)
+	if !st.List[0].IsActive || st.List[0].Connections != 1 || st.List[0].LastSeenAt == nil {
+		t.Fatalf("status on replica 1 of a gateway connected to replica 2: %+v", st.List[0])
+	}
+	rs[1].must(200, "GET", "/api/v1/status/gateways?gatewayId="+f.gws[0].ID, f.tok, nil, &st)
+	if st.List[0].Connections != 3 {
+		t.Fatalf("connections across replicas: %+v", st.List[0])
+	}
+}
+
+// waitRemote waits until replica r sees n connections of the gateway
+// across the replicas (each replica writes its own a moment after they
+// change).
+func waitRemote(t *testing.T, r *testEnv, gatewayID string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		p, err := r.api.fleet.Presence(t.Context(), []string{gatewayID})
+		if err == nil && p[gatewayID].Connections == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica sees %d connections of %s, want %d (%v)", p[gatewayID].Connections, gatewayID, n, err)
+		}
+		select {
+		case <-r.api.hub.Changed():
+		case <-time.After(50 * time.Millisecond): // the other replicas write on their own schedule
+		}
+	}
+}
+
+// TestReplicasRevokeAndCap: a token revoked on one replica closes the
+// sessions it opened on another; the per-gateway cap holds across
+// replicas.
+func TestReplicasRevokeAndCap(t *testing.T) {
+	rs := newReplicas(t, 3, func(o *Options) { fastHub(o); o.Hub.MaxPerGateway = 2 })
+	f := newFleet(t, rs[0], 1)
+	onC, _ := mustDial(t, rs[2].srv.URL, f.keys[0])
+	mustDial(t, rs[1].srv.URL, f.keys[0])
+	waitRemote(t, rs[0], f.gws[0].ID, 2)
+	third, _ := dialWS(t, rs[0].srv.URL, f.keys[0])
+	if m := third.next(time.Second); m["type"] != "error" || !strings.Contains(m["message"].(string), "maximum of 2") {
+		t.Fatalf("a third connection across replicas: %v", m)
+	}
+	rs[0].must(200, "DELETE", "/api/v1/gateways/"+f.gws[0].ID+"/tokens/"+f.keyID[0], f.tok, nil, nil)
+	if code := onC.closeCode(5 * time.Second); code != 1008 {
+		t.Fatalf("session on replica 2 after revocation on replica 0: close code %d", code)
+	}
+}
+
+// TestReplicasAcknowledge: a second-generation gateway with a connection
+// on two replicas is DEPLOYED only once both have acknowledged, whichever
+// replica handled the deploy.
+func TestReplicasAcknowledge(t *testing.T) {
+	rs := newReplicas(t, 2, fastHub)
+	f := newFleet(t, rs[0], 1)
+	a, b := newGen2(t, rs[0], f.keys[0], f.gws[0].ID), newGen2(t, rs[1], f.keys[0], f.gws[0].ID)
+	a.connect()
+	b.connect()
+	waitRemote(t, rs[0], f.gws[0].ID, 2)
+	var out []fleet.Result
+	rs[0].must(200, "POST", "/api/v1/apis/"+f.api+"/deploy-revision", f.tok, []map[string]string{{"gatewayId": f.gws[0].ID}}, &out)
+	if out[0].Status != store.StatusDeploying || out[0].DeliveredConnections != 2 {
+		t.Fatalf("deploy: %+v", out)
+	}
+	a.next(2 * time.Second) // the connection on replica 0 acknowledges
+	// Once replica 0 has recorded that its connection owes nothing, the
+	// deployment still waits for replica 1's.
+	raw := storeRaw(t, rs[0])
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var n int
+		raw.QueryRow(`SELECT COUNT(*) FROM ack_waits WHERE replica_id = 'replica-0'`).Scan(&n)
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("replica 0 never recorded its connection's acknowledgement")
+		}
+	}
+	if d := deploymentStatus(t, rs[0], f.tok, f.api, f.gws[0].ID); d["status"] != "DEPLOYING" {
+		t.Fatalf("one of two replicas' connections acknowledged: %v", d)
+	}
+	b.next(2 * time.Second)
+	waitStatus(t, rs[1], f.tok, f.api, f.gws[0].ID, store.StatusDeployed)
+}
+
+// TestReplicaListenerTerminated: one replica's listening connection is
+// terminated from the database side while a deploy is made through
+// another: the replica reconnects, resynchronizes, and its gateway gets
+// the deployment it missed.
+func TestReplicaListenerTerminated(t *testing.T) {
+	rs := newReplicas(t, 2, fastHub)
+	f := newFleet(t, rs[0], 1)
+	c, _ := mustDial(t, rs[1].srv.URL, f.keys[0])
+	waitRemote(t, rs[0], f.gws[0].ID, 1)
+	// Replica 1's listener is named after its pool's application_name.
+	pgtest.Exec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'replica-1 listener'`)
+	out := f.deploy(t, "", 0)
+	for {
+		ev := c.next(15 * time.Second)
+		if p := ev["payload"].(map[string]any); ev["type"] == "api.deployed" && p["revisionId"] == out[0].RevisionID {
+			return
+		}
+	}
+}
+
+// storeRaw is a database/sql handle on a test env's database.
+func storeRaw(t *testing.T, e *testEnv) *sql.DB { return storetest.Raw(t, e.dsn) }
+
+// TestReplicasPagesFollowChanges: an API updated through one replica is
+// answered updated in a page of another that kept it before.
+func TestReplicasPagesFollowChanges(t *testing.T) {
+	rs := newReplicas(t, 2, nil)
+	_, tok := rs[0].newOrg()
+	project := rs[0].defaultProject(tok)
+	id := asMap(t, rs[0].must(201, "POST", "/api/v1/apis", tok, benchAPIBody(project, 1), nil))["id"].(string)
+	checkPage(t, rs[1], tok, project, []string{id})
+	rs[0].must(200, "PUT", "/api/v1/apis/"+id, tok, map[string]any{"description": "changed elsewhere"}, nil)
+	if d := checkPage(t, rs[1], tok, project, []string{id})[0]["description"]; d != "changed elsewhere" {
+		t.Fatalf("the other replica answers description %v", d)
+	}
+}
