@@ -32,13 +32,29 @@ const (
 )
 
 // Postgres reports whether this is the run of the tests on PostgreSQL.
-func Postgres() bool { return os.Getenv(StoreEnv) == "postgres" }
+//
+// It reads URLEnv too: the test cache keys a package's result on the
+// variables its tests read while they run (not those TestMain reads before
+// or after), and every store-backed test calls Postgres (storetest.DSN).
+// Without that read, a result cached from a SQLite-only run would be
+// replayed for a run that asked for PostgreSQL too, which then never ran.
+func Postgres() bool {
+	_ = os.Getenv(URLEnv)
+	return os.Getenv(StoreEnv) == "postgres"
+}
 
 // Main runs the package's tests, then, when URLEnv is set, runs them again
 // on PostgreSQL in a child process, and returns the exit code for os.Exit.
+// Its output says which stores ran (go test -v shows it).
 func Main(m *testing.M) int {
 	code := m.Run()
-	if Postgres() || os.Getenv(URLEnv) == "" {
+	onPostgres, url := Postgres(), os.Getenv(URLEnv)
+	if onPostgres {
+		fmt.Println("pgtest: ran on PostgreSQL")
+		return code
+	}
+	if url == "" {
+		fmt.Printf("pgtest: ran on SQLite only (set %s to run on PostgreSQL too)\n", URLEnv)
 		return code
 	}
 	sweep()
