@@ -393,6 +393,9 @@ func (c *shapeChecker) escape(path string) error {
 		return c.syntax(`bad \u escape in a string`)
 	}
 	switch {
+	case r == 0:
+		// No text of this server may hold NUL (PostgreSQL cannot store it).
+		return BadRequest("%s: holds \\u0000 (NUL), a control character no text here may hold; remove it", at(path))
 	case r >= 0xDC00 && r <= 0xDFFF:
 		return BadRequest("%s: holds a lone low surrogate \\u%04x; send valid UTF-16 escapes or UTF-8 text", at(path), r)
 	case r >= 0xD800 && r <= 0xDBFF:
