@@ -3,9 +3,13 @@ package fleet
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"platform-api/hub"
 	"platform-api/store"
@@ -57,12 +61,60 @@ type acks struct {
 	stop   chan struct{}
 	done   chan struct{}
 
+	// unexpected limits, per connection, the acknowledgements that match
+	// nothing this server waits for (only useful after a restart): a flood
+	// of them cannot become a flood of database writes.
+	unexpected map[*hub.Conn]*allowance
+	// flushMu serializes flushes (the write loop's, and those of a
+	// connection's initial state) and guards retry: how long the write
+	// loop waits before it tries again a batch the database did not take
+	// (0 after a success).
+	flushMu sync.Mutex
+	retry   time.Duration
+
 	// Counters for metrics.
 	Malformed atomic.Int64
-	counts    sync.Map // ackCountKey -> *atomic.Int64
+	Dropped   atomic.Int64 // over a connection's allowance of unexpected acknowledgements
+	Refused   atomic.Int64 // acknowledgements the database refused, each alone
+	Shed      atomic.Int64 // queued acknowledgements dropped while the database was unavailable for long
+	Retries   atomic.Int64 // writes tried again because the database was unavailable
+	counts    sync.Map     // ackCountKey -> *atomic.Int64
 }
 
 type ackCountKey struct{ Status, ErrorCode string }
+
+// KnownErrorCodes are the error codes of failed acknowledgements that
+// label metrics as themselves (contract §6); every other code a gateway
+// sends is counted as "other", so that gateways cannot grow the series
+// without bound. The code itself is still recorded on the deployment.
+var KnownErrorCodes = []string{"GATEWAY_PROCESSING_ERROR", "DEPLOYMENT_ID_MISMATCH"}
+
+// Allowance of unexpected acknowledgements per connection: a burst, then a
+// steady rate.
+const (
+	unexpectedBurst   = 1000
+	unexpectedPerSec  = 100
+	maxErrorCodeBytes = 64
+	// maxQueuedAcks bounds what waits for the database while it is
+	// unavailable (about 150 bytes each).
+	maxQueuedAcks = 200_000
+)
+
+// allowance is a token bucket.
+type allowance struct {
+	tokens float64
+	last   time.Time
+}
+
+func (b *allowance) take(now time.Time) bool {
+	b.tokens = min(unexpectedBurst, b.tokens+now.Sub(b.last).Seconds()*unexpectedPerSec)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
 
 // ackFlushEvery is how long acknowledgements gather before they are
 // written together.
@@ -72,6 +124,7 @@ func (a *acks) init(f *Fleet) {
 	a.f = f
 	a.waits = map[ackKey]*ackWait{}
 	a.byConn = map[*hub.Conn][]ackKey{}
+	a.unexpected = map[*hub.Conn]*allowance{}
 	a.kick = make(chan struct{}, 1)
 	a.stop = make(chan struct{})
 	a.done = make(chan struct{})
@@ -112,28 +165,76 @@ func (a *acks) expect(c *hub.Conn, apiID, deploymentID string, undeploy bool) {
 func (f *Fleet) onMessage(c *hub.Conn, frame []byte) {
 	var m ackFrame
 	p := &m.Payload
-	if json.Unmarshal(frame, &m) != nil || m.Type != "deployment.ack" || p.DeploymentID == "" || p.ArtifactID == "" ||
+	// Ids are canonical UUIDs, as every id this server hands out: anything
+	// else (a NUL, a multibyte cut) could only fail the batch it joins.
+	if json.Unmarshal(frame, &m) != nil || m.Type != "deployment.ack" || !isID(p.DeploymentID) || !isID(p.ArtifactID) ||
 		(p.Action != "deploy" && p.Action != "undeploy") || (p.Status != "success" && p.Status != "failed") {
 		f.acks.Malformed.Add(1)
 		return
 	}
 	code := ""
 	if p.Status == "failed" {
-		code = p.ErrorCode
-		if code == "" {
-			code = "GATEWAY_PROCESSING_ERROR"
-		}
-		if len(code) > 64 {
-			code = code[:64]
-		}
+		code = cleanErrorCode(p.ErrorCode)
+	}
+	ack := store.Ack{APIID: p.ArtifactID, GatewayID: c.Identity.GatewayID, DeploymentID: p.DeploymentID,
+		Undeploy: p.Action == "undeploy", Failed: p.Status == "failed", ErrorCode: code}
+	if !f.acks.received(c, ack) {
+		f.acks.Dropped.Add(1)
+		return
 	}
 	f.acks.count(p.Status, code)
 	f.hub.Credit(c.Identity.GatewayID, p.ArtifactID)
-	f.acks.received(c, store.Ack{APIID: p.ArtifactID, GatewayID: c.Identity.GatewayID, DeploymentID: p.DeploymentID,
-		Undeploy: p.Action == "undeploy", Failed: p.Status == "failed", ErrorCode: code})
 }
 
+// cleanErrorCode makes a gateway's error code fit to store and show: no
+// control characters (NUL included), valid UTF-8, at most
+// maxErrorCodeBytes cut on a character boundary; empty becomes the
+// contract's GATEWAY_PROCESSING_ERROR.
+func cleanErrorCode(code string) string {
+	code = strings.ToValidUTF8(code, "\uFFFD")
+	code = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, code)
+	if len(code) > maxErrorCodeBytes {
+		cut := maxErrorCodeBytes
+		for cut > 0 && !utf8.RuneStart(code[cut]) {
+			cut--
+		}
+		code = code[:cut]
+	}
+	if strings.TrimSpace(code) == "" {
+		return "GATEWAY_PROCESSING_ERROR"
+	}
+	return code
+}
+
+// isID reports whether s is a UUID in canonical lower-case form.
+func isID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			if c != '-' {
+				return false
+			}
+		} else if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// count counts an acknowledgement for metrics, under its code when the
+// code is a known one.
 func (a *acks) count(status, code string) {
+	if code != "" && !slices.Contains(KnownErrorCodes, code) {
+		code = "other"
+	}
 	v, _ := a.counts.LoadOrStore(ackCountKey{status, code}, new(atomic.Int64))
 	v.(*atomic.Int64).Add(1)
 }
@@ -156,14 +257,41 @@ func (f *Fleet) AckCounts() ([]AckCount, int64) {
 	return out, f.acks.Malformed.Load()
 }
 
-// received applies one connection's acknowledgement to what it owed.
-func (a *acks) received(c *hub.Conn, ack store.Ack) {
+// AckDrops are the acknowledgements not recorded, by reason: over a
+// connection's allowance of unexpected ones, refused by the database (each
+// alone), and shed from the queue while the database was unavailable.
+func (f *Fleet) AckDrops() (rateLimited, refused, shed int64) {
+	return f.acks.Dropped.Load(), f.acks.Refused.Load(), f.acks.Shed.Load()
+}
+
+// AckRetries counts the writes of acknowledgements tried again because the
+// database was unavailable.
+func (f *Fleet) AckRetries() int64 { return f.acks.Retries.Load() }
+
+// received applies one connection's acknowledgement to what it owed. It
+// reports false for an unexpected acknowledgement over the connection's
+// allowance, which is dropped.
+func (a *acks) received(c *hub.Conn, ack store.Ack) bool {
 	k := ackKey{ack.GatewayID, ack.APIID}
 	a.mu.Lock()
 	w := a.waits[k]
 	switch {
 	case w == nil || w.deploymentID != ack.DeploymentID || w.undeploy != ack.Undeploy:
-		ack.Final = true // nothing expected here: the store decides
+		// Nothing expected here: the store decides, within the allowance.
+		b := a.unexpected[c]
+		if b == nil {
+			if c.Context().Err() != nil {
+				a.mu.Unlock()
+				return false // gone: its allowance could never be dropped
+			}
+			b = &allowance{tokens: unexpectedBurst, last: time.Now()}
+			a.unexpected[c] = b
+		}
+		if !b.take(time.Now()) {
+			a.mu.Unlock()
+			return false
+		}
+		ack.Final = true
 	case ack.Failed:
 		ack.Final = true
 		a.forgetLocked(k, w)
@@ -184,6 +312,7 @@ func (a *acks) received(c *hub.Conn, ack store.Ack) {
 	if ack.Final {
 		a.wake()
 	}
+	return true
 }
 
 // forgetLocked drops a wait. a.mu must be held.
@@ -213,6 +342,7 @@ func (a *acks) gone(c *hub.Conn) {
 	a.mu.Lock()
 	keys := a.byConn[c]
 	delete(a.byConn, c)
+	delete(a.unexpected, c)
 	final := false
 	for _, k := range keys {
 		w := a.waits[k]
@@ -252,16 +382,34 @@ func (a *acks) writeLoop() {
 			a.flush()
 			return
 		}
-		// Let the acknowledgements of a fleet-wide deployment gather.
+		// Let the acknowledgements of a fleet-wide deployment gather; after
+		// a failed write, wait before trying again.
+		a.flushMu.Lock()
+		wait := max(ackFlushEvery, a.retry)
+		a.flushMu.Unlock()
 		select {
-		case <-time.After(ackFlushEvery):
+		case <-time.After(wait):
 		case <-a.stop:
 		}
 		a.flush()
 	}
 }
 
+// Waits between tries of a batch the database did not take.
+const (
+	firstAckRetry = 100 * time.Millisecond
+	maxAckRetry   = 5 * time.Second
+)
+
+// flush writes the queued acknowledgements in one transaction. No
+// acknowledgement is lost to a failed write: while the database is
+// unavailable the batch waits and is tried again (a lost write would later
+// read as a false FAILED); when the database refuses the batch, each
+// acknowledgement is written alone, so that one bad row cannot fail the
+// others, other organizations' included.
 func (a *acks) flush() {
+	a.flushMu.Lock()
+	defer a.flushMu.Unlock()
 	a.mu.Lock()
 	batch := a.queue
 	a.queue = nil
@@ -269,7 +417,40 @@ func (a *acks) flush() {
 	if len(batch) == 0 || a.f.store == nil {
 		return
 	}
-	if err := a.f.store.ApplyAcks(context.Background(), batch); err != nil {
-		a.f.log.Warn("could not record acknowledgements", "count", len(batch), "err", err)
+	ctx := context.Background()
+	err := a.f.store.ApplyAcks(ctx, batch)
+	if err == nil {
+		a.retry = 0
+		return
 	}
+	if !errors.Is(err, store.ErrUnavailable) {
+		a.f.log.Warn("acknowledgements refused together: writing each alone", "count", len(batch), "err", err)
+		for i, ack := range batch {
+			err = a.f.store.ApplyAcks(ctx, []store.Ack{ack})
+			if errors.Is(err, store.ErrUnavailable) {
+				batch = batch[i:]
+				break
+			}
+			if err != nil {
+				a.Refused.Add(1)
+				a.f.log.Warn("acknowledgement refused by the database", "gateway", ack.GatewayID, "api", ack.APIID,
+					"deployment", ack.DeploymentID, "err", err)
+			}
+		}
+		if !errors.Is(err, store.ErrUnavailable) {
+			a.retry = 0
+			return
+		}
+	}
+	a.retry = min(maxAckRetry, max(firstAckRetry, 2*a.retry))
+	a.Retries.Add(1)
+	a.f.log.Warn("could not record acknowledgements: trying again", "count", len(batch), "in", a.retry, "err", err)
+	a.mu.Lock()
+	a.queue = append(batch, a.queue...)
+	if over := len(a.queue) - maxQueuedAcks; over > 0 {
+		a.queue = a.queue[over:]
+		a.Shed.Add(int64(over))
+	}
+	a.mu.Unlock()
+	a.wake()
 }

@@ -151,7 +151,7 @@ func New(o Options) *Fleet {
 	f.hub = hub.New(hc, o.Log)
 	if o.Store != nil {
 		o.Store.SetPublisher(f.publish)
-		o.Store.SetResync(f.hub.Resync)
+		o.Store.SetResync(f.resync)
 		o.Store.SetReportReceiver(f.receiveReport)
 	}
 	return f
@@ -377,6 +377,20 @@ func (f *Fleet) statusChanged(apiID string) {
 	if ch, ok := f.waiters[apiID]; ok {
 		close(ch)
 		delete(f.waiters, apiID)
+	}
+}
+
+// resync follows changes that may have been missed (the store's listener
+// was lost): the live gateways get their state again, and everyone waiting
+// on a status change reads the status again, as the change that would have
+// woken them may be among those missed.
+func (f *Fleet) resync() {
+	f.hub.Resync()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, ch := range f.waiters {
+		close(ch)
+		delete(f.waiters, id)
 	}
 }
 

@@ -128,7 +128,8 @@ func Sample(b *bytes.Buffer, name, labels string, v float64) {
 // labelEscaper escapes a label value as the text format requires.
 var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
 
-// Labels renders name/value pairs as {a="x",b="y"}.
+// Labels renders name/value pairs as {a="x",b="y"}. Values are made valid
+// UTF-8 and escaped as the text format requires, whatever they hold.
 func Labels(kv ...string) string {
 	var b strings.Builder
 	b.WriteByte('{')
@@ -136,7 +137,7 @@ func Labels(kv ...string) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		fmt.Fprintf(&b, `%s="%s"`, kv[i], labelEscaper.Replace(kv[i+1]))
+		fmt.Fprintf(&b, `%s="%s"`, kv[i], labelEscaper.Replace(strings.ToValidUTF8(kv[i+1], "\uFFFD")))
 	}
 	b.WriteByte('}')
 	return b.String()

@@ -123,6 +123,13 @@ func (s *Server) writeMetrics(b *bytes.Buffer) {
 	}
 	metrics.Family(b, "platform_gateway_frames_ignored_total", "counter", "Frames from gateways that were not a well-formed acknowledgement, ignored.")
 	metrics.Sample(b, "platform_gateway_frames_ignored_total", "", float64(malformed))
+	rateLimited, refused, shed := s.fleet.AckDrops()
+	metrics.Family(b, "platform_gateway_acks_dropped_total", "counter", "Acknowledgements not recorded: over a connection's allowance of unexpected ones (rate_limited), refused by the database (refused), shed while the database was unavailable (shed).")
+	metrics.Sample(b, "platform_gateway_acks_dropped_total", metrics.Labels("reason", "rate_limited"), float64(rateLimited))
+	metrics.Sample(b, "platform_gateway_acks_dropped_total", metrics.Labels("reason", "refused"), float64(refused))
+	metrics.Sample(b, "platform_gateway_acks_dropped_total", metrics.Labels("reason", "shed"), float64(shed))
+	metrics.Family(b, "platform_gateway_ack_write_retries_total", "counter", "Writes of acknowledgements tried again because the database was unavailable.")
+	metrics.Sample(b, "platform_gateway_ack_write_retries_total", "", float64(s.fleet.AckRetries()))
 
 	m.WriteHTTP(b)
 }

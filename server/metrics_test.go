@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // promSample is one parsed line of the text format.
@@ -189,6 +190,9 @@ func (e *testEnv) scrape(t *testing.T) []promSample {
 	}
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/plain; version=0.0.4; charset=utf-8" {
 		t.Fatalf("GET /metrics = %d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	if !utf8.Valid(body) {
+		t.Fatal("exposition is not valid UTF-8: Prometheus refuses the whole scrape")
 	}
 	return parseProm(t, string(body))
 }

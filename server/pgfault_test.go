@@ -93,3 +93,37 @@ func TestPostgresListenerTerminated(t *testing.T) {
 		t.Fatalf("ready: %d", code)
 	}
 }
+
+// TestAckWhileDatabaseIsLost: a batch of acknowledgements whose write failed
+// for a transient database error was dropped, and gateways that had applied
+// the deployment were marked FAILED DEPLOYMENT_TIMEOUT later. The batch
+// waits and is written once the database is back.
+func TestAckWhileDatabaseIsLost(t *testing.T) {
+	if !pgtest.Postgres() {
+		t.Skip("PostgreSQL: runs in the PostgreSQL pass of the suite")
+	}
+	var proxy *pgtest.Proxy
+	e := newEnvStore(t, func(c *store.Config) {
+		proxy, c.DSN = pgtest.NewProxy(t, c.DSN)
+	}, fastHub)
+	f := newFleet(t, e, 1)
+	g := newGen2(t, e, f.keys[0], f.gws[0].ID)
+	g.ignoreAcks = true
+	g.connect()
+	out := f.deploy(t, "", 0)
+	ev := g.next(5 * time.Second)
+	dep := ev["payload"].(map[string]any)["deploymentId"].(string)
+
+	proxy.Cut()
+	retries := e.api.fleet.AckRetries()
+	g.ack(dep, f.api, "deploy", "success", "", time.Now().Format(time.RFC3339))
+	waitFor(t, func() bool { return e.api.fleet.AckRetries() > retries })
+	proxy.Restore()
+	waitFor(t, func() bool { // until the pool has replaced the connections the cut closed
+		code, _ := e.do("GET", "/api/v1/apis/"+f.api+"/deployments", f.tok, nil)
+		return code == 200
+	})
+	if d := waitStatus(t, e, f.tok, f.api, f.gws[0].ID, store.StatusDeployed); d["deploymentId"] != out[0].DeploymentID {
+		t.Fatalf("deployment %v", d)
+	}
+}
