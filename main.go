@@ -209,6 +209,16 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 	if err := ensurePrivateDir(cfg.DataDir, log); err != nil {
 		return err
 	}
+	// One process per SQLite data directory, locked before anything is
+	// written there. PostgreSQL replicas share a database on purpose; each
+	// has a data directory of its own, and its replica id is locked there.
+	if !store.IsPostgres(cfg.DBPath) {
+		release, err := lockDataDir(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
 	cert, err := loadCertificate(cfg, log)
 	if err != nil {
 		return err

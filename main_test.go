@@ -603,3 +603,29 @@ func TestReplicaIDKept(t *testing.T) {
 	}
 	release()
 }
+
+// TestStartRefusesUnusableTLSPair: a self-signed pair in the data
+// directory that cannot be used (here a key file of garbage) stops the
+// start with a message naming the file, and the pair is left as it was;
+// it was replaced by a new certificate, with an INFO line only.
+func TestStartRefusesUnusableTLSPair(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "tls-key.pem")
+	if err := os.WriteFile(filepath.Join(dir, "tls-cert.pem"), []byte("kept\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, []byte("garbage\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := envMap(map[string]string{"PLATFORM_DATA_DIR": dir, "PLATFORM_ADDR": "127.0.0.1:0"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var logs bytes.Buffer
+	err := run(ctx, nil, env, io.Discard, &logs)
+	if err == nil || !strings.Contains(err.Error(), "the TLS pair in "+dir+" cannot be used") || !strings.Contains(err.Error(), "tls-key.pem") {
+		t.Fatalf("start: %v\nlogs: %s", err, logs.String())
+	}
+	if data, _ := os.ReadFile(keyFile); string(data) != "garbage\n" || strings.Contains(logs.String(), "generated") {
+		t.Fatalf("the key file was replaced: %q\nlogs: %s", data, logs.String())
+	}
+}

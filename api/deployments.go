@@ -84,6 +84,14 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p auth.Principal
 	if err != nil {
 		return err
 	}
+	if wait > 0 {
+		// The server gives every answer a minute to be written (main's
+		// WriteTimeout, counted from the request's headers); a wait of up
+		// to fleet.MaxWait must not use it up, or the answer is cut. Not
+		// every writer has a deadline (a recorder in a test): nothing to
+		// extend then.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + answerWriteTime))
+	}
 	out, err := s.fleet.Deploy(r.Context(), p.OrganizationID, r.PathValue("apiId"), r.URL.Query().Get("revisionId"), targets, s.deployable, wait)
 	if err != nil {
 		return err
@@ -94,6 +102,11 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p auth.Principal
 	httpx.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
+
+// answerWriteTime is what a deploy answer that waited has, beyond its
+// wait, to record the deployment and write the answer: the minute main's
+// http.Server gives every answer.
+const answerWriteTime = 60 * time.Second
 
 // parseWait reads ?wait=: a Go duration from 1ms to fleet.MaxWait.
 func parseWait(r *http.Request) (time.Duration, error) {

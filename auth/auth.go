@@ -17,6 +17,7 @@ import (
 	"math/big"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -183,7 +184,7 @@ func (a *Authenticator) authenticate(raw string) (Principal, time.Time, error) {
 		_, err = a.parser.ParseWithClaims(raw, &c, a.keyFor)
 	}
 	if err != nil {
-		return Principal{}, time.Time{}, describeJWTError(err)
+		return Principal{}, time.Time{}, a.describeJWTError(err, &c)
 	}
 	if c.Organization == "" {
 		return Principal{}, time.Time{}, errors.New("the token has no organization claim")
@@ -231,14 +232,16 @@ func checkJOSE(raw string) error {
 	return nil
 }
 
-func describeJWTError(err error) error {
+// describeJWTError words a failed check of a token whose claims, as far
+// as they could be read, are c.
+func (a *Authenticator) describeJWTError(err error, c *claims) error {
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return errors.New("the token has expired")
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
 		return errors.New("the token is not valid yet")
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return errors.New("the token has no exp claim")
+		return a.missingClaims(c)
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
 		return errors.New("the token's issuer is not trusted")
 	case errors.Is(err, jwt.ErrTokenInvalidAudience):
@@ -249,6 +252,33 @@ func describeJWTError(err error) error {
 		return errors.New("the token's signature does not verify against a trusted key")
 	}
 	return errors.New("the token is not valid")
+}
+
+// missingClaims names the claims this server requires that c lacks, and
+// what it requires of them: exp always, iss and aud when configured.
+func (a *Authenticator) missingClaims(c *claims) error {
+	var names, wants []string
+	if c.ExpiresAt == nil {
+		names, wants = append(names, "exp"), append(wants, "exp (an expiry time)")
+	}
+	if a.cfg.Issuer != "" && c.Issuer == "" {
+		names, wants = append(names, "iss"), append(wants, fmt.Sprintf("iss = %q", a.cfg.Issuer))
+	}
+	if a.cfg.Audience != "" && !slices.ContainsFunc(c.Audience, func(s string) bool { return s != "" }) {
+		names, wants = append(names, "aud"), append(wants, fmt.Sprintf("aud = %q", a.cfg.Audience))
+	}
+	if len(names) == 0 {
+		return errors.New("the token lacks a claim this server requires")
+	}
+	return fmt.Errorf("the token has no %s claim; this server requires %s", joinWords(names, "or"), joinWords(wants, "and"))
+}
+
+// joinWords joins words as in a sentence: "a", "a or b", "a, b or c".
+func joinWords(words []string, conj string) string {
+	if len(words) == 1 {
+		return words[0]
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " " + conj + " " + words[len(words)-1]
 }
 
 // legacyLocalKeyID is the kid of tokens signed with the server's own key

@@ -255,3 +255,50 @@ func TestJWTStrictness(t *testing.T) {
 		t.Fatalf("a valid token is refused: %v", err)
 	}
 }
+
+// TestMissingRequiredClaimNamed: a token without a claim this server
+// requires is told which one, and what is required; it was told "the
+// token has no exp claim" whatever was missing.
+func TestMissingRequiredClaimNamed(t *testing.T) {
+	k := newAuthKeys(t)
+	issuer := func(c *Config) { c.Issuer = "https://idp.example" }
+	audience := func(c *Config) { c.Audience = "platform" }
+	both := func(c *Config) { issuer(c); audience(c) }
+	good := func() jwt.MapClaims {
+		return with(with(validClaims(), "iss", "https://idp.example"), "aud", "platform")
+	}
+	for _, tc := range []struct {
+		name   string
+		cfg    func(*Config)
+		claims jwt.MapClaims
+		want   string
+	}{
+		{"NoIss", issuer, with(validClaims(), "aud", "platform"), `the token has no iss claim; this server requires iss = "https://idp.example"`},
+		{"EmptyIss", issuer, with(validClaims(), "iss", ""), `the token has no iss claim; this server requires iss = "https://idp.example"`},
+		{"NoAud", audience, validClaims(), `the token has no aud claim; this server requires aud = "platform"`},
+		{"EmptyAudArray", audience, with(validClaims(), "aud", []string{}), `the token has no aud claim; this server requires aud = "platform"`},
+		{"NoIssNoAud", both, validClaims(), `the token has no iss or aud claim; this server requires iss = "https://idp.example" and aud = "platform"`},
+		{"NoExp", both, with(good(), "exp", nil), `the token has no exp claim; this server requires exp (an expiry time)`},
+		{"NoExpNoAud", both, with(with(good(), "exp", nil), "aud", nil), `the token has no exp or aud claim; this server requires exp (an expiry time) and aud = "platform"`},
+		{"NoExpNothingElseRequired", nil, with(validClaims(), "exp", nil), `the token has no exp claim; this server requires exp (an expiry time)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, insecure := range []bool{false, true} {
+				a := k.authenticator(t, func(c *Config) {
+					if tc.cfg != nil {
+						tc.cfg(c)
+					}
+					c.InsecureSkipVerify = insecure
+				})
+				_, err := a.Authenticate(sign(t, jwt.SigningMethodRS256, "rsa1", k.rsa, tc.claims))
+				if err == nil || err.Error() != tc.want {
+					t.Fatalf("insecure=%v: %v\nwant: %s", insecure, err, tc.want)
+				}
+			}
+		})
+	}
+	a := k.authenticator(t, both)
+	if _, err := a.Authenticate(sign(t, jwt.SigningMethodRS256, "rsa1", k.rsa, good())); err != nil {
+		t.Fatalf("a token with every required claim is refused: %v", err)
+	}
+}

@@ -3,9 +3,13 @@
 // having to provision a certificate first.
 //
 // Ensure reuses the pair on disk while it is still good for the names the
-// server answers to, and silently replaces it when it is missing, corrupt,
-// expired, about to expire or missing a name. Clients are expected to pin
-// the certificate by its Fingerprint rather than trust a CA.
+// server answers to, and replaces it when it is missing (both files),
+// expired, about to expire or missing a name. A pair it cannot use, because
+// a file cannot be read, does not parse, the key does not match or one of
+// the two is missing, is an error: replacing it would change the identity
+// clients pin for what may be an operator's mistake (a wrong mode, a bad
+// copy). Clients are expected to pin the certificate by its Fingerprint
+// rather than trust a CA.
 package tlsgen
 
 import (
@@ -53,12 +57,14 @@ type Result struct {
 	Fingerprint       string            // SHA-256 of the DER leaf, upper-case hex bytes separated by ':'
 	CertFile, KeyFile string            // paths of the PEM files
 	Generated         bool              // true when a new pair was written this call
-	Reason            string            // why it was (re)generated: "missing", "expired", "expires soon", "names changed", "not yet valid", "unreadable: ..."; empty when reused
+	Reason            string            // why it was (re)generated: "missing", "expired", "expires soon", "names changed", "not yet valid"; empty when reused
 }
 
 // Ensure returns the certificate in opts.Dir, first generating and writing a
-// new one if the existing pair is absent, unusable, expired, expiring within
-// 30 days or does not cover every wanted name.
+// new one if neither file exists, or the pair is expired, expiring within 30
+// days or does not cover every wanted name. A pair that exists but cannot be
+// used (a file unreadable or unparseable, a key that does not match, one file
+// of the two missing) is an error, and the files are left as they are.
 func Ensure(opts Options) (*Result, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("tlsgen: Options.Dir is empty")
@@ -75,9 +81,13 @@ func Ensure(opts Options) (*Result, error) {
 		KeyFile:  filepath.Join(opts.Dir, keyFileName),
 	}
 	dns, ips := wantedNames(opts.Hosts)
-	cert, reason := load(res.CertFile, res.KeyFile, dns, ips, now)
+	cert, reason, err := load(res.CertFile, res.KeyFile, dns, ips, now)
+	if err != nil {
+		return nil, fmt.Errorf("tlsgen: the TLS pair in %s cannot be used: %w; restore or fix it (the key must match the certificate), "+
+			"or remove both %s and %s to have a new self-signed pair made (clients pinning the old fingerprint must then pin the new one)",
+			opts.Dir, err, certFileName, keyFileName)
+	}
 	if reason != "" {
-		var err error
 		if cert, err = generate(res.CertFile, res.KeyFile, dns, ips, now); err != nil {
 			return nil, fmt.Errorf("tlsgen: %w", err)
 		}
@@ -131,46 +141,52 @@ func wantedNames(extra []string) (dns []string, ips []net.IP) {
 }
 
 // load reads the pair on disk and returns it with an empty reason if it can
-// be reused, or the reason it must be replaced.
-func load(certFile, keyFile string, dns []string, ips []net.IP, now time.Time) (tls.Certificate, string) {
+// be reused, or the reason it must be replaced: "missing" when neither file
+// exists. A pair that exists and cannot be used is an error.
+func load(certFile, keyFile string, dns []string, ips []net.IP, now time.Time) (tls.Certificate, string, error) {
 	certPEM, err1 := os.ReadFile(certFile)
 	keyPEM, err2 := os.ReadFile(keyFile)
-	if errors.Is(err1, os.ErrNotExist) || errors.Is(err2, os.ErrNotExist) {
-		return tls.Certificate{}, "missing"
+	certMissing, keyMissing := errors.Is(err1, os.ErrNotExist), errors.Is(err2, os.ErrNotExist)
+	switch {
+	case certMissing && keyMissing:
+		return tls.Certificate{}, "missing", nil
+	case certMissing:
+		return tls.Certificate{}, "", fmt.Errorf("%s exists but %s does not", keyFileName, certFileName)
+	case keyMissing:
+		return tls.Certificate{}, "", fmt.Errorf("%s exists but %s does not", certFileName, keyFileName)
 	}
 	if err := errors.Join(err1, err2); err != nil {
-		return tls.Certificate{}, "unreadable: " + err.Error()
+		return tls.Certificate{}, "", err // *PathError: names the file
 	}
-	// X509KeyPair also checks that the key matches the certificate, which
-	// catches a crash between the two renames in generate.
+	// X509KeyPair also checks that the key matches the certificate.
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err == nil && cert.Leaf == nil {
 		cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0])
 	}
 	if err != nil {
-		return tls.Certificate{}, "unreadable: " + err.Error()
+		return tls.Certificate{}, "", fmt.Errorf("%s and %s: %w", certFileName, keyFileName, err)
 	}
 	leaf := cert.Leaf
 	switch {
 	case !now.Before(leaf.NotAfter):
-		return cert, "expired"
+		return cert, "expired", nil
 	case leaf.NotAfter.Sub(now) < renewBefore:
-		return cert, "expires soon"
+		return cert, "expires soon", nil
 	case now.Before(leaf.NotBefore):
 		// The clock went backwards; clients would reject it too.
-		return cert, "not yet valid"
+		return cert, "not yet valid", nil
 	}
 	for _, n := range dns {
 		if !slices.ContainsFunc(leaf.DNSNames, func(s string) bool { return strings.EqualFold(s, n) }) {
-			return cert, "names changed"
+			return cert, "names changed", nil
 		}
 	}
 	for _, ip := range ips {
 		if !slices.ContainsFunc(leaf.IPAddresses, ip.Equal) {
-			return cert, "names changed"
+			return cert, "names changed", nil
 		}
 	}
-	return cert, ""
+	return cert, "", nil
 }
 
 // generate creates a new key and self-signed certificate and writes both.

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -146,39 +147,92 @@ func TestReplace(t *testing.T) {
 	}
 }
 
-func TestCorrupt(t *testing.T) {
-	for _, file := range []string{"tls-key.pem", "tls-cert.pem"} {
-		t.Run(file, func(t *testing.T) {
-			dir := t.TempDir()
-			first := ensure(t, Options{Dir: dir})
-			if err := os.WriteFile(filepath.Join(dir, file), []byte("garbage"), 0o600); err != nil {
+// TestUnusablePairRefused: a pair on disk that cannot be used (a file that
+// cannot be read, garbage, a key of another certificate, one file of the
+// two missing) stops Ensure with an error naming the file and saying what
+// to do, and is left as it was; it was replaced by a new pair, changing
+// the fingerprint clients pin, with an INFO line only. Tests run as root,
+// so a directory in a file's place stands for an unreadable file.
+func TestUnusablePairRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		spoil func(t *testing.T, dir string)
+		want  string
+	}{
+		{"CertGarbage", writeFile("tls-cert.pem", "garbage"), "tls-cert.pem and tls-key.pem: tls: failed to find any PEM data in certificate input"},
+		{"KeyGarbage", writeFile("tls-key.pem", "garbage"), "tls-cert.pem and tls-key.pem: tls: failed to find any PEM data in key input"},
+		{"CertUnreadable", dirInPlaceOf("tls-cert.pem"), "tls-cert.pem: is a directory"},
+		{"KeyUnreadable", dirInPlaceOf("tls-key.pem"), "tls-key.pem: is a directory"},
+		{"CertMissing", removeFile("tls-cert.pem"), "tls-key.pem exists but tls-cert.pem does not"},
+		{"KeyMissing", removeFile("tls-key.pem"), "tls-cert.pem exists but tls-key.pem does not"},
+		{"KeyOfAnotherCertificate", func(t *testing.T, dir string) {
+			other := ensure(t, Options{Dir: t.TempDir()})
+			key, err := os.ReadFile(other.KeyFile)
+			if err != nil {
 				t.Fatal(err)
 			}
-			res := ensure(t, Options{Dir: dir})
-			if !res.Generated || !strings.HasPrefix(res.Reason, "unreadable: ") {
-				t.Fatalf("Generated=%v Reason=%q, want unreadable", res.Generated, res.Reason)
+			writeFile("tls-key.pem", string(key))(t, dir)
+		}, "private key does not match public key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ensure(t, Options{Dir: dir})
+			tc.spoil(t, dir)
+			before := snapshot(t, dir)
+			res, err := Ensure(Options{Dir: dir})
+			if err == nil {
+				t.Fatalf("Ensure used the spoilt pair: Generated=%v Reason=%q", res.Generated, res.Reason)
 			}
-			if res.Fingerprint == first.Fingerprint {
-				t.Error("fingerprint unchanged")
+			for _, want := range []string{"the TLS pair in " + dir + " cannot be used", tc.want, "remove both tls-cert.pem and tls-key.pem"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+			if after := snapshot(t, dir); !maps.Equal(after, before) {
+				t.Errorf("the directory changed: %v, was %v", after, before)
 			}
 		})
 	}
 }
 
-func TestMismatchedPair(t *testing.T) {
-	a, b := t.TempDir(), t.TempDir()
-	ensure(t, Options{Dir: a})
-	ensure(t, Options{Dir: b})
-	key, err := os.ReadFile(filepath.Join(b, "tls-key.pem"))
+func writeFile(name, content string) func(*testing.T, string) {
+	return func(t *testing.T, dir string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func removeFile(name string) func(*testing.T, string) {
+	return func(t *testing.T, dir string) {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func dirInPlaceOf(name string) func(*testing.T, string) {
+	return func(t *testing.T, dir string) {
+		removeFile(name)(t, dir)
+		if err := os.Mkdir(filepath.Join(dir, name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// snapshot is the directory's entries and the contents of its files.
+func snapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(a, "tls-key.pem"), key, 0o600); err != nil {
-		t.Fatal(err)
+	m := map[string]string{}
+	for _, e := range entries {
+		data, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		m[e.Name()] = string(data)
 	}
-	if res := ensure(t, Options{Dir: a}); !strings.HasPrefix(res.Reason, "unreadable: ") {
-		t.Fatalf("Reason=%q, want unreadable", res.Reason)
-	}
+	return m
 }
 
 func TestServesTLS(t *testing.T) {
