@@ -384,13 +384,43 @@ func (f *Fleet) statusChanged(apiID string) {
 // was lost): the live gateways get their state again, and everyone waiting
 // on a status change reads the status again, as the change that would have
 // woken them may be among those missed.
+//
+// A revocation or a gateway's deletion may be among the missed changes:
+// the tokens of the live connections are checked again first, and the
+// connections of those no longer valid closed, as the change would have.
 func (f *Fleet) resync() {
-	f.hub.Resync()
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	for id, ch := range f.waiters {
 		close(ch)
 		delete(f.waiters, id)
+	}
+	f.mu.Unlock()
+	// Not on the caller's goroutine: the store's listener calls this.
+	go func() {
+		f.recheckTokens()
+		f.hub.Resync()
+	}()
+}
+
+// recheckTokens closes the live connections whose token is no longer
+// valid (revoked, or its gateway deleted).
+func (f *Fleet) recheckTokens() {
+	tokens := f.hub.Tokens()
+	if len(tokens) == 0 || f.store == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	active, err := f.store.ActiveTokens(ctx, tokens)
+	if err != nil {
+		f.log.Warn("could not check the tokens of live gateway connections after missed changes", "err", err)
+		return
+	}
+	for _, id := range tokens {
+		if !active[id] {
+			f.log.Info("closing the connections of a token revoked while changes were missed", "token", id)
+			f.hub.CloseToken(id)
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"platform-api/store"
 	"platform-api/store/pgtest"
+	"platform-api/store/storetest"
 )
 
 // TestPostgresLostWhileServing loses the database under a serving server
@@ -125,5 +126,50 @@ func TestAckWhileDatabaseIsLost(t *testing.T) {
 	})
 	if d := waitStatus(t, e, f.tok, f.api, f.gws[0].ID, store.StatusDeployed); d["deploymentId"] != out[0].DeploymentID {
 		t.Fatalf("deployment %v", d)
+	}
+}
+
+// TestRevokedWhileNotListening: a token revoked, or a gateway deleted, while
+// a replica's change listener was down kept that replica's live
+// connections: the replica refused the token over HTTP once its listener was
+// back, but the open WebSockets stayed, still got events, and their gateways
+// showed as active. The resync after the listener's return checks the
+// tokens of the live connections and closes those no longer valid. The
+// missed changes are made here in the database directly, as another replica
+// whose notifications this one never heard.
+func TestRevokedWhileNotListening(t *testing.T) {
+	if !pgtest.Postgres() {
+		t.Skip("PostgreSQL: runs in the PostgreSQL pass of the suite")
+	}
+	app := fmt.Sprintf("platform-api-test-%d", time.Now().UnixNano())
+	e := newEnvStore(t, func(c *store.Config) {
+		c.DSN += "&application_name=" + app
+	}, nil) // default heartbeats: no connection is closed for silence here
+	f := newFleet(t, e, 3)
+	var conns []*wsClient
+	for i := range 3 {
+		c, _ := mustDial(t, e.srv.URL, f.keys[i])
+		conns = append(conns, c)
+	}
+	db := storetest.Raw(t, e.dsn)
+	if _, err := db.Exec(`UPDATE gateway_tokens SET active_slot = NULL, revoked_at = created_at WHERE id = $1`, f.keyID[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`DELETE FROM gateways WHERE id = $1`, f.gws[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.Exec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, app+" listener")
+	for i := range 2 {
+		if code := conns[i].closeCode(10 * time.Second); code != 1008 {
+			t.Fatalf("gateway %d's connection closed with %d, want 1008 (policy)", i, code)
+		}
+	}
+	// The third gateway's connection stays, and hears what follows.
+	out := f.deploy(t, "", 2)
+	for {
+		ev := conns[2].next(15 * time.Second)
+		if p := ev["payload"].(map[string]any); ev["type"] == "api.deployed" && p["revisionId"] == out[0].RevisionID {
+			break
+		}
 	}
 }

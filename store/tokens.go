@@ -248,3 +248,26 @@ func (db *DB) VerifyToken(ctx context.Context, tok string) (*GatewayIdentity, er
 	db.tokens.put(epoch, id, secret, *ident, now)
 	return ident, nil
 }
+
+// ActiveTokens returns which of the given token ids are still active for a
+// gateway that still exists: what a replica asks about its live
+// connections after it may have missed revocations and deletions (a lost
+// listener).
+func (db *DB) ActiveTokens(ctx context.Context, tokenIDs []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(tokenIDs) == 0 {
+		return out, nil
+	}
+	err := db.readTx(ctx, func(tx *Tx) error {
+		return inChunks(ctx, tx, tokenIDs, nil, func(in string) string {
+			return `SELECT t.id FROM gateway_tokens t JOIN gateways g ON g.id = t.gateway_id
+				WHERE t.active_slot IS NOT NULL AND t.id IN (` + in + `)`
+		}, func(rows *sql.Rows) error {
+			var id string
+			err := rows.Scan(&id)
+			out[id] = true
+			return err
+		})
+	})
+	return out, err
+}
