@@ -1,12 +1,16 @@
 package server
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"platform-api/api"
 	"platform-api/store"
 	"platform-api/store/pgtest"
 	"platform-api/store/storetest"
@@ -170,6 +174,73 @@ func TestRevokedWhileNotListening(t *testing.T) {
 		ev := conns[2].next(15 * time.Second)
 		if p := ev["payload"].(map[string]any); ev["type"] == "api.deployed" && p["revisionId"] == out[0].RevisionID {
 			break
+		}
+	}
+}
+
+// TestEveryRouteAnswers503WhenDatabaseIsLost: with the database gone, some
+// calls answered 500 instead of 503 (the gateway-token check among them,
+// when its connection was cut). Every route that needs the database answers
+// 503 with Retry-After, so that clients and gateways retry.
+func TestEveryRouteAnswers503WhenDatabaseIsLost(t *testing.T) {
+	if !pgtest.Postgres() {
+		t.Skip("PostgreSQL: runs in the PostgreSQL pass of the suite")
+	}
+	var proxy *pgtest.Proxy
+	e := newEnvStore(t, func(c *store.Config) {
+		proxy, c.DSN = pgtest.NewProxy(t, c.DSN)
+	}, fastHub)
+	f := newFleet(t, e, 1)
+	f.deploy(t, "", 0)
+	var fresh api.IssuedToken // never verified, so never remembered
+	e.must(201, "POST", "/api/v1/gateways/"+f.gws[0].ID+"/tokens", f.tok, nil, &fresh)
+	gw, a := f.gws[0].ID, f.api
+	proxy.Cut()
+	defer proxy.Restore()
+	for _, rt := range []struct {
+		method, path, key string
+		body              any
+	}{
+		{"GET", "/api/v1/projects", "", nil},
+		{"POST", "/api/v1/projects", "", map[string]string{"name": "p"}},
+		{"GET", "/api/v1/organizations", "", nil},
+		{"GET", "/api/v1/apis/" + a, "", nil},
+		{"PUT", "/api/v1/apis/" + a, "", map[string]string{"description": "d"}},
+		{"GET", "/api/v1/apis/" + a + "/deployments", "", nil},
+		{"GET", "/api/v1/apis/" + a + "/gateways", "", nil},
+		{"POST", "/api/v1/apis/" + a + "/deploy-revision", "", []map[string]string{{"gatewayId": gw}}},
+		{"DELETE", "/api/v1/apis/" + a + "/deployments/" + gw, "", nil},
+		{"GET", "/api/v1/gateways", "", nil},
+		{"GET", "/api/v1/gateways/" + gw, "", nil},
+		{"POST", "/api/v1/gateways/" + gw + "/tokens", "", nil},
+		{"GET", "/api/v1/gateways/" + gw + "/tokens", "", nil},
+		{"GET", "/api/v1/gateways/" + gw + "/live-proxy-artifacts", "", nil},
+		{"GET", "/api/v1/status/gateways", "", nil},
+		{"GET", "/api/internal/v1/apis", fresh.Token, nil},
+		{"GET", "/api/internal/v1/apis/" + a, fresh.Token, nil},
+		{"GET", "/api/internal/v1/deployments", fresh.Token, nil},
+		{"GET", "/api/internal/v1/ws/gateways/connect", fresh.Token, nil},
+	} {
+		req, _ := http.NewRequest(rt.method, e.srv.URL+rt.path, nil)
+		if rt.body != nil {
+			data, _ := json.Marshal(rt.body)
+			req, _ = http.NewRequest(rt.method, e.srv.URL+rt.path, bytes.NewReader(data))
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if rt.key != "" {
+			req.Header.Set("api-key", rt.key)
+		} else {
+			req.Header.Set("Authorization", "Bearer "+f.tok)
+		}
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("%s %s = %d (Retry-After %q) %s; want 503 with Retry-After", rt.method, rt.path, resp.StatusCode,
+				resp.Header.Get("Retry-After"), data)
 		}
 	}
 }

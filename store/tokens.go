@@ -235,7 +235,7 @@ func (db *DB) VerifyToken(ctx context.Context, tok string) (*GatewayIdentity, er
 		return nil, bad
 	}
 	if err != nil {
-		return nil, fmt.Errorf("verify token: %w", err)
+		return nil, db.unavailable(ctx, fmt.Errorf("verify token: %w", err))
 	}
 	if subtle.ConstantTimeCompare(hashSecret(salt, secret), hash) != 1 {
 		return nil, bad
