@@ -187,3 +187,35 @@ func TestReplicasPagesFollowChanges(t *testing.T) {
 		t.Fatalf("the other replica answers description %v", d)
 	}
 }
+
+// TestRevokeAnsweredOnceEveryReplicaRefuses: a revoked token kept working
+// on other replicas for up to ~25 ms after the revoke was answered (9 of 40
+// trials). The answer now comes once every live replica has applied the
+// revocation: the token is refused everywhere at once, its connections
+// closed. Each trial warms the other replicas' memory of the token first.
+func TestRevokeAnsweredOnceEveryReplicaRefuses(t *testing.T) {
+	rs := newReplicas(t, 3, nil)
+	f := newFleet(t, rs[0], 1)
+	gw := f.gws[0].ID
+	for trial := range 15 {
+		var tok api.IssuedToken
+		rs[0].must(201, "POST", "/api/v1/gateways/"+gw+"/tokens", f.tok, nil, &tok)
+		c, _ := mustDial(t, rs[2].srv.URL, tok.Token)
+		for _, r := range rs[1:] {
+			g := newGen2(t, r, tok.Token, gw)
+			if code, data := g.call("GET", "/api/internal/v1/deployments", ""); code != 200 {
+				t.Fatalf("trial %d: before the revoke: %d %s", trial, code, data)
+			}
+		}
+		rs[0].must(200, "DELETE", "/api/v1/gateways/"+gw+"/tokens/"+tok.ID, f.tok, nil, nil)
+		for i, r := range rs[1:] {
+			g := newGen2(t, r, tok.Token, gw)
+			if code, data := g.call("GET", "/api/internal/v1/deployments", ""); code != 401 {
+				t.Fatalf("trial %d: replica %d right after the revoke answered: %d %s", trial, i+1, code, data)
+			}
+		}
+		if code := c.closeCode(100 * time.Millisecond); code != 1008 {
+			t.Fatalf("trial %d: the connection on another replica closed with %d, want 1008 at once", trial, code)
+		}
+	}
+}

@@ -154,8 +154,9 @@ func (db *DB) IssueToken(ctx context.Context, orgID, gatewayID string) (*IssuedT
 // revoked token succeeds (idempotent); an unknown token is ErrNotFound. The
 // change (ChangeTokenRevoked) is published after the commit, so that the
 // connections that used the token are closed.
-func (db *DB) RevokeToken(ctx context.Context, orgID, gatewayID, tokenID string) error {
-	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+func (db *DB) RevokeToken(ctx context.Context, orgID, gatewayID, tokenID string) (*Change, error) {
+	var change *Change
+	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		if _, err := findGateway(ctx, tx, orgID, gatewayID); err != nil {
 			return err
 		}
@@ -167,9 +168,10 @@ func (db *DB) RevokeToken(ctx context.Context, orgID, gatewayID, tokenID string)
 		if n, _ := res.RowsAffected(); n == 0 {
 			return notFound("token %s not found for gateway %s", tokenID, gatewayID)
 		}
-		tx.record(&Change{Kind: ChangeTokenRevoked, TokenID: tokenID, GatewayID: gatewayID})
+		change = tx.record(&Change{Kind: ChangeTokenRevoked, TokenID: tokenID, GatewayID: gatewayID})
 		return nil
 	})
+	return change, err
 }
 
 // Tokens lists a gateway's tokens, newest first, and the total.
