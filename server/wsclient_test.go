@@ -35,12 +35,12 @@ type wsClient struct {
 	br     *bufio.Reader
 	noPong atomic.Bool // do not answer pings
 
-	wmu    sync.Mutex                // one writer at a time: the test and the pong answers
-	frames chan wsFrame              // the frames the reader hands over, when it runs
-	ended  chan struct{}             // closed when the reader stops
-	endErr error                     // why it stopped, set before ended is closed
-	pongs  atomic.Int64              // pings answered
-	closed atomic.Pointer[time.Time] // when the server's close frame came
+	wmu    sync.Mutex    // one writer at a time: the test and the pong answers
+	frames chan wsFrame  // the frames the reader hands over, when it runs
+	ended  chan struct{} // closed when the reader stops
+	endErr error         // why it stopped, set before ended is closed
+	pongs  atomic.Int64  // pings answered
+	pinged chan struct{} // signalled on each ping answered
 }
 
 // wsFrame is a frame the reader goroutine read, with when it came.
@@ -101,6 +101,7 @@ func dialWS(t testing.TB, baseURL, apiKey string) (*wsClient, *http.Response) {
 func (c *wsClient) answerPings() {
 	c.frames = make(chan wsFrame, 1024)
 	c.ended = make(chan struct{})
+	c.pinged = make(chan struct{}, 1)
 	go func() {
 		defer close(c.ended)
 		for {
@@ -112,16 +113,16 @@ func (c *wsClient) answerPings() {
 			if op == opPing && !c.noPong.Load() {
 				c.writeFrame(opPong, payload)
 				c.pongs.Add(1)
+				select {
+				case c.pinged <- struct{}{}:
+				default:
+				}
 				continue
 			}
 			if op == opPing {
 				continue
 			}
-			now := time.Now()
-			if op == opClose {
-				c.closed.Store(&now)
-			}
-			c.frames <- wsFrame{op, payload, now}
+			c.frames <- wsFrame{op, payload, time.Now()}
 		}
 	}()
 }
