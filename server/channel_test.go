@@ -142,6 +142,11 @@ func TestAckAndFanOut(t *testing.T) {
 	}
 	a2, _ := mustDial(t, e.srv.URL, f.keys[0])
 	b, _ := mustDial(t, e.srv.URL, f.keys[1])
+	// A connection still learning its generation (PLATFORM_WS_GENERATION_GRACE
+	// after its connect) gets the deployment in its initial state, and the
+	// answer counts only the ready ones: the answer's count is about ready
+	// connections, so wait until every one is.
+	waitGenerations(t, e, f.gws[0].ID)
 
 	out := f.deploy(t, "", 0)
 	if out[0].Status != "DELIVERED" || out[0].DeliveredConnections != 2 || out[0].RevisionID == "" {

@@ -189,6 +189,11 @@ func TestReplicasAllAcknowledge(t *testing.T) {
 	a, b := newGen2(t, e, f.keys[0], f.gws[0].ID), newGen2(t, e, f.keys[0], f.gws[0].ID)
 	a.connect()
 	b.connect()
+	// A connection still learning its generation (PLATFORM_WS_GENERATION_GRACE
+	// after its connect) gets the deployment in its initial state, and the
+	// answer counts only the ready ones: the answer's count is about ready
+	// connections, so wait until every one is.
+	waitGenerations(t, e, f.gws[0].ID)
 	var out []fleet.Result
 	e.must(200, "POST", "/api/v1/apis/"+f.api+"/deploy-revision", f.tok, []map[string]string{{"gatewayId": f.gws[0].ID}}, &out)
 	if out[0].Status != store.StatusDeploying || out[0].DeliveredConnections != 2 {

@@ -50,6 +50,14 @@ func TestReplicasDeliverEverywhere(t *testing.T) {
 	c1, _ := mustDial(t, rs[2].srv.URL, f.keys[1])
 	waitRemote(t, rs[0], f.gws[0].ID, 3)
 	waitRemote(t, rs[0], f.gws[1].ID, 1)
+	// A connection still learning its generation (PLATFORM_WS_GENERATION_GRACE
+	// after its connect) gets the deployment in its initial state, and the
+	// answer counts only the ready ones: the answer's count is about ready
+	// connections, so wait until every one is.
+	for _, r := range rs {
+		waitGenerations(t, r, f.gws[0].ID)
+		waitGenerations(t, r, f.gws[1].ID)
+	}
 
 	var out []fleet.Result
 	rs[0].must(200, "POST", "/api/v1/apis/"+f.api+"/deploy-revision", f.tok,
@@ -135,6 +143,13 @@ func TestReplicasAcknowledge(t *testing.T) {
 	a.connect()
 	b.connect()
 	waitRemote(t, rs[0], f.gws[0].ID, 2)
+	// A connection still learning its generation (PLATFORM_WS_GENERATION_GRACE
+	// after its connect) gets the deployment in its initial state, and the
+	// answer counts only the ready ones: the answer's count is about ready
+	// connections, so wait until every one is.
+	for _, r := range rs {
+		waitGenerations(t, r, f.gws[0].ID)
+	}
 	var out []fleet.Result
 	rs[0].must(200, "POST", "/api/v1/apis/"+f.api+"/deploy-revision", f.tok, []map[string]string{{"gatewayId": f.gws[0].ID}}, &out)
 	if out[0].Status != store.StatusDeploying || out[0].DeliveredConnections != 2 {
