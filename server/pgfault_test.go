@@ -85,7 +85,17 @@ func TestPostgresListenerTerminated(t *testing.T) {
 	}, fastHub)
 	f := newFleet(t, e, 1)
 	c, _ := mustDial(t, e.srv.URL, f.keys[0])
+	first := f.deploy(t, "", 0)
+	if ev := c.next(5 * time.Second); ev["type"] != "api.deployed" {
+		t.Fatalf("before the fault: %v", ev)
+	}
 	pgtest.Exec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, app+" listener")
+	// Listening again, the server cannot know what it missed: it sends the
+	// live gateway its state again, so the deployment comes a second time
+	// (and a deployment committed while no one listened would reach it so).
+	if ev := c.next(15 * time.Second); ev["type"] != "api.deployed" || ev["payload"].(map[string]any)["revisionId"] != first[0].RevisionID {
+		t.Fatalf("after the listener was lost: %v, want the gateway's state again", ev)
+	}
 	out := f.deploy(t, "", 0)
 	for {
 		ev := c.next(15 * time.Second)
