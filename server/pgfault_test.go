@@ -16,13 +16,10 @@ import (
 	"platform-api/store/storetest"
 )
 
-// TestPostgresLostWhileServing loses the database under a serving server
-// (every connection cut, new ones refused) and brings it back: meanwhile
-// /ready and the REST calls that need the database answer 503 with the
-// JSON error body, at once, while gateway connections stay up; afterwards
-// the server serves again without a restart, and a deployment made after
-// reaches the gateway.
-func TestPostgresLostWhileServing(t *testing.T) {
+// newProxiedEnv is the server on a PostgreSQL database reached through a
+// proxy that can cut it (PostgreSQL pass only).
+func newProxiedEnv(t *testing.T) (*testEnv, *pgtest.Proxy) {
+	t.Helper()
 	if !pgtest.Postgres() {
 		t.Skip("PostgreSQL: runs in the PostgreSQL pass of the suite")
 	}
@@ -30,6 +27,17 @@ func TestPostgresLostWhileServing(t *testing.T) {
 	e := newEnvStore(t, func(c *store.Config) {
 		proxy, c.DSN = pgtest.NewProxy(t, c.DSN)
 	}, fastHub)
+	return e, proxy
+}
+
+// TestPostgresLostWhileServing loses the database under a serving server
+// (every connection cut, new ones refused) and brings it back: meanwhile
+// /ready and the REST calls that need the database answer 503 with the
+// JSON error body, at once, while gateway connections stay up; afterwards
+// the server serves again without a restart, and a deployment made after
+// reaches the gateway.
+func TestPostgresLostWhileServing(t *testing.T) {
+	e, proxy := newProxiedEnv(t)
 	f := newFleet(t, e, 1)
 	c, _ := mustDial(t, e.srv.URL, f.keys[0])
 	f.deploy(t, "", 0)
@@ -114,13 +122,7 @@ func TestPostgresListenerTerminated(t *testing.T) {
 // the deployment were marked FAILED DEPLOYMENT_TIMEOUT later. The batch
 // waits and is written once the database is back.
 func TestAckWhileDatabaseIsLost(t *testing.T) {
-	if !pgtest.Postgres() {
-		t.Skip("PostgreSQL: runs in the PostgreSQL pass of the suite")
-	}
-	var proxy *pgtest.Proxy
-	e := newEnvStore(t, func(c *store.Config) {
-		proxy, c.DSN = pgtest.NewProxy(t, c.DSN)
-	}, fastHub)
+	e, proxy := newProxiedEnv(t)
 	f := newFleet(t, e, 1)
 	g := newGen2(t, e, f.keys[0], f.gws[0].ID)
 	g.ignoreAcks = true
@@ -193,13 +195,7 @@ func TestRevokedWhileNotListening(t *testing.T) {
 // when its connection was cut). Every route that needs the database answers
 // 503 with Retry-After, so that clients and gateways retry.
 func TestEveryRouteAnswers503WhenDatabaseIsLost(t *testing.T) {
-	if !pgtest.Postgres() {
-		t.Skip("PostgreSQL: runs in the PostgreSQL pass of the suite")
-	}
-	var proxy *pgtest.Proxy
-	e := newEnvStore(t, func(c *store.Config) {
-		proxy, c.DSN = pgtest.NewProxy(t, c.DSN)
-	}, fastHub)
+	e, proxy := newProxiedEnv(t)
 	f := newFleet(t, e, 1)
 	f.deploy(t, "", 0)
 	var fresh api.IssuedToken // never verified, so never remembered
