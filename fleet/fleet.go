@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"platform-api/hub"
@@ -73,6 +74,9 @@ type Fleet struct {
 	// worker that records the deliveries and reports them to the origin.
 	followUps chan followUp
 	stopped   chan struct{}
+	// Overflowed counts other replicas' changes the follow-up queue had
+	// no room for: their gateways were sent their state again instead.
+	Overflowed atomic.Int64
 
 	acks acks
 }
@@ -195,7 +199,7 @@ func (f *Fleet) publish(c *store.Change) {
 			select {
 			case f.followUps <- followUp{c, rep}:
 			default:
-				f.log.Warn("too many changes of other replicas to follow up; this delivery is not recorded", "change", c.ID)
+				f.overflowed(c)
 			}
 		}
 		if len(c.Deployments) > 0 {
@@ -216,7 +220,7 @@ func (f *Fleet) publish(c *store.Change) {
 			select {
 			case f.followUps <- followUp{c: c}:
 			default:
-				f.log.Warn("too many changes of other replicas to follow up; a revocation is not reported", "change", c.ID)
+				f.overflowed(c) // the revoking replica's wait ends at its bound
 			}
 		}
 	case store.ChangeManifest:
@@ -353,6 +357,25 @@ func (f *Fleet) receiveReport(r store.Report) {
 	select {
 	case p.wake <- struct{}{}:
 	default:
+	}
+}
+
+// overflowed handles another replica's change that the follow-up queue had
+// no room for: its deliveries here cannot be recorded in order, so the
+// gateways concerned are sent their whole state again, whose delivery is
+// recorded as on connect (their rows would otherwise stay PENDING until
+// they reconnect). It is counted and logged.
+func (f *Fleet) overflowed(c *store.Change) {
+	f.Overflowed.Add(1)
+	f.log.Warn("too many changes of other replicas to follow up; resending their gateways' state", "change", c.ID)
+	seen := map[string]bool{}
+	for _, d := range c.Deployments {
+		if !seen[d.GatewayID] {
+			seen[d.GatewayID] = true
+			for _, conn := range f.hub.Conns(d.GatewayID) {
+				conn.Resync()
+			}
+		}
 	}
 }
 

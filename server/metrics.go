@@ -128,6 +128,8 @@ func (s *Server) writeMetrics(b *bytes.Buffer) {
 	metrics.Sample(b, "platform_gateway_acks_dropped_total", metrics.Labels("reason", "rate_limited"), float64(rateLimited))
 	metrics.Sample(b, "platform_gateway_acks_dropped_total", metrics.Labels("reason", "refused"), float64(refused))
 	metrics.Sample(b, "platform_gateway_acks_dropped_total", metrics.Labels("reason", "shed"), float64(shed))
+	metrics.Family(b, "platform_replica_changes_overflowed_total", "counter", "Other replicas' changes the follow-up queue had no room for; their gateways were sent their state again.")
+	metrics.Sample(b, "platform_replica_changes_overflowed_total", "", float64(s.fleet.Overflowed.Load()))
 	metrics.Family(b, "platform_gateway_ack_write_retries_total", "counter", "Writes of acknowledgements tried again because the database was unavailable.")
 	metrics.Sample(b, "platform_gateway_ack_write_retries_total", "", float64(s.fleet.AckRetries()))
 

@@ -1,0 +1,72 @@
+package fleet
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"platform-api/hub"
+	"platform-api/store"
+	"platform-api/store/storetest"
+)
+
+// TestFollowUpOverflowResendsState: when the queue of other replicas'
+// changes to follow up was full, a change was dropped silently: its
+// deliveries here were never recorded (52,680 rows stayed PENDING in the
+// attack) and nothing repaired them. The gateways of a change that finds
+// no room are sent their whole state again, and the overflow is counted.
+func TestFollowUpOverflowResendsState(t *testing.T) {
+	ctx := context.Background()
+	db, _ := storetest.Open(t, nil)
+	org := &store.Organization{Handle: "o", Name: "o", Region: "r"}
+	if err := db.CreateOrganization(ctx, org); err != nil {
+		t.Fatal(err)
+	}
+	projects, _, _ := db.Projects(ctx, org.ID, store.Page{Limit: 1})
+	gw := &store.Gateway{OrganizationID: org.ID, Name: "edge", DisplayName: "edge", Vhost: "gw.example.com", FunctionalityType: "regular"}
+	if err := db.CreateGateway(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	a, err := db.CreateAPI(ctx, &store.API{OrganizationID: org.ID, ProjectID: projects[0].ID, Name: "a", Context: "/a", Version: "v1",
+		BackendServices: []store.BackendService{{Name: "b", Endpoints: []store.Endpoint{{URL: "https://b"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := New(Options{Store: db, GenerationGrace: time.Millisecond})
+	tr := newMemTransport()
+	served := make(chan struct{})
+	go func() {
+		f.Hub().Serve(ctx, tr, hub.Identity{GatewayID: gw.ID, OrganizationID: org.ID, TokenID: "t"})
+		close(served)
+	}()
+	t.Cleanup(func() { tr.Close(hub.CloseNormal, time.Time{}); <-served })
+	if ev := tr.next(t); ev["type"] != "connection.ack" {
+		t.Fatalf("first frame %v", ev)
+	}
+	out, err := f.Deploy(ctx, org.ID, a.ID, "", []store.DeployTarget{{GatewayID: gw.ID}}, func(*store.Revision) error { return nil }, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := tr.next(t); ev["type"] != "api.deployed" {
+		t.Fatalf("deploy event %v", ev)
+	}
+
+	// The follow-up worker stops; its queue fills up.
+	f.Close()
+	for len(f.followUps) < cap(f.followUps) {
+		f.followUps <- followUp{c: &store.Change{Kind: store.ChangeDeployed}}
+	}
+	dep := &store.Deployment{APIID: a.ID, GatewayID: gw.ID, DeploymentID: out[0].DeploymentID, RevisionID: out[0].RevisionID,
+		State: store.StateDeployed, PerformedAt: time.Now()}
+	f.publish(&store.Change{ID: "remote-1", Kind: store.ChangeDeployed, Origin: "another replica", Deployments: []*store.Deployment{dep}})
+	if n := f.Overflowed.Load(); n != 1 {
+		t.Fatalf("overflowed %d, want 1", n)
+	}
+	// The live event, then the gateway's whole state again.
+	if ev := tr.next(t); ev["type"] != "api.deployed" {
+		t.Fatalf("live event %v", ev)
+	}
+	if ev := tr.next(t); ev["type"] != "api.deployed" || ev["payload"].(map[string]any)["apiId"] != a.ID {
+		t.Fatalf("state sent again: %v", ev)
+	}
+}
