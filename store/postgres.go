@@ -306,8 +306,12 @@ func (l *listener) run(ctx context.Context, conn *pgx.Conn) {
 			backoff = 100 * time.Millisecond
 			if n.Channel == l.db.reportChannel() {
 				l.db.receiveReport(n.Payload)
-			} else {
-				l.dispatch(ctx, n.Payload)
+			} else if err := l.dispatch(ctx, n.Payload); err != nil {
+				// A change heard but not read is as good as missed: listen
+				// again, and resynchronize as after a lost connection.
+				l.db.log.Warn("could not read a change; listening again and resynchronizing the live gateways",
+					"kind", err.kind, "err", err.err)
+				break
 			}
 		}
 		conn.Close(context.Background())
@@ -369,12 +373,23 @@ func (l *listener) settle(cs []*Change, committed bool) {
 	}
 }
 
-// dispatch publishes the change a notification names.
-func (l *listener) dispatch(ctx context.Context, payload string) {
+// readError is a change dispatch heard but could not read.
+type readError struct {
+	kind ChangeKind
+	err  error
+}
+
+// Tries to read a change before it counts as missed.
+const readTries = 3
+
+// dispatch publishes the change a notification names. A change it cannot
+// read, after a few tries (a saturated pool, a short outage), is returned
+// as an error: the caller then treats it as missed.
+func (l *listener) dispatch(ctx context.Context, payload string) *readError {
 	var n notice
 	if err := json.Unmarshal([]byte(payload), &n); err != nil {
 		l.db.log.Warn("ignored a malformed change notification", "err", err)
-		return
+		return nil
 	}
 	l.mu.Lock()
 	c := l.pending[n.ID]
@@ -382,15 +397,24 @@ func (l *listener) dispatch(ctx context.Context, payload string) {
 	l.mu.Unlock()
 	if c == nil {
 		var err error
-		if c, err = l.db.changeFromNotice(ctx, &n); err != nil {
-			l.db.log.Warn("could not read a change; the gateways concerned converge when they reconnect", "kind", n.Kind, "err", err)
-			return
+		for try := 1; ; try++ {
+			if c, err = l.db.changeFromNotice(ctx, &n); err == nil {
+				break
+			}
+			if try == readTries || ctx.Err() != nil {
+				return &readError{n.Kind, err}
+			}
+			select {
+			case <-time.After(time.Duration(try) * 100 * time.Millisecond):
+			case <-ctx.Done():
+			}
 		}
 	}
 	l.db.tokens.forget(c)
 	if l.db.publish != nil {
 		l.db.publish(c)
 	}
+	return nil
 }
 
 // changeFromNotice reads the change a notification of another process (or
