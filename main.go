@@ -318,7 +318,7 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 	fmt.Fprintf(stdout, "platform-api listening on https://%s\n", ln.Addr())
 
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	go func() { errc <- srv.ServeTLS(httpsOnlyListener{ln}, "", "") }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)

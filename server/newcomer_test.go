@@ -20,7 +20,9 @@ func (e *testEnv) raw(method, path, token, contentType, body string) (int, []byt
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := e.client.Do(req)
+	client := *e.client // redirects are answers to check, not to follow
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := client.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -70,4 +72,22 @@ func TestNewcomerContentType(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	wantError(t, resp.StatusCode, body, http.StatusUnsupportedMediaType, "application/json")
+}
+
+// A path the mux would redirect (an empty segment, most often an unset
+// shell variable, or a "." segment) is a 404 with the JSON error body, not
+// a 307 with an HTML one.
+func TestNewcomerUncleanPathIsJSON(t *testing.T) {
+	e := newEnv(t)
+	_, tok := e.newOrg()
+	for _, tc := range []struct{ method, path, want string }{
+		{"POST", "/api/v1/gateways//tokens", "empty segment"},
+		{"GET", "/api/v1/gateways//tokens", "empty segment"},
+		{"GET", "//api/v1/projects", "empty segment"},
+		{"GET", "/api/v1/./projects", "use /api/v1/projects"},
+		{"GET", "/api/internal/v1//apis", "empty segment"},
+	} {
+		code, data := e.raw(tc.method, tc.path, tok, "", "")
+		wantError(t, code, data, http.StatusNotFound, tc.want)
+	}
 }
