@@ -5,6 +5,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"platform-api/httpx"
+	"platform-api/store"
 )
 
 // raw sends body with exactly the given Content-Type ("" sends none).
@@ -90,4 +93,65 @@ func TestNewcomerUncleanPathIsJSON(t *testing.T) {
 		code, data := e.raw(tc.method, tc.path, tok, "", "")
 		wantError(t, code, data, http.StatusNotFound, tc.want)
 	}
+}
+
+// TestListRevisions: GET /api/v1/apis/{apiId}/revisions lists an API's
+// revisions newest first, in the list envelope, each with the gateways
+// that run it, following deployments, rollbacks and undeployments.
+func TestListRevisions(t *testing.T) {
+	e := newEnvWith(t, fastHub)
+	f := newFleet(t, e, 2)
+	type revisions = httpx.List[store.RevisionSummary]
+	var empty revisions
+	e.must(200, "GET", "/api/v1/apis/"+f.api+"/revisions", f.tok, nil, &empty)
+	if empty.Count != 0 || empty.List == nil || empty.Pagination.Total != 0 || empty.Pagination.Limit != 100 {
+		t.Fatalf("before any deployment: %+v", empty)
+	}
+	first := f.deploy(t, "", 0)[0].RevisionID
+	e.must(200, "PUT", "/api/v1/apis/"+f.api, f.tok, map[string]string{"description": "second"}, nil)
+	second := f.deploy(t, "", 1)[0].RevisionID
+	if first == second {
+		t.Fatal("an edited API deployed again made no new revision")
+	}
+	runs := func(r store.RevisionSummary) []string {
+		var ids []string
+		for _, g := range r.Gateways {
+			if g.DeploymentID == "" || g.Status == "" || g.Vhost != "api.example.com" {
+				t.Fatalf("gateway of revision %s: %+v", r.ID, g)
+			}
+			ids = append(ids, g.GatewayID)
+		}
+		return ids
+	}
+	var all revisions
+	e.must(200, "GET", "/api/v1/apis/"+f.api+"/revisions", f.tok, nil, &all)
+	if all.Count != 2 || all.Pagination.Total != 2 || all.List[0].ID != second || all.List[1].ID != first ||
+		all.List[0].Number <= all.List[1].Number || all.List[0].CreatedAt.IsZero() {
+		t.Fatalf("revisions: %+v", all)
+	}
+	if g := runs(all.List[0]); len(g) != 1 || g[0] != f.gws[1].ID {
+		t.Fatalf("newest revision runs on %v", g)
+	}
+	if g := runs(all.List[1]); len(g) != 1 || g[0] != f.gws[0].ID {
+		t.Fatalf("first revision runs on %v", g)
+	}
+	var page revisions
+	e.must(200, "GET", "/api/v1/apis/"+f.api+"/revisions?offset=1&limit=1", f.tok, nil, &page)
+	if page.Count != 1 || page.Pagination != (httpx.Pagination{Total: 2, Offset: 1, Limit: 1}) || page.List[0].ID != first {
+		t.Fatalf("second page: %+v", page)
+	}
+	// Roll gateway 1 back to the first revision, then undeploy gateway 0.
+	f.deploy(t, "?revisionId="+first, 1)
+	e.must(http.StatusNoContent, "DELETE", "/api/v1/apis/"+f.api+"/deployments/"+f.gws[0].ID, f.tok, nil, nil)
+	e.must(200, "GET", "/api/v1/apis/"+f.api+"/revisions", f.tok, nil, &all)
+	if all.Count != 2 || len(all.List[0].Gateways) != 0 {
+		t.Fatalf("after the rollback the newest revision still runs: %+v", all)
+	}
+	if g := runs(all.List[1]); len(g) != 1 || g[0] != f.gws[1].ID {
+		t.Fatalf("after rollback and undeploy the first revision runs on %v", g)
+	}
+	code, data := e.do("GET", "/api/v1/apis/00000000-0000-4000-8000-000000000000/revisions", f.tok, nil)
+	wantError(t, code, data, http.StatusNotFound, "not found")
+	code, data = e.do("GET", "/api/v1/apis/"+f.api+"/revisions?limit=0", f.tok, nil)
+	wantError(t, code, data, http.StatusBadRequest, "limit")
 }
