@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -202,6 +203,14 @@ func splitList(v string) []string {
 // flags in args, and validates it. fs may carry extra flags of a subcommand;
 // it is parsed here. A bad value is an error naming the setting.
 func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config, error) {
+	return parseSettings(fs, args, getenv, nil)
+}
+
+// parseSettings is parseConfig with flags for the settings named in only
+// (flag names), when only is not nil: a command that reads a few settings
+// shows and takes just those as flags. Every setting is still read from the
+// environment and checked.
+func parseSettings(fs *flag.FlagSet, args []string, getenv func(string) string, only []string) (*Config, error) {
 	c := &Config{}
 	all := settings()
 	for _, s := range all {
@@ -217,6 +226,9 @@ func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*
 		}
 	}
 	for _, s := range all {
+		if only != nil && !slices.Contains(only, s.flag) {
+			continue
+		}
 		fs.Func(s.flag, fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def), func(v string) error {
 			return s.set(c, v)
 		})

@@ -18,6 +18,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -51,10 +53,24 @@ func main() {
 // arguments, environment and output.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cmd := "serve"
-	if len(args) > 0 && (args[0] == "serve" || args[0] == "token" || args[0] == "version" || args[0] == "simulate" || args[0] == "load") {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		if !slices.Contains(commandNames, args[0]) {
+			return fmt.Errorf("unknown command %q; the commands are %s (platform-api help describes them)", args[0], strings.Join(commandNames, ", "))
+		}
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
+	case "help":
+		if len(args) > 0 && args[0] != "help" {
+			// platform-api help <command>: that command's own usage.
+			err := run(ctx, []string{args[0], "-h"}, getenv, stdout, stdout)
+			if errors.Is(err, flag.ErrHelp) {
+				return nil
+			}
+			return err
+		}
+		fmt.Fprint(stdout, commandsHelp)
+		return nil
 	case "version":
 		fmt.Fprintln(stdout, "platform-api", buildVersion())
 		return nil
@@ -67,7 +83,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	fs := newFlagSet("platform-api [serve]", stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: platform-api [serve] [flags]\n       platform-api token -org <uuid> [-ttl 1h] [-sub name]\n       platform-api simulate -target https://host:8443[,https://host2:8443] [-gateways 100] [-deploys 5] [-churn 0.2] [-generation 2] [-apis 5000] [-json]\n       platform-api load -target https://host:8443 [-scenario create|list|get|all] [-clients 8] [-duration 10s] [-apis 1000] [-json]\n       platform-api version\n\nEvery flag can also be set by the environment variable shown.\n\n")
+		fmt.Fprintf(stderr, "Usage: platform-api [serve] [flags]\n\nRuns the server. Every flag can also be set by the environment variable shown (flags win).\nOther commands: token, simulate, load, version (platform-api help lists them).\n\n")
 		fs.PrintDefaults()
 	}
 	cfg, err := parseConfig(fs, args, getenv)
@@ -101,13 +117,40 @@ func newLogger(cfg *Config, w io.Writer) *slog.Logger {
 
 func signingKeyPath(cfg *Config) string { return filepath.Join(cfg.DataDir, "jwt-signing-key.pem") }
 
+// commandNames are the commands run knows, in the order help lists them.
+var commandNames = []string{"serve", "token", "simulate", "load", "version", "help"}
+
+// commandsHelp is what platform-api help prints.
+const commandsHelp = `platform-api is the control plane of a fleet of API gateways.
+
+Usage: platform-api [command] [flags]
+
+Commands:
+  serve      run the server (the command when none is given); its flags are every setting
+  token      print a JWT for an organization, signed with the server's own key
+  simulate   play a fleet of gateways against a running server and report
+  load       measure the REST API of a running server
+  version    print the version
+  help       print this list; platform-api help <command> shows that command's flags
+
+Each command's -h shows its own flags.
+`
+
+// tokenSettings are the server settings the token command reads: where the
+// signing key is, and the claims the server requires.
+var tokenSettings = []string{"data-dir", "jwt-issuer", "jwt-audience", "jwt-local-key"}
+
 // runToken prints a JWT signed with the server's own key, for curl.
 func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("platform-api token", stderr)
 	org := fs.String("org", "", "organization UUID to put in the token (required)")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 	sub := fs.String("sub", "admin", "subject (who the token is for)")
-	cfg, err := parseConfig(fs, args, getenv)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: platform-api token -org <uuid> [-ttl 1h] [-sub name] [-data-dir ./data]\n\nPrints a JWT for the organization, signed with the key in the server's data directory\n(made on first use): run it with the server's data directory.\n\n")
+		fs.PrintDefaults()
+	}
+	cfg, err := parseSettings(fs, args, getenv, tokenSettings)
 	if err != nil {
 		return err
 	}
@@ -137,6 +180,10 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 // runSimulate plays a fleet of gateways against a running server.
 func runSimulate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("platform-api simulate", stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: platform-api simulate -target https://host:8443[,https://host2:8443] [flags]\n\nPlays a fleet of gateways against a running server and reports.\n\n")
+		fs.PrintDefaults()
+	}
 	var o simulate.Options
 	fs.StringVar(&o.Target, "target", "https://localhost:8443", "base URL of the platform-api to play against; several, comma-separated, for replicas of one server: the fleet is spread across them, deployments go through them in turn, and gateways whose replica goes away move to the next")
 	fs.BoolVar(&o.Insecure, "insecure", false, "skip TLS certificate verification (self-signed servers)")
@@ -172,6 +219,10 @@ func runSimulate(ctx context.Context, args []string, getenv func(string) string,
 // runLoad measures the REST API of a running server from this process.
 func runLoad(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("platform-api load", stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: platform-api load -target https://host:8443 [flags]\n\nMeasures the REST API of a running server from this process.\n\n")
+		fs.PrintDefaults()
+	}
 	var o simulate.LoadOptions
 	fs.StringVar(&o.Target, "target", "https://localhost:8443", "base URL of the platform-api to measure")
 	fs.BoolVar(&o.Insecure, "insecure", false, "skip TLS certificate verification (self-signed servers)")
