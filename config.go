@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"platform-api/store"
 )
 
 // Config is every setting of the server, read once at start from flags and
@@ -79,7 +81,13 @@ func settings() []setting {
 			c.DataDir = v
 			return nil
 		}},
-		{"PLATFORM_DB", "db", "", "SQLite database file (default <data dir>/platform.db), or a postgres:// URL", setString(func(c *Config) *string { return &c.DBPath })},
+		{"PLATFORM_DB", "db", "", "SQLite database file (default <data dir>/platform.db), or a postgres:// URL", func(c *Config, v string) error {
+			if err := store.CheckDSN(v); err != nil {
+				return err
+			}
+			c.DBPath = v
+			return nil
+		}},
 		{"PLATFORM_DB_MAX_CONNS", "db-max-conns", "", "database connections in the pool (default 16 on PostgreSQL; SQLite: its readers, 2 per CPU)", func(c *Config, v string) error {
 			if v == "" {
 				return nil

@@ -9,6 +9,8 @@ import (
 	"flag"
 	"io"
 	"net/http"
+	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -96,5 +98,56 @@ func TestHelpCommands(t *testing.T) {
 	dir := t.TempDir()
 	if err := run(context.Background(), []string{"token", "-org", "00000000-0000-4000-8000-000000000000", "-data-dir", dir}, envMap(nil), io.Discard, io.Discard); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUnknownDatabaseScheme: a URL of a scheme this server does not speak
+// (a typo of postgres://) is refused, not taken as a SQLite path.
+func TestUnknownDatabaseScheme(t *testing.T) {
+	for _, dsn := range []string{"postgress://postgres@127.0.0.1:5432/platform", "mysql://root@db/platform"} {
+		env := envMap(map[string]string{"PLATFORM_DATA_DIR": t.TempDir(), "PLATFORM_ADDR": "127.0.0.1:0", "PLATFORM_DB": dsn})
+		err := run(context.Background(), nil, env, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "PLATFORM_DB") || !strings.Contains(err.Error(), "postgres://") {
+			t.Fatalf("%s: %v", dsn, err)
+		}
+		scheme, _, _ := strings.Cut(dsn, "//")
+		if _, err := os.Stat(scheme); !os.IsNotExist(err) {
+			os.RemoveAll(scheme)
+			t.Fatalf("%s: a SQLite database was made under %s", dsn, scheme)
+		}
+	}
+	// A SQLite path is still a path, even with a colon in it.
+	if _, err := parseConfig(newFlagSet("test", io.Discard), []string{"-db", "/tmp/a:b/platform.db"}, envMap(nil)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPostgresAnswerAtStart: a PostgreSQL server that answers with a
+// refusal (no such database, no such role) is quoted, not said to be
+// silent.
+func TestPostgresAnswerAtStart(t *testing.T) {
+	base := os.Getenv("PLATFORM_TEST_POSTGRES")
+	if base == "" {
+		t.Skip("PLATFORM_TEST_POSTGRES is not set")
+	}
+	for name, tc := range map[string]struct {
+		change func(*url.URL)
+		want   string
+	}{
+		"NoDatabase": {func(u *url.URL) { u.Path = "/platform_no_such_db" }, `database "platform_no_such_db" does not exist`},
+		"NoRole":     {func(u *url.URL) { u.User = url.User("platform_no_such_role") }, `role "platform_no_such_role" does not exist`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			u, err := url.Parse(base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.change(u)
+			env := envMap(map[string]string{"PLATFORM_DATA_DIR": t.TempDir(), "PLATFORM_ADDR": "127.0.0.1:0", "PLATFORM_DB": u.String()})
+			err = run(context.Background(), nil, env, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "does not answer") {
+				t.Fatalf("start: %v", err)
+			}
+		})
 	}
 }
