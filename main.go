@@ -257,6 +257,18 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 // accepting, let in-flight requests finish within the timeout, close the
 // database.
 func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger) error {
+	// What can be checked without writing anything is checked first: the
+	// port is bound and the database answers before the data directory,
+	// the TLS pair or the encryption key is made, so a start that fails on
+	// them (port in use, wrong database URL) leaves nothing behind.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("PLATFORM_ADDR: %w", err)
+	}
+	defer ln.Close() // on a failed start; Shutdown closes it otherwise
+	if err := store.Probe(ctx, cfg.DBPath, cfg.DataDir); err != nil {
+		return fmt.Errorf("PLATFORM_DB %s: %w", store.RedactedDSN(cfg.DBPath), err)
+	}
 	if err := ensurePrivateDir(cfg.DataDir, log); err != nil {
 		return err
 	}
@@ -278,9 +290,6 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 	if err != nil {
 		return fmt.Errorf("PLATFORM_ENCRYPTION_KEY_FILE: %w", err)
 	}
-	if created {
-		log.Warn("new encryption key made for secrets at rest: back it up with the database, which cannot be read without it", "file", cfg.KeyFile, "key", sealer.KeyID())
-	}
 	if store.IsPostgres(cfg.DBPath) {
 		if cfg.ReplicaID == "" {
 			id, release, err := replicaID(cfg.DataDir)
@@ -299,6 +308,11 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 		return fmt.Errorf("PLATFORM_DB %s: %w", store.RedactedDSN(cfg.DBPath), err)
 	}
 	defer db.Close()
+	if created {
+		// Said once the database has taken the key, not before a start
+		// that may still fail.
+		log.Warn("new encryption key made for secrets at rest: back it up with the database, which cannot be read without it", "file", cfg.KeyFile, "key", sealer.KeyID())
+	}
 
 	authCfg := auth.Config{
 		JWKS:               cfg.JWKS,
@@ -360,10 +374,6 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("PLATFORM_ADDR: %w", err)
 	}
 	log.Info("platform-api started", "version", buildVersion(), "addr", ln.Addr().String(), "db", store.RedactedDSN(cfg.DBPath))
 	fmt.Fprintf(stdout, "platform-api listening on https://%s\n", ln.Addr())

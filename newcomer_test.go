@@ -8,9 +8,11 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -147,6 +149,61 @@ func TestPostgresAnswerAtStart(t *testing.T) {
 			err = run(context.Background(), nil, env, io.Discard, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "does not answer") {
 				t.Fatalf("start: %v", err)
+			}
+		})
+	}
+}
+
+// TestFailedStartLeavesNothing: a start that fails on its port or its
+// database makes no data directory, TLS pair or encryption key, and never
+// asks for a key to be backed up.
+func TestFailedStartLeavesNothing(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	garbage := filepath.Join(t.TempDir(), "not.db")
+	if err := os.WriteFile(garbage, []byte("this is not a database, but a note\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]struct {
+		vars map[string]string
+		want string
+	}{
+		"PortInUse":    {map[string]string{"PLATFORM_ADDR": busy.Addr().String()}, "PLATFORM_ADDR"},
+		"NotSQLite":    {map[string]string{"PLATFORM_DB": garbage}, "not a SQLite database"},
+		"NoSQLiteDir":  {map[string]string{"PLATFORM_DB": filepath.Join(t.TempDir(), "missing", "x.db")}, "does not exist"},
+		"PostgresNoDB": {map[string]string{"PLATFORM_DB": "postgres://postgres@127.0.0.1:1/platform?connect_timeout=1"}, "does not answer"},
+	}
+	if base := os.Getenv("PLATFORM_TEST_POSTGRES"); base != "" {
+		u, _ := url.Parse(base)
+		u.Path = "/platform_no_such_db"
+		cases["PostgresMissingDatabase"] = struct {
+			vars map[string]string
+			want string
+		}{map[string]string{"PLATFORM_DB": u.String()}, "does not exist"}
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			root := t.TempDir()
+			dataDir, keyFile := filepath.Join(root, "data"), filepath.Join(root, "encryption.key")
+			vars := map[string]string{"PLATFORM_DATA_DIR": dataDir, "PLATFORM_ADDR": "127.0.0.1:0", "PLATFORM_ENCRYPTION_KEY_FILE": keyFile}
+			for k, v := range tc.vars {
+				vars[k] = v
+			}
+			var logs bytes.Buffer
+			err := run(context.Background(), nil, envMap(vars), io.Discard, &logs)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("start: %v; want an error naming %q", err, tc.want)
+			}
+			for _, p := range []string{dataDir, keyFile} {
+				if _, err := os.Stat(p); !os.IsNotExist(err) {
+					t.Errorf("the failed start made %s", p)
+				}
+			}
+			if strings.Contains(logs.String(), "back it up") {
+				t.Errorf("the failed start asked for a key to be backed up:\n%s", logs.String())
 			}
 		})
 	}
