@@ -59,6 +59,10 @@ type Config struct {
 	ReadHeaderTimeout    time.Duration // PLATFORM_READ_HEADER_TIMEOUT: TLS handshake and request headers; default 10s
 }
 
+// minMetricsToken is the shortest metrics token taken: /metrics and the
+// profiles it guards must not yield to guessing.
+const minMetricsToken = 16
+
 // setting binds one Config field to an environment variable and a flag.
 type setting struct {
 	env, flag, def, help string
@@ -103,7 +107,7 @@ func settings() []setting {
 		{"PLATFORM_DELIVERY_WAIT", "delivery-wait", "2s", "how long a deploy waits for the replicas holding its gateways' connections to report", setDuration(func(c *Config) *time.Duration { return &c.DeliveryWait })},
 		{"PLATFORM_TLS_CERT", "tls-cert", "", "PEM certificate file (default: a self-signed one in the data dir)", setString(func(c *Config) *string { return &c.TLSCert })},
 		{"PLATFORM_TLS_KEY", "tls-key", "", "PEM private key file for -tls-cert", setString(func(c *Config) *string { return &c.TLSKey })},
-		{"PLATFORM_TLS_HOSTS", "tls-hosts", "", "comma-separated extra DNS names or IPs for the self-signed certificate", func(c *Config, v string) error {
+		{"PLATFORM_TLS_HOSTS", "tls-hosts", "", "comma-separated extra DNS names or IPs for the self-signed certificate (a name the kept certificate lacks makes a new one, with a new fingerprint)", func(c *Config, v string) error {
 			c.TLSHosts = splitList(v)
 			return nil
 		}},
@@ -133,7 +137,7 @@ func settings() []setting {
 			c.MaxBodyBytes = n
 			return nil
 		}},
-		{"PLATFORM_CORS_ORIGINS", "cors-origins", "", "comma-separated browser origins allowed by CORS (none when empty)", func(c *Config, v string) error {
+		{"PLATFORM_CORS_ORIGINS", "cors-origins", "", "comma-separated browser origins allowed by CORS, such as https://console.example.com (none when empty; * allows every origin, each answered with its own origin)", func(c *Config, v string) error {
 			c.CORSOrigins = splitList(v)
 			return nil
 		}},
@@ -226,10 +230,18 @@ func parseSettings(fs *flag.FlagSet, args []string, getenv func(string) string, 
 			panic(fmt.Sprintf("default of %s: %v", s.env, err))
 		}
 	}
+	// A bad value in the environment is an error only if no flag of the
+	// same setting replaces it: flags win, even over a value that would not
+	// parse.
+	type envError struct {
+		flag string
+		err  error
+	}
+	var envErrs []envError
 	for _, s := range all {
 		if v := getenv(s.env); v != "" {
 			if err := s.set(c, v); err != nil {
-				return nil, fmt.Errorf("%s=%q: %w", s.env, v, err)
+				envErrs = append(envErrs, envError{s.flag, fmt.Errorf("%s=%q: %w", s.env, v, err)})
 			}
 		}
 	}
@@ -247,6 +259,13 @@ func parseSettings(fs *flag.FlagSet, args []string, getenv func(string) string, 
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, e := range envErrs {
+		if !given[e.flag] {
+			return nil, e.err
+		}
+	}
 	if c.DBPath == "" {
 		c.DBPath = filepath.Join(c.DataDir, "platform.db")
 	}
@@ -258,6 +277,9 @@ func parseSettings(fs *flag.FlagSet, args []string, getenv func(string) string, 
 	}
 	if c.WSMaxPerOrg > c.WSMaxConnections {
 		return nil, fmt.Errorf("PLATFORM_WS_MAX_CONNECTIONS_PER_ORG (%d) must not exceed PLATFORM_WS_MAX_CONNECTIONS (%d)", c.WSMaxPerOrg, c.WSMaxConnections)
+	}
+	if c.MetricsToken != "" && len(c.MetricsToken) < minMetricsToken {
+		return nil, fmt.Errorf("PLATFORM_METRICS_TOKEN (-metrics-token) must be at least %d characters, so that it cannot be guessed; for example: head -c 24 /dev/urandom | base64", minMetricsToken)
 	}
 	if c.HMACSecret != "" && len(c.HMACSecret) < 32 {
 		return nil, errors.New("PLATFORM_JWT_HMAC_SECRET (-jwt-hmac-secret) must be at least 32 bytes")

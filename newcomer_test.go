@@ -208,3 +208,26 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestSettingsNewcomer: a flag wins even over an environment value that
+// would not parse, and a metrics token short enough to guess is refused.
+func TestSettingsNewcomer(t *testing.T) {
+	parse := func(env map[string]string, args ...string) (*Config, error) {
+		return parseConfig(newFlagSet("test", io.Discard), args, envMap(env))
+	}
+	c, err := parse(map[string]string{"PLATFORM_ADDR": "8443", "PLATFORM_WS_TIMEOUT": "soon"}, "-addr", ":9000", "-ws-timeout", "40s")
+	if err != nil || c.Addr != ":9000" || c.WSTimeout != 40*time.Second {
+		t.Fatalf("flags over bad environment values: %+v %v", c, err)
+	}
+	if _, err := parse(map[string]string{"PLATFORM_ADDR": "8443"}, "-ws-timeout", "40s"); err == nil || !strings.Contains(err.Error(), "PLATFORM_ADDR") {
+		t.Fatalf("a bad environment value no flag replaces: %v", err)
+	}
+	for _, args := range [][]string{{"-metrics-token", "Q"}, {"-metrics-token", "QQQQQQQQQQQQQQQ"}} {
+		if _, err := parse(nil, args...); err == nil || !strings.Contains(err.Error(), "at least 16") || strings.Contains(err.Error(), "Q") {
+			t.Fatalf("metrics token %q: %v", args[1], err)
+		}
+	}
+	if c, err := parse(map[string]string{"PLATFORM_METRICS_TOKEN": "0123456789abcdef"}); err != nil || c.MetricsToken != "0123456789abcdef" {
+		t.Fatalf("a 16-character metrics token: %v", err)
+	}
+}
