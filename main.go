@@ -110,6 +110,14 @@ func buildVersion() string {
 func newLogger(cfg *Config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
 	if cfg.LogFormat == "json" {
+		// Durations as "1.5s", as the text format writes them, not as
+		// nanoseconds.
+		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
+			if a.Value.Kind() == slog.KindDuration {
+				a.Value = slog.StringValue(a.Value.Duration().String())
+			}
+			return a
+		}
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
@@ -375,8 +383,13 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	log.Info("platform-api started", "version", buildVersion(), "addr", ln.Addr().String(), "db", store.RedactedDSN(cfg.DBPath))
-	fmt.Fprintf(stdout, "platform-api listening on https://%s\n", ln.Addr())
+	log.Info("platform-api started", "version", buildVersion(), "addr", ln.Addr().String(), "url", "https://"+ln.Addr().String(),
+		"db", store.RedactedDSN(cfg.DBPath))
+	if cfg.LogFormat != "json" {
+		// For people and scripts reading the text output; with JSON logs,
+		// the record above says it, and nothing else is written as text.
+		fmt.Fprintf(stdout, "platform-api listening on https://%s\n", ln.Addr())
+	}
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(httpsOnlyListener{ln}, "", "") }()

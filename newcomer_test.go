@@ -14,8 +14,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"platform-api/store/storetest"
 )
 
 // TestPlainHTTPOnTLSPortIsJSON: http:// on the TLS port is answered with
@@ -230,4 +233,64 @@ func TestSettingsNewcomer(t *testing.T) {
 	if c, err := parse(map[string]string{"PLATFORM_METRICS_TOKEN": "0123456789abcdef"}); err != nil || c.MetricsToken != "0123456789abcdef" {
 		t.Fatalf("a 16-character metrics token: %v", err)
 	}
+}
+
+// TestJSONLogs: with -log-format json every line the server writes is a
+// JSON record, the listening address included, and durations read as
+// durations.
+func TestJSONLogs(t *testing.T) {
+	dir := t.TempDir()
+	vars := map[string]string{"PLATFORM_DATA_DIR": dir, "PLATFORM_ADDR": "127.0.0.1:0", "PLATFORM_LOG_FORMAT": "json",
+		"PLATFORM_DB": storetest.DSN(t)}
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, envMap(vars), &stdout, &stderr) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(stderr.String(), `"url":"https://`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no listening record:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if stdout.String() != "" {
+		t.Errorf("text on stdout with JSON logs: %q", stdout.String())
+	}
+	sawDuration := false
+	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("not a JSON record: %q", line)
+		}
+		if rec["msg"] == "shutting down" {
+			sawDuration = true
+			if rec["timeout"] != "15s" {
+				t.Errorf("shutdown timeout logged as %v; want \"15s\"", rec["timeout"])
+			}
+		}
+	}
+	if !sawDuration {
+		t.Errorf("no shutdown record:\n%s", stderr.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
