@@ -18,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/websocket"
+
+	"platform-api/simulate"
 	"platform-api/store/storetest"
 )
 
@@ -293,4 +296,124 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestGatewayClientSaysWhy: the recorder that testdata/gateway and the
+// simulator dial through words a refused handshake with the server's
+// status and JSON description, and a connection the server ended with its
+// close code, where golang.org/x/net/websocket says only "bad status" and
+// EOF.
+func TestGatewayClientSaysWhy(t *testing.T) {
+	base, dir := startServer(t, nil)
+	tok := mintToken(t, dir)
+	client := insecureClient()
+	call := func(method, path, body string) map[string]any {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		if resp.StatusCode >= 300 {
+			t.Fatalf("%s %s: %d %v", method, path, resp.StatusCode, out)
+		}
+		return out
+	}
+	call("POST", "/api/v1/organizations", `{"handle":"why","name":"Why","region":"eu"}`)
+	gw := call("POST", "/api/v1/gateways", `{"name":"why-gw","displayName":"Why","vhost":"gw.example.com"}`)["id"].(string)
+	issued := call("POST", "/api/v1/gateways/"+gw+"/tokens", "")
+	dial := func(key string) (*websocket.Conn, *simulate.ConnRecorder, error) {
+		cfg, err := websocket.NewConfig("wss://"+strings.TrimPrefix(base, "https://")+"/api/internal/v1/ws/gateways/connect", base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Header.Set("api-key", key)
+		nc, err := tls.Dial("tcp", cfg.Location.Host, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := &simulate.ConnRecorder{Conn: nc, KeepTail: true}
+		ws, err := websocket.NewClient(cfg, rec)
+		return ws, rec, err
+	}
+	_, rec, err := dial("gwt_00000000000000000000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	if !errors.Is(err, websocket.ErrBadStatus) {
+		t.Fatalf("a bad key connected: %v", err)
+	}
+	if why := rec.Refusal(); !strings.HasPrefix(why, "401 Unauthorized: ") || len(why) < len("401 Unauthorized: ")+10 {
+		t.Fatalf("refusal: %q", why)
+	}
+	ws, rec, err := dial(issued["token"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ack string
+	if err := websocket.Message.Receive(ws, &ack); err != nil || !strings.Contains(ack, "connection.ack") {
+		t.Fatalf("ack: %q %v", ack, err)
+	}
+	call("DELETE", "/api/v1/gateways/"+gw+"/tokens/"+issued["id"].(string), "")
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var msg string
+	if err := websocket.Message.Receive(ws, &msg); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the revocation: %q %v", msg, err)
+	}
+	if code, _, ok := rec.CloseFrame(); !ok || code != 1008 || !strings.Contains(rec.CloseDescription(), "close 1008") {
+		t.Fatalf("close: %d %v %q", code, ok, rec.CloseDescription())
+	}
+}
+
+// cancelOn cancels when a line containing word is written.
+type cancelOn struct {
+	word   string
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	seen   bytes.Buffer
+}
+
+func (c *cancelOn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seen.Write(p)
+	if strings.Contains(c.seen.String(), c.word) {
+		c.cancel()
+	}
+	return len(p), nil
+}
+
+// TestSimulateFailedRunCleansUp: a simulate run that fails part way (here
+// interrupted while it registers its gateways) still deletes what it
+// created.
+func TestSimulateFailedRunCleansUp(t *testing.T) {
+	base, dir := startServer(t, nil)
+	tok := mintToken(t, dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	progress := &cancelOn{word: "registering 2", cancel: cancel}
+	err := run(ctx, []string{"simulate", "-target", base, "-insecure", "-gateways", "400", "-concurrency", "4", "-deploys", "1"},
+		envMap(map[string]string{"PLATFORM_TOKEN": tok}), io.Discard, progress)
+	if err == nil {
+		t.Fatal("the interrupted run succeeded")
+	}
+	get := func(path string) string {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := insecureClient().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		return string(data)
+	}
+	if gws := get("/api/v1/gateways"); !strings.Contains(gws, `"total":0`) {
+		t.Fatalf("gateways left: %s", gws)
+	}
+	if projects := get("/api/v1/projects"); !strings.Contains(projects, `"total":1`) {
+		t.Fatalf("projects left: %s", projects)
+	}
 }

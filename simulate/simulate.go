@@ -225,11 +225,13 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	r := &runner{targets: targets, opt: opt, kick: make(chan struct{}, 1)}
 	rep := &Report{Target: opt.Target, Generation: opt.Generation, Gateways: opt.Gateways, APIs: opt.APIs, Deploys: opt.Deploys, Churn: opt.Churn, Errors: []string{}}
 
-	if err := r.setup(ctx); err != nil {
-		return nil, err
-	}
+	// Deferred before the setup, so that a run that fails part way (a
+	// refused registration, an interrupt) still deletes what it made.
 	if !opt.Keep {
 		defer r.cleanup()
+	}
+	if err := r.setup(ctx); err != nil {
+		return nil, err
 	}
 	// Deferred after cleanup, so it runs before it: no gateway is still
 	// moving when cleanup closes them.
@@ -479,6 +481,16 @@ func (r *runner) cleanup() {
 	}
 }
 
+// missedEvents counts, over the deployments, the gateways that were not
+// churned and yet got no live event.
+func (rep *Report) missedEvents() int {
+	n := 0
+	for _, d := range rep.Deployments {
+		n += max(0, rep.Gateways-d.Churned-d.Delivered)
+	}
+	return n
+}
+
 // WriteTable writes the report for a person.
 func (rep *Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "target            %s\n", rep.Target)
@@ -502,8 +514,12 @@ func (rep *Report) WriteTable(w io.Writer) {
 				ph.name, ph.p.ConvergeMs, ph.p.Converged, ph.p.Events, ph.p.Pongs, ph.p.ServerClosed, ph.p.MaxEventMs)
 		}
 	}
-	fmt.Fprintf(w, "delivery latency  p50 %.1f ms   p99 %.1f ms   max %.1f ms\n", rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax)
-	if strings.Contains(rep.Target, ",") {
+	if rep.Deploys == 0 {
+		fmt.Fprintf(w, "deployments       none (-deploys 0): nothing was deployed to measure\n")
+	} else {
+		fmt.Fprintf(w, "delivery latency  p50 %.1f ms   p99 %.1f ms   max %.1f ms\n", rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax)
+	}
+	if strings.Contains(rep.Target, ",") && rep.Deploys > 0 {
 		fmt.Fprintf(w, "  same replica    p50 %.1f ms   p99 %.1f ms   max %.1f ms (connection on the replica that took the deploy request)\n",
 			rep.DeliverySameP50, rep.DeliverySameP99, rep.DeliverySameMax)
 		fmt.Fprintf(w, "  cross replica   p50 %.1f ms   p99 %.1f ms   max %.1f ms\n", rep.DeliveryCrossP50, rep.DeliveryCrossP99, rep.DeliveryCrossMax)
@@ -513,11 +529,18 @@ func (rep *Report) WriteTable(w io.Writer) {
 	if rep.Generation == 2 {
 		last = "acknowledged"
 	}
-	fmt.Fprintf(w, "convergence       worst %.1f ms (request sent -> last gateway %s)\n", rep.ConvergenceMax, last)
+	if strings.Contains(rep.Target, ",") && rep.Deploys == 0 {
+		fmt.Fprintf(w, "moved             %d (reconnections to another replica after a connection was lost)\n", rep.Moved)
+	}
+	if rep.Deploys > 0 {
+		fmt.Fprintf(w, "convergence       worst %.1f ms (request sent -> last gateway %s)\n", rep.ConvergenceMax, last)
+	}
 	if rep.Generation == 2 && len(rep.Deployments) > 0 {
 		fmt.Fprintf(w, "deploy answer     p50 %.1f ms   p99 %.1f ms (request sent -> answer received, waiting for acknowledgements)\n", rep.DeployAnswerP50, rep.DeployAnswerP99)
 	}
-	fmt.Fprintf(w, "\n%-4s %-38s %10s %10s %8s %14s %s\n", "#", "revision", "request", "delivered", "churned", "convergence", "ok")
+	if len(rep.Deployments) > 0 {
+		fmt.Fprintf(w, "\n%-4s %-38s %10s %10s %8s %14s %s\n", "#", "revision", "request", "delivered", "churned", "convergence", "ok")
+	}
 	for i, d := range rep.Deployments {
 		fmt.Fprintf(w, "%-4d %-38s %8.1fms %10d %8d %12.1fms %v\n", i+1, d.RevisionID, d.RequestMs, d.Delivered, d.Churned, d.ConvergenceMs, d.Converged)
 		if d.Answered != nil {
@@ -536,6 +559,10 @@ func (rep *Report) WriteTable(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "\nall delivered %v, all converged %v%s, %d errors\n", rep.AllDelivered, rep.AllConverged, deployed, len(rep.Errors))
+	if missed := rep.missedEvents(); !rep.AllDelivered && rep.AllConverged && missed > 0 {
+		fmt.Fprintf(w, "  not delivered: %d live event(s) reached no connection of their gateway (one being made or "+
+			"replaced as the deployment went out); every such gateway converged anyway, from the state sent on connect\n", missed)
+	}
 	for _, e := range rep.Errors {
 		fmt.Fprintf(w, "  error: %s\n", e)
 	}
