@@ -390,11 +390,22 @@ func (c *cancelOn) Write(p []byte) (int, error) {
 // created.
 func TestSimulateFailedRunCleansUp(t *testing.T) {
 	base, dir := startServer(t, nil)
-	tok := mintToken(t, dir)
+	for _, tc := range []struct {
+		when string
+		args []string
+	}{
+		{"registering 2", []string{"-gateways", "400"}},
+		{"creating APIs 1", []string{"-gateways", "1", "-apis", "300"}},
+	} {
+		t.Run(tc.when, func(t *testing.T) { simulateInterrupted(t, base, mintToken(t, dir), tc.when, tc.args) })
+	}
+}
+
+func simulateInterrupted(t *testing.T, base, tok, when string, args []string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	progress := &cancelOn{word: "registering 2", cancel: cancel}
-	err := run(ctx, []string{"simulate", "-target", base, "-insecure", "-gateways", "400", "-concurrency", "4", "-deploys", "1"},
+	progress := &cancelOn{word: when, cancel: cancel}
+	err := run(ctx, append([]string{"simulate", "-target", base, "-insecure", "-concurrency", "4", "-deploys", "1"}, args...),
 		envMap(map[string]string{"PLATFORM_TOKEN": tok}), io.Discard, progress)
 	if err == nil {
 		t.Fatal("the interrupted run succeeded")

@@ -137,6 +137,9 @@ type DeploymentReport struct {
 }
 
 type runner struct {
+	// suffix names what this run creates (its project, APIs and
+	// gateways), so that cleanup finds even what a lost answer hid.
+	suffix  string
 	targets []*client
 	turn    atomic.Uint64 // REST calls made, to pick the next target
 	opt     Options
@@ -322,6 +325,7 @@ func randomSuffix() string {
 // gateways with their tokens.
 func (r *runner) setup(ctx context.Context) error {
 	suffix := randomSuffix()
+	r.suffix = suffix
 	if err := r.targets[0].ensureOrganization(ctx, "sim-"+suffix, "Fleet simulator"); err != nil {
 		return err
 	}
@@ -466,6 +470,7 @@ func (r *runner) cleanup() {
 			}
 		}
 	}, "cleaning up")
+	r.sweepGateways(ctx)
 	r.parallel(ctx, len(r.apis), func(i int) {
 		if r.apis[i] == "" {
 			return
@@ -474,11 +479,99 @@ func (r *runner) cleanup() {
 			r.fail("cleanup: %v", err)
 		}
 	}, "deleting APIs")
+	if r.project == "" {
+		r.project = r.findProject(ctx)
+	}
 	if r.project != "" {
+		r.sweepAPIs(ctx)
 		if err := r.call(ctx, "DELETE", "/api/v1/projects/"+r.project, nil, nil, 204); err != nil {
 			r.fail("cleanup: %v", err)
 		}
 	}
+}
+
+// listed is an item of a list answer: what the sweeps look at.
+type listed struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+type listPage struct {
+	List       []listed `json:"list"`
+	Pagination struct {
+		Total int `json:"total"`
+	} `json:"pagination"`
+}
+
+// sweepGateways deletes the gateways named after this run that cleanup did
+// not know of: a registration whose answer was lost (an interrupt, a
+// timeout) may have created one.
+func (r *runner) sweepGateways(ctx context.Context) {
+	if r.suffix == "" {
+		return
+	}
+	prefix := "sim-" + r.suffix + "-"
+	for offset := 0; ; {
+		var page listPage
+		if err := r.call(ctx, "GET", fmt.Sprintf("/api/v1/gateways?limit=1000&offset=%d", offset), nil, &page, 200); err != nil {
+			r.fail("cleanup: %v", err)
+			return
+		}
+		deleted := 0
+		for _, g := range page.List {
+			if !strings.HasPrefix(g.Name, prefix) {
+				offset++
+				continue
+			}
+			if err := r.call(ctx, "DELETE", "/api/v1/gateways/"+g.ID, nil, nil, 204, 404); err != nil {
+				r.fail("cleanup: %v", err)
+				return
+			}
+			deleted++
+		}
+		if len(page.List) == 0 || deleted == 0 && offset >= page.Pagination.Total {
+			return
+		}
+	}
+}
+
+// sweepAPIs deletes what the run's project still holds: APIs whose
+// creation answer was lost.
+func (r *runner) sweepAPIs(ctx context.Context) {
+	for range 1 + maxAPIs/1000 { // every round deletes a page of 1,000
+		var page listPage
+		if err := r.call(ctx, "GET", "/api/v1/apis?limit=1000&projectId="+r.project, nil, &page, 200); err != nil {
+			r.fail("cleanup: %v", err)
+			return
+		}
+		if len(page.List) == 0 {
+			return
+		}
+		for _, a := range page.List {
+			if err := r.call(ctx, "DELETE", "/api/v1/apis/"+a.ID, nil, nil, 204, 404); err != nil {
+				r.fail("cleanup: %v", err)
+				return
+			}
+		}
+	}
+}
+
+// findProject returns the id of the run's project when its creation
+// answer was lost, or "".
+func (r *runner) findProject(ctx context.Context) string {
+	if r.suffix == "" {
+		return ""
+	}
+	var page listPage
+	if err := r.call(ctx, "GET", "/api/v1/projects?limit=1000", nil, &page, 200); err != nil {
+		return ""
+	}
+	for _, p := range page.List {
+		if p.Name == "simulate-"+r.suffix {
+			return p.ID
+		}
+	}
+	return ""
 }
 
 // missedEvents counts, over the deployments, the gateways that were not
