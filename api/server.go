@@ -68,6 +68,7 @@ func (s *Server) user(h userHandler) http.Handler {
 		if err := httpx.CheckIDs(r); err != nil {
 			return err
 		}
-		return h(w, r, p)
+		// A lost database is a 503 whichever path its error took.
+		return s.store.Classify(r.Context(), h(w, r, p))
 	})
 }

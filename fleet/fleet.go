@@ -201,10 +201,24 @@ func (f *Fleet) publish(c *store.Change) {
 		if len(c.Deployments) > 0 {
 			f.statusChanged(c.Deployments[0].APIID)
 		}
-	case store.ChangeTokenRevoked:
-		f.hub.CloseToken(c.TokenID)
-	case store.ChangeGatewayDeleted:
-		f.hub.CloseGateway(c.GatewayID)
+	case store.ChangeTokenRevoked, store.ChangeGatewayDeleted:
+		if c.Kind == store.ChangeTokenRevoked {
+			f.hub.CloseToken(c.TokenID)
+		} else {
+			f.hub.CloseGateway(c.GatewayID)
+		}
+		// The request waits for every replica to have closed them.
+		if c.Local {
+			f.mu.Lock()
+			close(f.reportLocked(c.ID).ready)
+			f.mu.Unlock()
+		} else {
+			select {
+			case f.followUps <- followUp{c: c}:
+			default:
+				f.log.Warn("too many changes of other replicas to follow up; a revocation is not reported", "change", c.ID)
+			}
+		}
 	case store.ChangeManifest:
 		f.learnGeneration(c.GatewayID)
 	case store.ChangeStatus:
@@ -275,6 +289,12 @@ func (f *Fleet) takeReport(ctx context.Context, c *store.Change) (local, all rep
 			f.log.Warn("could not tell which replicas hold the gateways; answering for this one", "err", err)
 		}
 	}
+	return f.awaitReport(ctx, c, expected)
+}
+
+// awaitReport waits, at most f.wait, until this replica has applied change
+// c and every expected replica has reported it.
+func (f *Fleet) awaitReport(ctx context.Context, c *store.Change, expected map[string]bool) (local, all report) {
 	f.mu.Lock()
 	p := f.reportLocked(c.ID)
 	f.mu.Unlock()
@@ -296,7 +316,7 @@ wait:
 		case <-p.ready:
 		case <-p.wake:
 		case <-timer.C:
-			f.log.Warn("a change's delivery was not reported in time; its gateways not reported are answered PENDING",
+			f.log.Warn("a change was not reported in time by every replica; a deploy answers the gateways not reported PENDING",
 				"change", c.ID, "wait", f.wait)
 			break wait
 		case <-ctx.Done():
@@ -384,13 +404,43 @@ func (f *Fleet) statusChanged(apiID string) {
 // was lost): the live gateways get their state again, and everyone waiting
 // on a status change reads the status again, as the change that would have
 // woken them may be among those missed.
+//
+// A revocation or a gateway's deletion may be among the missed changes:
+// the tokens of the live connections are checked again first, and the
+// connections of those no longer valid closed, as the change would have.
 func (f *Fleet) resync() {
-	f.hub.Resync()
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	for id, ch := range f.waiters {
 		close(ch)
 		delete(f.waiters, id)
+	}
+	f.mu.Unlock()
+	// Not on the caller's goroutine: the store's listener calls this.
+	go func() {
+		f.recheckTokens()
+		f.hub.Resync()
+	}()
+}
+
+// recheckTokens closes the live connections whose token is no longer
+// valid (revoked, or its gateway deleted).
+func (f *Fleet) recheckTokens() {
+	tokens := f.hub.Tokens()
+	if len(tokens) == 0 || f.store == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	active, err := f.store.ActiveTokens(ctx, tokens)
+	if err != nil {
+		f.log.Warn("could not check the tokens of live gateway connections after missed changes", "err", err)
+		return
+	}
+	for _, id := range tokens {
+		if !active[id] {
+			f.log.Info("closing the connections of a token revoked while changes were missed", "token", id)
+			f.hub.CloseToken(id)
+		}
 	}
 }
 
@@ -626,15 +676,38 @@ func (f *Fleet) recordDeletions(ctx context.Context, deps []*store.Deployment, r
 }
 
 // RevokeToken revokes a gateway token and closes the connections that
-// authenticated with it.
+// authenticated with it. It returns once every live replica has closed
+// them and stopped accepting the token (at most the delivery wait), so
+// that no replica takes the token after the revocation is answered.
 func (f *Fleet) RevokeToken(ctx context.Context, orgID, gatewayID, tokenID string) error {
-	return f.store.RevokeToken(ctx, orgID, gatewayID, tokenID)
+	c, err := f.store.RevokeToken(ctx, orgID, gatewayID, tokenID)
+	if err != nil {
+		return err
+	}
+	f.heardEverywhere(ctx, c)
+	return nil
 }
 
 // DeleteGateway deletes a gateway with its tokens and deployments, and
-// closes its live connections.
+// closes its live connections, on every live replica before it returns (as
+// RevokeToken).
 func (f *Fleet) DeleteGateway(ctx context.Context, orgID, gatewayID string) error {
-	return f.store.DeleteGateway(ctx, orgID, gatewayID)
+	c, err := f.store.DeleteGateway(ctx, orgID, gatewayID)
+	if err != nil {
+		return err
+	}
+	f.heardEverywhere(ctx, c)
+	return nil
+}
+
+// heardEverywhere waits, at most the delivery wait, until this replica and
+// every other live one have applied change c.
+func (f *Fleet) heardEverywhere(ctx context.Context, c *store.Change) {
+	expected, err := f.store.LiveReplicas(ctx)
+	if err != nil {
+		f.log.Warn("could not tell which replicas are live; answering once this one applied the change", "err", err)
+	}
+	f.awaitReport(ctx, c, expected)
 }
 
 // ReportManifest records what a second-generation gateway reported about

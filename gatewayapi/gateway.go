@@ -2,6 +2,7 @@ package gatewayapi
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -22,12 +23,20 @@ type gatewayHandler func(w http.ResponseWriter, r *http.Request, g *store.Gatewa
 // verifications count against the client address's attempt budget, so a
 // client guessing keys is soon answered 429 without touching the database.
 func (s *Server) gateway(h gatewayHandler) http.Handler {
-	return httpx.Handle(s.log, func(w http.ResponseWriter, r *http.Request) error {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		g, err := s.verifyGateway(r)
 		if err != nil {
 			return err
 		}
 		return h(w, r, g)
+	})
+}
+
+// handle adapts h (httpx.Handle); a lost database is a 503 whichever path
+// its error took, so that gateways back off and retry.
+func (s *Server) handle(h httpx.HandlerFunc) http.Handler {
+	return httpx.Handle(s.log, func(w http.ResponseWriter, r *http.Request) error {
+		return s.store.Classify(r.Context(), h(w, r))
 	})
 }
 
@@ -42,7 +51,9 @@ func (s *Server) verifyGateway(r *http.Request) (*store.GatewayIdentity, error) 
 	}
 	g, err := s.store.VerifyToken(r.Context(), key)
 	if err != nil {
-		if !s.limiter.Allow(addr) {
+		// Only a bad token spends the address's budget: a fleet behind one
+		// address must not be locked out by a database outage.
+		if errors.Is(err, store.ErrBadToken) && !s.limiter.Allow(addr) {
 			return nil, httpx.Errorf(http.StatusTooManyRequests, "too many failed attempts from this address; wait a minute")
 		}
 		return nil, err

@@ -2,12 +2,11 @@ package gatewayapi
 
 import (
 	"net/http"
-	"platform-api/httpx"
 )
 
 // Register adds every route a gateway calls to m, in the contract's order.
 func (s *Server) Register(m *http.ServeMux) {
-	m.Handle("GET /api/internal/v1/ws/gateways/connect", httpx.Handle(s.log, s.connectGateway))
+	m.Handle("GET /api/internal/v1/ws/gateways/connect", s.handle(s.connectGateway))
 	m.Handle("GET /api/internal/v1/apis", s.gateway(s.gatewayAPIs))
 	m.Handle("GET /api/internal/v1/apis/{apiId}", s.gateway(s.gatewayAPI))
 	m.Handle("POST /api/internal/v1/apis/{apiId}/gateway-deployments", s.gateway(s.reportGatewayDeployment))

@@ -71,6 +71,9 @@ func ErrorStatus(err error) (int, string) {
 	return http.StatusInternalServerError, "internal error: the server could not complete the request; see the server log"
 }
 
+// RetryAfterSeconds is the Retry-After of every 503.
+const RetryAfterSeconds = "5"
+
 // StatusClientClosed is the status logged for a request whose client went
 // away (nginx's convention); the client never reads it.
 const StatusClientClosed = 499
@@ -85,6 +88,10 @@ func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		log.WarnContext(r.Context(), "request failed: the database is unavailable", "method", r.Method, "path", r.URL.Path, "err", c.LogCause())
 	case status >= 500 && status != http.StatusServiceUnavailable:
 		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	if status == http.StatusServiceUnavailable {
+		// Clients and gateways back off and retry; the outage may be short.
+		w.Header().Set("Retry-After", RetryAfterSeconds)
 	}
 	msg := http.StatusText(status)
 	if status == StatusClientClosed {

@@ -625,6 +625,19 @@ func (h *Hub) CloseToken(tokenID string) {
 	}
 }
 
+// Tokens lists the tokens the live connections authenticated with.
+func (h *Hub) Tokens() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]string, 0, len(h.tokens))
+	for id, cs := range h.tokens {
+		if len(cs) > 0 {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // CloseGateway closes every connection of the gateway, and refuses the
 // gateway to connections still in their handshake.
 func (h *Hub) CloseGateway(gatewayID string) {

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -123,8 +124,12 @@ func TestAPIRoundTripMaximal(t *testing.T) {
 	}
 	updated := asMap(t, e.must(200, "PUT", path, tok, put, nil))
 	subset(t, "PUT", put, updated)
-	if updated["updatedAt"] == c["updatedAt"] && updated["createdAt"] != c["createdAt"] {
-		t.Fatal("timestamps not maintained")
+	// A PUT advances updatedAt and keeps createdAt.
+	before, err1 := time.Parse(time.RFC3339Nano, c["updatedAt"].(string))
+	after, err2 := time.Parse(time.RFC3339Nano, updated["updatedAt"].(string))
+	if err1 != nil || err2 != nil || !after.After(before) || updated["createdAt"] != c["createdAt"] {
+		t.Fatalf("timestamps not maintained: createdAt %v then %v, updatedAt %v then %v",
+			c["createdAt"], updated["createdAt"], c["updatedAt"], updated["updatedAt"])
 	}
 	for _, k := range []string{"mtls", "security", "backend-services", "api-rate-limiting", "displayName", "context", "version"} {
 		subset(t, "PUT kept "+k, c[k], updated[k])

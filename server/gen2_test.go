@@ -18,6 +18,7 @@ import (
 	"platform-api/fleet"
 	"platform-api/gatewayapi"
 	"platform-api/httpx"
+	"platform-api/hub"
 	"platform-api/store"
 )
 
@@ -157,6 +158,29 @@ func TestAcknowledgementTimeoutAndOffline(t *testing.T) {
 	waitStatus(t, e, f.tok, f.api, f.gws[1].ID, store.StatusDeployed)
 }
 
+// TestUnacknowledgedReturnsToPending: a deployment sent to a gateway that
+// disconnects before acknowledging it waits for its return as PENDING (it
+// is not left DEPLOYING to time out), and is DEPLOYED once the gateway
+// comes back and acknowledges.
+func TestUnacknowledgedReturnsToPending(t *testing.T) {
+	e := newEnvWith(t, fastHub)
+	f := newFleet(t, e, 1)
+	g := newGen2(t, e, f.keys[0], f.gws[0].ID)
+	g.ignoreAcks = true
+	g.connect()
+	out := f.deploy(t, "", 0)
+	if out[0].Status != store.StatusDeploying {
+		t.Fatalf("deploy %+v", out[0])
+	}
+	g.next(2 * time.Second) // applied, never acknowledged
+	g.c.conn.Close()
+	waitStatus(t, e, f.tok, f.api, f.gws[0].ID, store.StatusPending)
+	back := newGen2(t, e, f.keys[0], f.gws[0].ID)
+	back.connect()
+	back.next(2 * time.Second)
+	waitStatus(t, e, f.tok, f.api, f.gws[0].ID, store.StatusDeployed)
+}
+
 // TestReplicasAllAcknowledge: a gateway with two connections is DEPLOYED
 // only when both acknowledged.
 func TestReplicasAllAcknowledge(t *testing.T) {
@@ -165,6 +189,11 @@ func TestReplicasAllAcknowledge(t *testing.T) {
 	a, b := newGen2(t, e, f.keys[0], f.gws[0].ID), newGen2(t, e, f.keys[0], f.gws[0].ID)
 	a.connect()
 	b.connect()
+	// A connection still learning its generation (PLATFORM_WS_GENERATION_GRACE
+	// after its connect) gets the deployment in its initial state, and the
+	// answer counts only the ready ones: the answer's count is about ready
+	// connections, so wait until every one is.
+	waitGenerations(t, e, f.gws[0].ID)
 	var out []fleet.Result
 	e.must(200, "POST", "/api/v1/apis/"+f.api+"/deploy-revision", f.tok, []map[string]string{{"gatewayId": f.gws[0].ID}}, &out)
 	if out[0].Status != store.StatusDeploying || out[0].DeliveredConnections != 2 {
@@ -177,6 +206,40 @@ func TestReplicasAllAcknowledge(t *testing.T) {
 	}
 	b.next(2 * time.Second)
 	waitStatus(t, e, f.tok, f.api, f.gws[0].ID, store.StatusDeployed)
+}
+
+// TestFirstGenerationLearnsOnConnect: a first-generation gateway that was
+// away during an undeployment and an API's deletion gets api.undeployed for
+// both when it connects again (and api.deployed for what it still runs).
+func TestFirstGenerationLearnsOnConnect(t *testing.T) {
+	e := newEnvWith(t, fastHub)
+	f := newFleet(t, e, 1)
+	body := fixture(t, "api_maximal.json", e.defaultProject(f.tok))
+	kept := asMap(t, e.must(201, "POST", "/api/v1/apis", f.tok, withName(body, "kept"), nil))["id"].(string)
+	deleted := asMap(t, e.must(201, "POST", "/api/v1/apis", f.tok, withName(body, "deleted"), nil))["id"].(string)
+	c, _ := mustDial(t, e.srv.URL, f.keys[0])
+	for _, api := range []string{f.api, kept, deleted} {
+		e.must(200, "POST", "/api/v1/apis/"+api+"/deploy-revision", f.tok, []map[string]string{{"gatewayId": f.gws[0].ID}}, nil)
+		if ev := c.next(2 * time.Second); ev["type"] != "api.deployed" {
+			t.Fatalf("deploy event %v", ev)
+		}
+	}
+	c.conn.Close()
+	waitDisconnected(t, e, f.gws[0].ID)
+	e.must(204, "DELETE", "/api/v1/apis/"+f.api+"/deployments/"+f.gws[0].ID, f.tok, nil, nil)
+	e.must(204, "DELETE", "/api/v1/apis/"+deleted, f.tok, nil, nil)
+
+	c, _ = mustDial(t, e.srv.URL, f.keys[0])
+	want := map[string]string{f.api: "api.undeployed", deleted: "api.undeployed", kept: "api.deployed"}
+	got := map[string]string{}
+	for len(got) < len(want) {
+		ev := c.next(3 * time.Second)
+		api, _ := ev["payload"].(map[string]any)["apiId"].(string)
+		if _, seen := got[api]; seen || want[api] != ev["type"] {
+			t.Fatalf("initial state after %v: %v; want %v once each", got, ev, want)
+		}
+		got[api] = ev["type"].(string)
+	}
 }
 
 // TestUndeployDeleteAndTombstones: an undeployment is acknowledged; a
@@ -558,7 +621,27 @@ func TestLargeDesiredStateIsPaced(t *testing.T) {
 	}
 	c, _ := mustDial(t, e.srv.URL, f.keys[0])
 	start := time.Now()
-	for got := 0; got < n; {
+	// The first window of the state comes; the next event waits for the
+	// gateway to act on one of them. A live deployment made now overtakes
+	// the rest of the state: it is the next frame the gateway sees.
+	var window []string
+	for len(window) < hub.DefaultInitialWindow {
+		ev := c.next(5 * time.Second)
+		if ev["type"] == "api.deployed" {
+			window = append(window, ev["payload"].(map[string]any)["apiId"].(string))
+		}
+	}
+	live := f.deploy(t, "", 0)[0]
+	if ev := c.next(5 * time.Second); ev["type"] != "api.deployed" || ev["payload"].(map[string]any)["apiId"] != f.api {
+		t.Fatalf("after a window of %d events not acted on, the next frame is %v, want the live deployment of %s (revision %s): the state was not paced",
+			len(window), ev, f.api, live.RevisionID)
+	}
+	for _, api := range window {
+		if resp, _ := download(t, e, f.keys[0], "/api/internal/v1/apis/"+api); resp.StatusCode != 200 {
+			t.Fatalf("download %d", resp.StatusCode)
+		}
+	}
+	for got := len(window); got < n; {
 		ev, err := c.tryNext(3 * time.Second)
 		if err != nil {
 			t.Fatalf("after %d of %d events in %s: %v (dropped?)", got, n, time.Since(start), err)

@@ -437,6 +437,20 @@ func TestOrganizationConnectionCap(t *testing.T) {
 // connection has been active after its handshake.
 func (c *wsClient) waitPing(timeout time.Duration) {
 	c.t.Helper()
+	if c.frames != nil { // the reader goroutine answers: wait for its next answer
+		select {
+		case <-c.pinged: // an earlier one
+		default:
+		}
+		select {
+		case <-c.pinged:
+		case <-c.ended:
+			c.t.Fatalf("no ping: %v", c.endErr)
+		case <-time.After(timeout):
+			c.t.Fatal("no ping: read timeout")
+		}
+		return
+	}
 	deadline := time.Now().Add(timeout)
 	for {
 		op, payload, err := c.readFrame(time.Until(deadline))

@@ -118,7 +118,7 @@ func TestProjects(t *testing.T) {
 	t.Run("Update", func(t *testing.T) {
 		var got store.Project
 		e.must(200, "PUT", path, tok, map[string]string{"description": "Payments"}, &got)
-		if got.Name != "payments" || got.Description != "Payments" || !got.UpdatedAt.After(p.UpdatedAt) && got.UpdatedAt != p.UpdatedAt {
+		if got.Name != "payments" || got.Description != "Payments" || !got.UpdatedAt.After(p.UpdatedAt) || !got.CreatedAt.Equal(p.CreatedAt) {
 			t.Fatalf("PUT = %+v", got)
 		}
 		code, data := e.do("PUT", path, tok, map[string]string{"name": "default"})

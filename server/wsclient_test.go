@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -21,12 +23,31 @@ import (
 // wsClient is a minimal WebSocket client over TLS that exposes what the
 // x/net/websocket client hides: close codes, pings (it can stop answering
 // them) and raw frames (it can send a huge one).
+//
+// A client from mustDial behaves like a real gateway: a goroutine of its own
+// reads every frame as it arrives and answers pings at once, and hands the
+// other frames to the test (readFrame, next, closeCode). So a connection
+// the server ends is ended for what the test does, never for silence. A
+// client from dialWS reads only when the test does (a stalled gateway).
 type wsClient struct {
-	t       testing.TB
-	conn    net.Conn
-	br      *bufio.Reader
-	noPong  bool // do not answer pings
-	lastErr error
+	t      testing.TB
+	conn   net.Conn
+	br     *bufio.Reader
+	noPong atomic.Bool // do not answer pings
+
+	wmu    sync.Mutex    // one writer at a time: the test and the pong answers
+	frames chan wsFrame  // the frames the reader hands over, when it runs
+	ended  chan struct{} // closed when the reader stops
+	endErr error         // why it stopped, set before ended is closed
+	pongs  atomic.Int64  // pings answered
+	pinged chan struct{} // signalled on each ping answered
+}
+
+// wsFrame is a frame the reader goroutine read, with when it came.
+type wsFrame struct {
+	op      byte
+	payload []byte
+	at      time.Time
 }
 
 const (
@@ -73,6 +94,39 @@ func dialWS(t testing.TB, baseURL, apiKey string) (*wsClient, *http.Response) {
 	return c, resp
 }
 
+// answerPings starts the reader goroutine: from now on the client reads
+// every frame as it comes, answers pings (unless noPong) and hands the other
+// frames to readFrame. A test that stops reading for a while no longer
+// stops the pongs, as a gateway busy with an event still answers them.
+func (c *wsClient) answerPings() {
+	c.frames = make(chan wsFrame, 1024)
+	c.ended = make(chan struct{})
+	c.pinged = make(chan struct{}, 1)
+	go func() {
+		defer close(c.ended)
+		for {
+			op, payload, err := c.readRaw(0)
+			if err != nil {
+				c.endErr = err
+				return
+			}
+			if op == opPing && !c.noPong.Load() {
+				c.writeFrame(opPong, payload)
+				c.pongs.Add(1)
+				select {
+				case c.pinged <- struct{}{}:
+				default:
+				}
+				continue
+			}
+			if op == opPing {
+				continue
+			}
+			c.frames <- wsFrame{op, payload, time.Now()}
+		}
+	}()
+}
+
 // mustDial connects and returns the client with its ack.
 func mustDial(t testing.TB, baseURL, apiKey string) (*wsClient, map[string]any) {
 	t.Helper()
@@ -81,16 +135,59 @@ func mustDial(t testing.TB, baseURL, apiKey string) (*wsClient, map[string]any) 
 		body, _ := io.ReadAll(resp.Body)
 		t.Fatalf("handshake refused: %d %s", resp.StatusCode, body)
 	}
-	ack := c.next(time.Second)
+	c.answerPings()
+	ack := c.next(5 * time.Second)
 	if ack["type"] != "connection.ack" {
 		t.Fatalf("first frame %v, want connection.ack", ack)
 	}
 	return c, ack
 }
 
-// readFrame reads one frame; it answers pings unless noPong is set.
+// errReadTimeout is readFrame's timeout when the reader goroutine reads.
+var errReadTimeout = timeoutError{}
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "read timeout" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
+
+// readFrame returns the next frame within timeout: from the reader
+// goroutine when it runs (pings answered there and not returned), else
+// read from the socket here.
 func (c *wsClient) readFrame(timeout time.Duration) (byte, []byte, error) {
-	c.conn.SetReadDeadline(time.Now().Add(timeout))
+	if c.frames == nil {
+		return c.readRaw(timeout)
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case f := <-c.frames:
+		return f.op, f.payload, nil
+	default:
+	}
+	select {
+	case f := <-c.frames:
+		return f.op, f.payload, nil
+	case <-c.ended:
+		select { // frames read before the end come first
+		case f := <-c.frames:
+			return f.op, f.payload, nil
+		default:
+		}
+		return 0, nil, c.endErr
+	case <-timer.C:
+		return 0, nil, errReadTimeout
+	}
+}
+
+// readRaw reads one frame from the socket, within timeout (none when 0).
+func (c *wsClient) readRaw(timeout time.Duration) (byte, []byte, error) {
+	if timeout > 0 {
+		c.conn.SetReadDeadline(time.Now().Add(timeout))
+	} else {
+		c.conn.SetReadDeadline(time.Time{})
+	}
 	var hdr [2]byte
 	if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
 		return 0, nil, err
@@ -123,6 +220,8 @@ func (c *wsClient) readFrame(timeout time.Duration) (byte, []byte, error) {
 
 // writeFrame writes one masked frame, as clients must.
 func (c *wsClient) writeFrame(op byte, payload []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	_, err := c.conn.Write(encodeFrame(op, payload))
 	return err
@@ -169,7 +268,7 @@ func (c *wsClient) tryNext(timeout time.Duration) (map[string]any, error) {
 		}
 		switch op {
 		case opPing:
-			if !c.noPong {
+			if !c.noPong.Load() {
 				c.writeFrame(opPong, payload)
 			}
 		case opClose:
@@ -185,7 +284,8 @@ func (c *wsClient) tryNext(timeout time.Duration) (map[string]any, error) {
 }
 
 // closeCode reads until the server's close frame and returns its code; it
-// fails on a timeout.
+// fails on a timeout. It answers no ping itself: a client without the
+// reader goroutine falls silent while it waits.
 func (c *wsClient) closeCode(timeout time.Duration) int {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -209,4 +309,38 @@ func closeCode(payload []byte) int {
 		return 1005
 	}
 	return int(binary.BigEndian.Uint16(payload))
+}
+
+// closedBy waits for the server's close frame and returns its code,
+// failing unless it came within `within` of since: for a connection the
+// server ends for what the test did at since (a revocation, a deletion),
+// with within well under the silence timeout and the client answering pings
+// all the while (answerPings), so that the silence check cannot be what
+// ended it.
+func (c *wsClient) closedBy(since time.Time, within time.Duration) int {
+	c.t.Helper()
+	if c.frames == nil {
+		c.t.Fatal("closedBy needs a client that answers pings (mustDial)")
+	}
+	timer := time.NewTimer(time.Until(since.Add(within)))
+	defer timer.Stop()
+	for {
+		select {
+		case f := <-c.frames:
+			if f.op != opClose {
+				continue
+			}
+			if took := f.at.Sub(since); took > within {
+				c.t.Fatalf("closed with code %d after %s, want within %s", closeCode(f.payload), took, within)
+			}
+			return closeCode(f.payload)
+		case <-c.ended:
+			if len(c.frames) > 0 {
+				continue
+			}
+			c.t.Fatalf("connection dropped without a close frame: %v", c.endErr)
+		case <-timer.C:
+			c.t.Fatalf("no close frame within %s; pings answered meanwhile: %d", within, c.pongs.Load())
+		}
+	}
 }

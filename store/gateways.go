@@ -140,8 +140,9 @@ func (db *DB) UpdateGateway(ctx context.Context, orgID, id string, change func(*
 // DeleteGateway removes the gateway with its tokens and deployments (the
 // foreign keys cascade inside the one statement's transaction). The change
 // (ChangeGatewayDeleted) is published after the commit.
-func (db *DB) DeleteGateway(ctx context.Context, orgID, id string) error {
-	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+func (db *DB) DeleteGateway(ctx context.Context, orgID, id string) (*Change, error) {
+	var change *Change
+	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM gateways WHERE id = $1 AND organization_id = $2`, id, orgID)
 		if err != nil {
 			return fmt.Errorf("delete gateway: %w", err)
@@ -149,9 +150,10 @@ func (db *DB) DeleteGateway(ctx context.Context, orgID, id string) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return notFound("gateway %s not found", id)
 		}
-		tx.record(&Change{Kind: ChangeGatewayDeleted, GatewayID: id})
+		change = tx.record(&Change{Kind: ChangeGatewayDeleted, GatewayID: id})
 		return nil
 	})
+	return change, err
 }
 
 // GatewayStatus is a gateway with when it was last seen while not

@@ -170,6 +170,17 @@ func retryable(err error) bool {
 // unavailable turns an error that says the database cannot be reached, or
 // did not answer in time, into ErrUnavailable (503). A context the caller
 // ended is left alone.
+// Classify is unavailable for the layers above: an error that comes from
+// losing the database, whatever path it took, becomes ErrUnavailable (a
+// 503); every other error passes unchanged. The HTTP adapters run every
+// failure through it.
+func (db *DB) Classify(ctx context.Context, err error) error {
+	if db == nil {
+		return err
+	}
+	return db.unavailable(ctx, err)
+}
+
 func (db *DB) unavailable(ctx context.Context, err error) error {
 	if err == nil || errors.Is(err, ErrUnavailable) {
 		return err

@@ -37,6 +37,24 @@ func (db *DB) ReplicaID() string { return db.replica }
 // (PostgreSQL).
 func (db *DB) Replicated() bool { return db.dialect == dialectPostgres }
 
+// LiveReplicas returns the other replicas whose lease is current: those
+// that must hear a change before it holds everywhere.
+func (db *DB) LiveReplicas(ctx context.Context) (map[string]bool, error) {
+	out := map[string]bool{}
+	if !db.Replicated() {
+		return out, nil
+	}
+	err := db.readTx(ctx, func(tx *Tx) error {
+		ids, err := queryStrings(ctx, tx, `SELECT id FROM replicas WHERE id <> $1 AND renewed_at > $2`,
+			db.replica, formatTime(db.Now().Add(-db.lease)))
+		for _, id := range ids {
+			out[id] = true
+		}
+		return err
+	})
+	return out, err
+}
+
 // Presence is a gateway's live connections on other replicas.
 type Presence struct {
 	Connections int

@@ -154,8 +154,9 @@ func (db *DB) IssueToken(ctx context.Context, orgID, gatewayID string) (*IssuedT
 // revoked token succeeds (idempotent); an unknown token is ErrNotFound. The
 // change (ChangeTokenRevoked) is published after the commit, so that the
 // connections that used the token are closed.
-func (db *DB) RevokeToken(ctx context.Context, orgID, gatewayID, tokenID string) error {
-	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+func (db *DB) RevokeToken(ctx context.Context, orgID, gatewayID, tokenID string) (*Change, error) {
+	var change *Change
+	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		if _, err := findGateway(ctx, tx, orgID, gatewayID); err != nil {
 			return err
 		}
@@ -167,9 +168,10 @@ func (db *DB) RevokeToken(ctx context.Context, orgID, gatewayID, tokenID string)
 		if n, _ := res.RowsAffected(); n == 0 {
 			return notFound("token %s not found for gateway %s", tokenID, gatewayID)
 		}
-		tx.record(&Change{Kind: ChangeTokenRevoked, TokenID: tokenID, GatewayID: gatewayID})
+		change = tx.record(&Change{Kind: ChangeTokenRevoked, TokenID: tokenID, GatewayID: gatewayID})
 		return nil
 	})
+	return change, err
 }
 
 // Tokens lists a gateway's tokens, newest first, and the total.
@@ -235,7 +237,7 @@ func (db *DB) VerifyToken(ctx context.Context, tok string) (*GatewayIdentity, er
 		return nil, bad
 	}
 	if err != nil {
-		return nil, fmt.Errorf("verify token: %w", err)
+		return nil, db.unavailable(ctx, fmt.Errorf("verify token: %w", err))
 	}
 	if subtle.ConstantTimeCompare(hashSecret(salt, secret), hash) != 1 {
 		return nil, bad
@@ -247,4 +249,27 @@ func (db *DB) VerifyToken(ctx context.Context, tok string) (*GatewayIdentity, er
 	}
 	db.tokens.put(epoch, id, secret, *ident, now)
 	return ident, nil
+}
+
+// ActiveTokens returns which of the given token ids are still active for a
+// gateway that still exists: what a replica asks about its live
+// connections after it may have missed revocations and deletions (a lost
+// listener).
+func (db *DB) ActiveTokens(ctx context.Context, tokenIDs []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(tokenIDs) == 0 {
+		return out, nil
+	}
+	err := db.readTx(ctx, func(tx *Tx) error {
+		return inChunks(ctx, tx, tokenIDs, nil, func(in string) string {
+			return `SELECT t.id FROM gateway_tokens t JOIN gateways g ON g.id = t.gateway_id
+				WHERE t.active_slot IS NOT NULL AND t.id IN (` + in + `)`
+		}, func(rows *sql.Rows) error {
+			var id string
+			err := rows.Scan(&id)
+			out[id] = true
+			return err
+		})
+	})
+	return out, err
 }

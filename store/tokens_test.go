@@ -68,10 +68,10 @@ func TestTokenLifecycle(t *testing.T) {
 		}
 	}
 	// Revoke the old one: only the new one verifies, and a slot is free again.
-	if err := db.RevokeToken(ctx, o.ID, g.ID, t1.ID); err != nil {
+	if _, err := db.RevokeToken(ctx, o.ID, g.ID, t1.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.RevokeToken(ctx, o.ID, g.ID, t1.ID); err != nil {
+	if _, err := db.RevokeToken(ctx, o.ID, g.ID, t1.ID); err != nil {
 		t.Fatalf("revoking twice: %v", err)
 	}
 	if _, err := db.VerifyToken(ctx, t1.Token); !errors.Is(err, ErrBadToken) {
@@ -112,14 +112,14 @@ func TestTokenLifecycle(t *testing.T) {
 	if _, err := db.IssueToken(ctx, other.ID, g.ID); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("other org issues: %v", err)
 	}
-	if err := db.RevokeToken(ctx, other.ID, g.ID, t2.ID); !errors.Is(err, ErrNotFound) {
+	if _, err := db.RevokeToken(ctx, other.ID, g.ID, t2.ID); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("other org revokes: %v", err)
 	}
 	if _, _, err := db.Tokens(ctx, other.ID, g.ID, Page{Limit: 10}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("other org lists: %v", err)
 	}
 	// Deleting the gateway kills its tokens.
-	if err := db.DeleteGateway(ctx, o.ID, g.ID); err != nil {
+	if _, err := db.DeleteGateway(ctx, o.ID, g.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.VerifyToken(ctx, t2.Token); !errors.Is(err, ErrBadToken) {
@@ -305,7 +305,7 @@ func TestReportForADeletedGateway(t *testing.T) {
 	ctx := context.Background()
 	org := mustOrg(t, db).ID
 	g := mustGateway(t, db, org, "gw")
-	if err := db.DeleteGateway(ctx, org, g.ID); err != nil {
+	if _, err := db.DeleteGateway(ctx, org, g.ID); err != nil {
 		t.Fatal(err)
 	}
 	a := &API{ID: newID(), OrganizationID: org, Name: "x", Context: "/x", Version: "v1", Provider: "admin",
@@ -344,7 +344,7 @@ func TestRevocationReachesOtherReplicas(t *testing.T) {
 	if _, err := b.VerifyToken(ctx, tok.Token); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.RevokeToken(ctx, o.ID, g.ID, tok.ID); err != nil {
+	if _, err := a.RevokeToken(ctx, o.ID, g.ID, tok.ID); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
