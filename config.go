@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"platform-api/store"
 )
 
 // Config is every setting of the server, read once at start from flags and
@@ -56,6 +59,10 @@ type Config struct {
 	ReadHeaderTimeout    time.Duration // PLATFORM_READ_HEADER_TIMEOUT: TLS handshake and request headers; default 10s
 }
 
+// minMetricsToken is the shortest metrics token taken: /metrics and the
+// profiles it guards must not yield to guessing.
+const minMetricsToken = 16
+
 // setting binds one Config field to an environment variable and a flag.
 type setting struct {
 	env, flag, def, help string
@@ -78,7 +85,13 @@ func settings() []setting {
 			c.DataDir = v
 			return nil
 		}},
-		{"PLATFORM_DB", "db", "", "SQLite database file (default <data dir>/platform.db), or a postgres:// URL", setString(func(c *Config) *string { return &c.DBPath })},
+		{"PLATFORM_DB", "db", "", "SQLite database file (default <data dir>/platform.db), or a postgres:// URL", func(c *Config, v string) error {
+			if err := store.CheckDSN(v); err != nil {
+				return err
+			}
+			c.DBPath = v
+			return nil
+		}},
 		{"PLATFORM_DB_MAX_CONNS", "db-max-conns", "", "database connections in the pool (default 16 on PostgreSQL; SQLite: its readers, 2 per CPU)", func(c *Config, v string) error {
 			if v == "" {
 				return nil
@@ -94,7 +107,7 @@ func settings() []setting {
 		{"PLATFORM_DELIVERY_WAIT", "delivery-wait", "2s", "how long a deploy waits for the replicas holding its gateways' connections to report", setDuration(func(c *Config) *time.Duration { return &c.DeliveryWait })},
 		{"PLATFORM_TLS_CERT", "tls-cert", "", "PEM certificate file (default: a self-signed one in the data dir)", setString(func(c *Config) *string { return &c.TLSCert })},
 		{"PLATFORM_TLS_KEY", "tls-key", "", "PEM private key file for -tls-cert", setString(func(c *Config) *string { return &c.TLSKey })},
-		{"PLATFORM_TLS_HOSTS", "tls-hosts", "", "comma-separated extra DNS names or IPs for the self-signed certificate", func(c *Config, v string) error {
+		{"PLATFORM_TLS_HOSTS", "tls-hosts", "", "comma-separated extra DNS names or IPs for the self-signed certificate (a name the kept certificate lacks makes a new one, with a new fingerprint)", func(c *Config, v string) error {
 			c.TLSHosts = splitList(v)
 			return nil
 		}},
@@ -124,7 +137,7 @@ func settings() []setting {
 			c.MaxBodyBytes = n
 			return nil
 		}},
-		{"PLATFORM_CORS_ORIGINS", "cors-origins", "", "comma-separated browser origins allowed by CORS (none when empty)", func(c *Config, v string) error {
+		{"PLATFORM_CORS_ORIGINS", "cors-origins", "", "comma-separated browser origins allowed by CORS, such as https://console.example.com (none when empty; * allows every origin, each answered with its own origin)", func(c *Config, v string) error {
 			c.CORSOrigins = splitList(v)
 			return nil
 		}},
@@ -202,6 +215,14 @@ func splitList(v string) []string {
 // flags in args, and validates it. fs may carry extra flags of a subcommand;
 // it is parsed here. A bad value is an error naming the setting.
 func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*Config, error) {
+	return parseSettings(fs, args, getenv, nil)
+}
+
+// parseSettings is parseConfig with flags for the settings named in only
+// (flag names), when only is not nil: a command that reads a few settings
+// shows and takes just those as flags. Every setting is still read from the
+// environment and checked.
+func parseSettings(fs *flag.FlagSet, args []string, getenv func(string) string, only []string) (*Config, error) {
 	c := &Config{}
 	all := settings()
 	for _, s := range all {
@@ -209,14 +230,25 @@ func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*
 			panic(fmt.Sprintf("default of %s: %v", s.env, err))
 		}
 	}
+	// A bad value in the environment is an error only if no flag of the
+	// same setting replaces it: flags win, even over a value that would not
+	// parse.
+	type envError struct {
+		flag string
+		err  error
+	}
+	var envErrs []envError
 	for _, s := range all {
 		if v := getenv(s.env); v != "" {
 			if err := s.set(c, v); err != nil {
-				return nil, fmt.Errorf("%s=%q: %w", s.env, v, err)
+				envErrs = append(envErrs, envError{s.flag, fmt.Errorf("%s=%q: %w", s.env, v, err)})
 			}
 		}
 	}
 	for _, s := range all {
+		if only != nil && !slices.Contains(only, s.flag) {
+			continue
+		}
 		fs.Func(s.flag, fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def), func(v string) error {
 			return s.set(c, v)
 		})
@@ -226,6 +258,13 @@ func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, e := range envErrs {
+		if !given[e.flag] {
+			return nil, e.err
+		}
 	}
 	if c.DBPath == "" {
 		c.DBPath = filepath.Join(c.DataDir, "platform.db")
@@ -238,6 +277,9 @@ func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*
 	}
 	if c.WSMaxPerOrg > c.WSMaxConnections {
 		return nil, fmt.Errorf("PLATFORM_WS_MAX_CONNECTIONS_PER_ORG (%d) must not exceed PLATFORM_WS_MAX_CONNECTIONS (%d)", c.WSMaxPerOrg, c.WSMaxConnections)
+	}
+	if c.MetricsToken != "" && len(c.MetricsToken) < minMetricsToken {
+		return nil, fmt.Errorf("PLATFORM_METRICS_TOKEN (-metrics-token) must be at least %d characters, so that it cannot be guessed; for example: head -c 24 /dev/urandom | base64", minMetricsToken)
 	}
 	if c.HMACSecret != "" && len(c.HMACSecret) < 32 {
 		return nil, errors.New("PLATFORM_JWT_HMAC_SECRET (-jwt-hmac-secret) must be at least 32 bytes")

@@ -18,6 +18,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -51,10 +53,24 @@ func main() {
 // arguments, environment and output.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cmd := "serve"
-	if len(args) > 0 && (args[0] == "serve" || args[0] == "token" || args[0] == "version" || args[0] == "simulate" || args[0] == "load") {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		if !slices.Contains(commandNames, args[0]) {
+			return fmt.Errorf("unknown command %q; the commands are %s (platform-api help describes them)", args[0], strings.Join(commandNames, ", "))
+		}
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
+	case "help":
+		if len(args) > 0 && args[0] != "help" {
+			// platform-api help <command>: that command's own usage.
+			err := run(ctx, []string{args[0], "-h"}, getenv, stdout, stdout)
+			if errors.Is(err, flag.ErrHelp) {
+				return nil
+			}
+			return err
+		}
+		fmt.Fprint(stdout, commandsHelp)
+		return nil
 	case "version":
 		fmt.Fprintln(stdout, "platform-api", buildVersion())
 		return nil
@@ -67,7 +83,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	fs := newFlagSet("platform-api [serve]", stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: platform-api [serve] [flags]\n       platform-api token -org <uuid> [-ttl 1h] [-sub name]\n       platform-api simulate -target https://host:8443[,https://host2:8443] [-gateways 100] [-deploys 5] [-churn 0.2] [-generation 2] [-apis 5000] [-json]\n       platform-api load -target https://host:8443 [-scenario create|list|get|all] [-clients 8] [-duration 10s] [-apis 1000] [-json]\n       platform-api version\n\nEvery flag can also be set by the environment variable shown.\n\n")
+		fmt.Fprintf(stderr, "Usage: platform-api [serve] [flags]\n\nRuns the server. Every flag can also be set by the environment variable shown (flags win).\nOther commands: token, simulate, load, version (platform-api help lists them).\n\n")
 		fs.PrintDefaults()
 	}
 	cfg, err := parseConfig(fs, args, getenv)
@@ -94,6 +110,14 @@ func buildVersion() string {
 func newLogger(cfg *Config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
 	if cfg.LogFormat == "json" {
+		// Durations as "1.5s", as the text format writes them, not as
+		// nanoseconds.
+		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
+			if a.Value.Kind() == slog.KindDuration {
+				a.Value = slog.StringValue(a.Value.Duration().String())
+			}
+			return a
+		}
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
@@ -101,13 +125,40 @@ func newLogger(cfg *Config, w io.Writer) *slog.Logger {
 
 func signingKeyPath(cfg *Config) string { return filepath.Join(cfg.DataDir, "jwt-signing-key.pem") }
 
+// commandNames are the commands run knows, in the order help lists them.
+var commandNames = []string{"serve", "token", "simulate", "load", "version", "help"}
+
+// commandsHelp is what platform-api help prints.
+const commandsHelp = `platform-api is the control plane of a fleet of API gateways.
+
+Usage: platform-api [command] [flags]
+
+Commands:
+  serve      run the server (the command when none is given); its flags are every setting
+  token      print a JWT for an organization, signed with the server's own key
+  simulate   play a fleet of gateways against a running server and report
+  load       measure the REST API of a running server
+  version    print the version
+  help       print this list; platform-api help <command> shows that command's flags
+
+Each command's -h shows its own flags.
+`
+
+// tokenSettings are the server settings the token command reads: where the
+// signing key is, and the claims the server requires.
+var tokenSettings = []string{"data-dir", "jwt-issuer", "jwt-audience", "jwt-local-key"}
+
 // runToken prints a JWT signed with the server's own key, for curl.
 func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("platform-api token", stderr)
 	org := fs.String("org", "", "organization UUID to put in the token (required)")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 	sub := fs.String("sub", "admin", "subject (who the token is for)")
-	cfg, err := parseConfig(fs, args, getenv)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: platform-api token -org <uuid> [-ttl 1h] [-sub name] [-data-dir ./data]\n\nPrints a JWT for the organization, signed with the key in the server's data directory\n(made on first use): run it with the server's data directory.\n\n")
+		fs.PrintDefaults()
+	}
+	cfg, err := parseSettings(fs, args, getenv, tokenSettings)
 	if err != nil {
 		return err
 	}
@@ -137,6 +188,10 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 // runSimulate plays a fleet of gateways against a running server.
 func runSimulate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("platform-api simulate", stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: platform-api simulate -target https://host:8443[,https://host2:8443] [flags]\n\nPlays a fleet of gateways against a running server and reports.\n\n")
+		fs.PrintDefaults()
+	}
 	var o simulate.Options
 	fs.StringVar(&o.Target, "target", "https://localhost:8443", "base URL of the platform-api to play against; several, comma-separated, for replicas of one server: the fleet is spread across them, deployments go through them in turn, and gateways whose replica goes away move to the next")
 	fs.BoolVar(&o.Insecure, "insecure", false, "skip TLS certificate verification (self-signed servers)")
@@ -172,6 +227,10 @@ func runSimulate(ctx context.Context, args []string, getenv func(string) string,
 // runLoad measures the REST API of a running server from this process.
 func runLoad(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("platform-api load", stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: platform-api load -target https://host:8443 [flags]\n\nMeasures the REST API of a running server from this process.\n\n")
+		fs.PrintDefaults()
+	}
 	var o simulate.LoadOptions
 	fs.StringVar(&o.Target, "target", "https://localhost:8443", "base URL of the platform-api to measure")
 	fs.BoolVar(&o.Insecure, "insecure", false, "skip TLS certificate verification (self-signed servers)")
@@ -206,6 +265,18 @@ func runLoad(ctx context.Context, args []string, getenv func(string) string, std
 // accepting, let in-flight requests finish within the timeout, close the
 // database.
 func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger) error {
+	// What can be checked without writing anything is checked first: the
+	// port is bound and the database answers before the data directory,
+	// the TLS pair or the encryption key is made, so a start that fails on
+	// them (port in use, wrong database URL) leaves nothing behind.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("PLATFORM_ADDR: %w", err)
+	}
+	defer ln.Close() // on a failed start; Shutdown closes it otherwise
+	if err := store.Probe(ctx, cfg.DBPath, cfg.DataDir); err != nil {
+		return fmt.Errorf("PLATFORM_DB %s: %w", store.RedactedDSN(cfg.DBPath), err)
+	}
 	if err := ensurePrivateDir(cfg.DataDir, log); err != nil {
 		return err
 	}
@@ -227,9 +298,6 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 	if err != nil {
 		return fmt.Errorf("PLATFORM_ENCRYPTION_KEY_FILE: %w", err)
 	}
-	if created {
-		log.Warn("new encryption key made for secrets at rest: back it up with the database, which cannot be read without it", "file", cfg.KeyFile, "key", sealer.KeyID())
-	}
 	if store.IsPostgres(cfg.DBPath) {
 		if cfg.ReplicaID == "" {
 			id, release, err := replicaID(cfg.DataDir)
@@ -248,6 +316,11 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 		return fmt.Errorf("PLATFORM_DB %s: %w", store.RedactedDSN(cfg.DBPath), err)
 	}
 	defer db.Close()
+	if created {
+		// Said once the database has taken the key, not before a start
+		// that may still fail.
+		log.Warn("new encryption key made for secrets at rest: back it up with the database, which cannot be read without it", "file", cfg.KeyFile, "key", sealer.KeyID())
+	}
 
 	authCfg := auth.Config{
 		JWKS:               cfg.JWKS,
@@ -310,15 +383,16 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("PLATFORM_ADDR: %w", err)
+	log.Info("platform-api started", "version", buildVersion(), "addr", ln.Addr().String(), "url", "https://"+ln.Addr().String(),
+		"db", store.RedactedDSN(cfg.DBPath))
+	if cfg.LogFormat != "json" {
+		// For people and scripts reading the text output; with JSON logs,
+		// the record above says it, and nothing else is written as text.
+		fmt.Fprintf(stdout, "platform-api listening on https://%s\n", ln.Addr())
 	}
-	log.Info("platform-api started", "version", buildVersion(), "addr", ln.Addr().String(), "db", store.RedactedDSN(cfg.DBPath))
-	fmt.Fprintf(stdout, "platform-api listening on https://%s\n", ln.Addr())
 
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	go func() { errc <- srv.ServeTLS(httpsOnlyListener{ln}, "", "") }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)

@@ -58,6 +58,9 @@ var immutableAPIFields = []string{"name", "context", "version", "projectId"}
 // (exact field names, no unknown field), and the merged API is validated as
 // a whole.
 func (s *Server) updateAPI(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if err := httpx.CheckJSONContentType(r); err != nil {
+		return err
+	}
 	raw, err := httpx.ReadBody(w, r, s.maxBody)
 	if err != nil {
 		return err

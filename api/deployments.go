@@ -142,6 +142,22 @@ func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request, p auth.
 	return nil
 }
 
+// listRevisions lists the kept revisions of an API, newest first, each with
+// the gateways that run it: what a rollback (deploy-revision?revisionId=)
+// chooses from.
+func (s *Server) listRevisions(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	page, err := httpx.ParsePage(r)
+	if err != nil {
+		return err
+	}
+	list, total, err := s.store.Revisions(r.Context(), p.OrganizationID, r.PathValue("apiId"), store.Page(page))
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, httpx.NewList(list, total, page))
+	return nil
+}
+
 func (s *Server) listAPIGateways(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	page, err := httpx.ParsePage(r)
 	if err != nil {

@@ -24,6 +24,7 @@ func (s *Server) Register(m *http.ServeMux) {
 	m.Handle("DELETE /api/v1/apis/{apiId}/deployments/{gatewayId}", s.user(s.undeploy))
 	m.Handle("GET /api/v1/apis/{apiId}/deployments", s.user(s.listDeployments))
 	m.Handle("GET /api/v1/apis/{apiId}/gateways", s.user(s.listAPIGateways))
+	m.Handle("GET /api/v1/apis/{apiId}/revisions", s.user(s.listRevisions))
 
 	m.Handle("POST /api/v1/gateways", s.user(s.createGateway))
 	m.Handle("GET /api/v1/gateways", s.user(s.listGateways))

@@ -46,6 +46,9 @@ func (s *Server) postManifest(w http.ResponseWriter, r *http.Request, g *store.G
 	if id := r.PathValue("gatewayId"); id != g.GatewayID {
 		return httpx.Errorf(http.StatusNotFound, "gateway %s not found", id)
 	}
+	if err := httpx.CheckJSONContentType(r); err != nil {
+		return err
+	}
 	data, err := httpx.ReadBody(w, r, max(s.maxBody, maxManifestBytes))
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"reflect"
 	"strings"
@@ -19,7 +20,8 @@ type validator interface {
 }
 
 // Decode reads a JSON body of at most limit bytes into v and validates it.
-// Every failure is a client error that names what to fix: 413 over the
+// Every failure is a client error that names what to fix: 415 for a body
+// declared as anything but JSON (CheckJSONContentType), 413 over the
 // limit, 400 for an empty or null body, malformed JSON, a field name that is
 // not exactly one of v's, a wrong type, nesting deeper than MaxJSONDepth,
 // text that is not UTF-8, or trailing data (CheckJSON).
@@ -35,6 +37,9 @@ func DecodeFromGateway(w http.ResponseWriter, r *http.Request, limit int64, v an
 }
 
 func decodeRequest(w http.ResponseWriter, r *http.Request, limit int64, v any, strict bool) error {
+	if err := CheckJSONContentType(r); err != nil {
+		return err
+	}
 	data, err := ReadBody(w, r, limit)
 	if err != nil {
 		return err
@@ -46,6 +51,29 @@ func decodeRequest(w http.ResponseWriter, r *http.Request, limit int64, v any, s
 		return val.Validate(r.Context())
 	}
 	return nil
+}
+
+// CheckJSONContentType refuses (415) a body declared as anything but JSON:
+// application/json, or a type ending in +json, with any parameters. A
+// request with no Content-Type at all is taken as JSON: first-generation
+// gateways and scripts written against earlier versions send none, and
+// their bodies are still read by the strict JSON rules. What it catches is
+// a body sent as a form (curl -d without a Content-Type header), which would
+// otherwise be answered with a puzzling type error about the JSON.
+func CheckJSONContentType(r *http.Request) error {
+	ct := r.Header.Get("Content-Type")
+	if strings.TrimSpace(ct) == "" {
+		return nil
+	}
+	mediaType, _, err := mime.ParseMediaType(ct)
+	if err == nil && (mediaType == "application/json" || strings.HasSuffix(mediaType, "+json")) {
+		return nil
+	}
+	if len(ct) > 100 {
+		ct = ct[:100] + "…"
+	}
+	return Errorf(http.StatusUnsupportedMediaType,
+		"Content-Type must be application/json, not %q: send the body as JSON with the header Content-Type: application/json (with curl: -H 'Content-Type: application/json', or --json)", ct)
 }
 
 // ReadBody reads the whole body, refusing more than limit bytes (413).

@@ -46,6 +46,7 @@ func TestTenantIsolation(t *testing.T) {
 		{"DELETE", "/api/v1/apis/" + api + "/deployments/" + gw, nil},
 		{"GET", "/api/v1/apis/" + api + "/deployments", nil},
 		{"GET", "/api/v1/apis/" + api + "/gateways", nil},
+		{"GET", "/api/v1/apis/" + api + "/revisions", nil},
 		{"GET", "/api/v1/gateways/" + gw, nil},
 		{"PUT", "/api/v1/gateways/" + gw, map[string]string{"displayName": "stolen"}},
 		{"DELETE", "/api/v1/gateways/" + gw, nil},

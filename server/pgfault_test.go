@@ -214,6 +214,7 @@ func TestEveryRouteAnswers503WhenDatabaseIsLost(t *testing.T) {
 		{"PUT", "/api/v1/apis/" + a, "", map[string]string{"description": "d"}},
 		{"GET", "/api/v1/apis/" + a + "/deployments", "", nil},
 		{"GET", "/api/v1/apis/" + a + "/gateways", "", nil},
+		{"GET", "/api/v1/apis/" + a + "/revisions", "", nil},
 		{"POST", "/api/v1/apis/" + a + "/deploy-revision", "", []map[string]string{{"gatewayId": gw}}},
 		{"DELETE", "/api/v1/apis/" + a + "/deployments/" + gw, "", nil},
 		{"GET", "/api/v1/gateways", "", nil},

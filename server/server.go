@@ -5,9 +5,11 @@
 package server
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path"
 	"platform-api/api"
 	"platform-api/auth"
 	"platform-api/document"
@@ -146,7 +148,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, pattern := s.mux.Handler(r)
-	if pattern == "" {
+	if pattern == "" || r.Method != http.MethodConnect && cleanPath(r.URL.Path) != r.URL.Path {
 		s.notRouted(rec, r)
 		return
 	}
@@ -155,8 +157,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // notRouted answers a request no route takes with the status the mux would
-// give (404, 405 with Allow, or a redirect to the clean path), in JSON.
+// give (404, or 405 with Allow), in JSON; where the mux would redirect to a
+// cleaned path, a 404 naming the problem.
 func (s *Server) notRouted(w http.ResponseWriter, r *http.Request) {
+	if clean := cleanPath(r.URL.Path); r.Method != http.MethodConnect && clean != r.URL.Path {
+		// The mux would redirect to the cleaned path. An empty segment is
+		// most often a shell variable that was not set (/gateways//tokens),
+		// and following a redirect would send the request, token and body
+		// included, somewhere the caller never named: a 404 in JSON says
+		// what is wrong instead.
+		httpx.WriteError(w, r, s.log, httpx.Errorf(http.StatusNotFound, "%s", uncleanPath(r.URL.Path, clean)))
+		return
+	}
 	h, _ := s.mux.Handler(r)
 	probe := httptest.NewRecorder()
 	h.ServeHTTP(probe, r)
@@ -165,12 +177,38 @@ func (s *Server) notRouted(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", probe.Header().Get("Allow"))
 		httpx.WriteError(w, r, s.log, httpx.Errorf(probe.Code, "method %s is not allowed on %s; allowed: %s", r.Method, r.URL.Path, probe.Header().Get("Allow")))
 	case probe.Code >= 300 && probe.Code < 400:
+		// A missing trailing slash of a subtree (/debug/pprof): the
+		// redirect is what a browser needs.
 		h.ServeHTTP(w, r)
 	case strings.HasPrefix(r.URL.Path, "/api/internal/"):
 		httpx.WriteError(w, r, s.log, httpx.Errorf(http.StatusNotFound, "%s", gatewayapi.NotRouted(r.URL.Path)))
 	default:
 		httpx.WriteError(w, r, s.log, httpx.Errorf(http.StatusNotFound, "no route for %s %s", r.Method, r.URL.Path))
 	}
+}
+
+// cleanPath is the canonical form of p, as the mux computes it: rooted,
+// no empty, "." or ".." segment, a trailing slash kept.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
+}
+
+// uncleanPath describes a path that is not in canonical form.
+func uncleanPath(p, clean string) string {
+	if strings.Contains(p, "//") {
+		return fmt.Sprintf("no route for %s: the path has an empty segment (//); is a variable in it unset?", p)
+	}
+	return fmt.Sprintf("no route for %s: the path is not in canonical form; use %s", p, clean)
 }
 
 // cors applies the configured origins. It reports true when it answered a

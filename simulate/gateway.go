@@ -205,9 +205,13 @@ func (g *gateway) dial(ctx context.Context, at int) (*websocket.Conn, error) {
 	}
 	deadline, _ := dctx.Deadline()
 	nc.SetDeadline(deadline)
-	ws, err := websocket.NewClient(cfg, pongCounter{nc, g.r})
+	rec := &ConnRecorder{Conn: nc}
+	ws, err := websocket.NewClient(cfg, pongCounter{rec, g.r})
 	if err != nil {
 		nc.Close()
+		if errors.Is(err, websocket.ErrBadStatus) {
+			return nil, fmt.Errorf("connect to %s refused: %s", base, rec.Refusal())
+		}
 		return nil, err
 	}
 	nc.SetDeadline(time.Time{})

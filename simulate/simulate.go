@@ -137,6 +137,9 @@ type DeploymentReport struct {
 }
 
 type runner struct {
+	// suffix names what this run creates (its project, APIs and
+	// gateways), so that cleanup finds even what a lost answer hid.
+	suffix  string
 	targets []*client
 	turn    atomic.Uint64 // REST calls made, to pick the next target
 	opt     Options
@@ -225,11 +228,13 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	r := &runner{targets: targets, opt: opt, kick: make(chan struct{}, 1)}
 	rep := &Report{Target: opt.Target, Generation: opt.Generation, Gateways: opt.Gateways, APIs: opt.APIs, Deploys: opt.Deploys, Churn: opt.Churn, Errors: []string{}}
 
-	if err := r.setup(ctx); err != nil {
-		return nil, err
-	}
+	// Deferred before the setup, so that a run that fails part way (a
+	// refused registration, an interrupt) still deletes what it made.
 	if !opt.Keep {
 		defer r.cleanup()
+	}
+	if err := r.setup(ctx); err != nil {
+		return nil, err
 	}
 	// Deferred after cleanup, so it runs before it: no gateway is still
 	// moving when cleanup closes them.
@@ -320,6 +325,7 @@ func randomSuffix() string {
 // gateways with their tokens.
 func (r *runner) setup(ctx context.Context) error {
 	suffix := randomSuffix()
+	r.suffix = suffix
 	if err := r.targets[0].ensureOrganization(ctx, "sim-"+suffix, "Fleet simulator"); err != nil {
 		return err
 	}
@@ -464,6 +470,7 @@ func (r *runner) cleanup() {
 			}
 		}
 	}, "cleaning up")
+	r.sweepGateways(ctx)
 	r.parallel(ctx, len(r.apis), func(i int) {
 		if r.apis[i] == "" {
 			return
@@ -472,11 +479,109 @@ func (r *runner) cleanup() {
 			r.fail("cleanup: %v", err)
 		}
 	}, "deleting APIs")
+	if r.project == "" {
+		r.project = r.findProject(ctx)
+	}
 	if r.project != "" {
+		r.sweepAPIs(ctx)
 		if err := r.call(ctx, "DELETE", "/api/v1/projects/"+r.project, nil, nil, 204); err != nil {
 			r.fail("cleanup: %v", err)
 		}
 	}
+}
+
+// listed is an item of a list answer: what the sweeps look at.
+type listed struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+type listPage struct {
+	List       []listed `json:"list"`
+	Pagination struct {
+		Total int `json:"total"`
+	} `json:"pagination"`
+}
+
+// sweepGateways deletes the gateways named after this run that cleanup did
+// not know of: a registration whose answer was lost (an interrupt, a
+// timeout) may have created one.
+func (r *runner) sweepGateways(ctx context.Context) {
+	if r.suffix == "" {
+		return
+	}
+	prefix := "sim-" + r.suffix + "-"
+	for offset := 0; ; {
+		var page listPage
+		if err := r.call(ctx, "GET", fmt.Sprintf("/api/v1/gateways?limit=1000&offset=%d", offset), nil, &page, 200); err != nil {
+			r.fail("cleanup: %v", err)
+			return
+		}
+		deleted := 0
+		for _, g := range page.List {
+			if !strings.HasPrefix(g.Name, prefix) {
+				offset++
+				continue
+			}
+			if err := r.call(ctx, "DELETE", "/api/v1/gateways/"+g.ID, nil, nil, 204, 404); err != nil {
+				r.fail("cleanup: %v", err)
+				return
+			}
+			deleted++
+		}
+		if len(page.List) == 0 || deleted == 0 && offset >= page.Pagination.Total {
+			return
+		}
+	}
+}
+
+// sweepAPIs deletes what the run's project still holds: APIs whose
+// creation answer was lost.
+func (r *runner) sweepAPIs(ctx context.Context) {
+	for range 1 + maxAPIs/1000 { // every round deletes a page of 1,000
+		var page listPage
+		if err := r.call(ctx, "GET", "/api/v1/apis?limit=1000&projectId="+r.project, nil, &page, 200); err != nil {
+			r.fail("cleanup: %v", err)
+			return
+		}
+		if len(page.List) == 0 {
+			return
+		}
+		for _, a := range page.List {
+			if err := r.call(ctx, "DELETE", "/api/v1/apis/"+a.ID, nil, nil, 204, 404); err != nil {
+				r.fail("cleanup: %v", err)
+				return
+			}
+		}
+	}
+}
+
+// findProject returns the id of the run's project when its creation
+// answer was lost, or "".
+func (r *runner) findProject(ctx context.Context) string {
+	if r.suffix == "" {
+		return ""
+	}
+	var page listPage
+	if err := r.call(ctx, "GET", "/api/v1/projects?limit=1000", nil, &page, 200); err != nil {
+		return ""
+	}
+	for _, p := range page.List {
+		if p.Name == "simulate-"+r.suffix {
+			return p.ID
+		}
+	}
+	return ""
+}
+
+// missedEvents counts, over the deployments, the gateways that were not
+// churned and yet got no live event.
+func (rep *Report) missedEvents() int {
+	n := 0
+	for _, d := range rep.Deployments {
+		n += max(0, rep.Gateways-d.Churned-d.Delivered)
+	}
+	return n
 }
 
 // WriteTable writes the report for a person.
@@ -502,8 +607,12 @@ func (rep *Report) WriteTable(w io.Writer) {
 				ph.name, ph.p.ConvergeMs, ph.p.Converged, ph.p.Events, ph.p.Pongs, ph.p.ServerClosed, ph.p.MaxEventMs)
 		}
 	}
-	fmt.Fprintf(w, "delivery latency  p50 %.1f ms   p99 %.1f ms   max %.1f ms\n", rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax)
-	if strings.Contains(rep.Target, ",") {
+	if rep.Deploys == 0 {
+		fmt.Fprintf(w, "deployments       none (-deploys 0): nothing was deployed to measure\n")
+	} else {
+		fmt.Fprintf(w, "delivery latency  p50 %.1f ms   p99 %.1f ms   max %.1f ms\n", rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax)
+	}
+	if strings.Contains(rep.Target, ",") && rep.Deploys > 0 {
 		fmt.Fprintf(w, "  same replica    p50 %.1f ms   p99 %.1f ms   max %.1f ms (connection on the replica that took the deploy request)\n",
 			rep.DeliverySameP50, rep.DeliverySameP99, rep.DeliverySameMax)
 		fmt.Fprintf(w, "  cross replica   p50 %.1f ms   p99 %.1f ms   max %.1f ms\n", rep.DeliveryCrossP50, rep.DeliveryCrossP99, rep.DeliveryCrossMax)
@@ -513,11 +622,18 @@ func (rep *Report) WriteTable(w io.Writer) {
 	if rep.Generation == 2 {
 		last = "acknowledged"
 	}
-	fmt.Fprintf(w, "convergence       worst %.1f ms (request sent -> last gateway %s)\n", rep.ConvergenceMax, last)
+	if strings.Contains(rep.Target, ",") && rep.Deploys == 0 {
+		fmt.Fprintf(w, "moved             %d (reconnections to another replica after a connection was lost)\n", rep.Moved)
+	}
+	if rep.Deploys > 0 {
+		fmt.Fprintf(w, "convergence       worst %.1f ms (request sent -> last gateway %s)\n", rep.ConvergenceMax, last)
+	}
 	if rep.Generation == 2 && len(rep.Deployments) > 0 {
 		fmt.Fprintf(w, "deploy answer     p50 %.1f ms   p99 %.1f ms (request sent -> answer received, waiting for acknowledgements)\n", rep.DeployAnswerP50, rep.DeployAnswerP99)
 	}
-	fmt.Fprintf(w, "\n%-4s %-38s %10s %10s %8s %14s %s\n", "#", "revision", "request", "delivered", "churned", "convergence", "ok")
+	if len(rep.Deployments) > 0 {
+		fmt.Fprintf(w, "\n%-4s %-38s %10s %10s %8s %14s %s\n", "#", "revision", "request", "delivered", "churned", "convergence", "ok")
+	}
 	for i, d := range rep.Deployments {
 		fmt.Fprintf(w, "%-4d %-38s %8.1fms %10d %8d %12.1fms %v\n", i+1, d.RevisionID, d.RequestMs, d.Delivered, d.Churned, d.ConvergenceMs, d.Converged)
 		if d.Answered != nil {
@@ -536,6 +652,10 @@ func (rep *Report) WriteTable(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "\nall delivered %v, all converged %v%s, %d errors\n", rep.AllDelivered, rep.AllConverged, deployed, len(rep.Errors))
+	if missed := rep.missedEvents(); !rep.AllDelivered && rep.AllConverged && missed > 0 {
+		fmt.Fprintf(w, "  not delivered: %d live event(s) reached no connection of their gateway (one being made or "+
+			"replaced as the deployment went out); every such gateway converged anyway, from the state sent on connect\n", missed)
+	}
 	for _, e := range rep.Errors {
 		fmt.Fprintf(w, "  error: %s\n", e)
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -56,6 +57,28 @@ func IsPostgres(dsn string) bool {
 	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
 }
 
+// CheckDSN refuses a DSN that looks like a URL of a database this server
+// does not speak (postgress://, mysql://): taken as a SQLite path, it would
+// quietly make a new database in a directory named after the scheme. A
+// SQLite path (absolute or relative) and postgres:// or postgresql:// URLs
+// pass.
+func CheckDSN(dsn string) error {
+	if IsPostgres(dsn) {
+		return nil
+	}
+	scheme, _, ok := strings.Cut(dsn, "://")
+	if !ok || scheme == "" {
+		return nil
+	}
+	for i, r := range scheme {
+		letter := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
+		if !letter && (i == 0 || !(r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.')) {
+			return nil // not a scheme: a path that happens to hold "://"
+		}
+	}
+	return fmt.Errorf("%q is not a database this server speaks: use postgres://… (or postgresql://…) for PostgreSQL, or a file path for SQLite", scheme+"://")
+}
+
 // dialect is the kind of database behind a DB.
 type dialect int
 
@@ -94,6 +117,9 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		ackTimeout: cfg.AckTimeout, retention: cfg.TombstoneRetention, origin: uuid.NewString(),
 		replica: cfg.ReplicaID, lease: cfg.Lease, presence: map[string]int{}, held: map[string]int{},
 		fetched: map[fetchKey]time.Time{}, seen: map[string]time.Time{}, stopFlush: make(chan struct{}), flushDone: make(chan struct{})}
+	if err := CheckDSN(cfg.DSN); err != nil {
+		return nil, err
+	}
 	var err error
 	if IsPostgres(cfg.DSN) {
 		db.dialect = dialectPostgres

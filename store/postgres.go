@@ -65,7 +65,7 @@ func (db *DB) openPostgres(ctx context.Context, cfg Config) error {
 	var schema string
 	if err := pool.QueryRowContext(pctx, `SELECT current_schema()`).Scan(&schema); err != nil {
 		pool.Close()
-		return fmt.Errorf("PostgreSQL at %s does not answer: %s", hostOf(conf), scrub(err.Error(), cfg.DSN))
+		return connectError(conf, cfg.DSN, err)
 	}
 	// One channel per schema, so that stores in different schemas of one
 	// database (tests, side-by-side installations) never hear each other.
@@ -74,6 +74,30 @@ func (db *DB) openPostgres(ctx context.Context, cfg Config) error {
 		db.channel += "_" + schema
 	}
 	return nil
+}
+
+// connectError words a failed first connection: what the server answered
+// when it answered (a missing database or role, a refused password), and
+// only otherwise that it does not answer.
+func connectError(conf *pgx.ConnConfig, dsn string, err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return fmt.Errorf("PostgreSQL at %s does not answer: %s", hostOf(conf), scrub(err.Error(), dsn))
+	}
+	hint := ""
+	switch pgErr.Code {
+	case "3D000": // invalid_catalog_name
+		hint = fmt.Sprintf(": create it (createdb -h %s -U <an admin role> %s) or name another database in the URL", conf.Host, conf.Database)
+	case "28000": // invalid_authorization_specification: no such role, or pg_hba refused
+		hint = ": create the role, or use another user in the URL (and check pg_hba.conf)"
+	case "28P01": // invalid_password
+		hint = ": check the password in the URL"
+	case "42501": // insufficient_privilege
+		hint = ": grant the role CONNECT on the database"
+	case "53300": // too_many_connections
+		hint = ": the server has no connection slot free; lower PLATFORM_DB_MAX_CONNS or raise max_connections"
+	}
+	return fmt.Errorf("PostgreSQL at %s answered: %s (SQLSTATE %s)%s", hostOf(conf), scrub(pgErr.Message, dsn), pgErr.Code, hint)
 }
 
 // hostOf names the server of a configuration, never its password.

@@ -15,16 +15,20 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"strings"
 	"time"
 
 	"golang.org/x/net/websocket"
+
+	"platform-api/simulate"
 )
 
 type gateway struct {
@@ -58,15 +62,33 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	cfg.TlsConfig = tlsCfg
 	cfg.Header.Set("api-key", *key)
-	if g.ws, err = websocket.DialConfig(cfg); err != nil {
+	addr := cfg.Location.Host
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		addr = net.JoinHostPort(addr, "443")
+	}
+	wsTLS := tlsCfg.Clone()
+	wsTLS.NextProtos = []string{"http/1.1"} // a WebSocket needs HTTP/1.1
+	nc, err := tls.Dial("tcp", addr, wsTLS)
+	if err != nil {
+		log.Fatalf("connect: %v", err)
+	}
+	// The recorder keeps what the server answered, to say why it refused
+	// the handshake or ended the connection.
+	rec := &simulate.ConnRecorder{Conn: nc, KeepTail: true}
+	if g.ws, err = websocket.NewClient(cfg, rec); err != nil {
+		if errors.Is(err, websocket.ErrBadStatus) {
+			log.Fatalf("connect refused: %s", rec.Refusal())
+		}
 		log.Fatalf("connect: %v", err)
 	}
 	for {
 		var msg string
 		if err := websocket.Message.Receive(g.ws, &msg); err != nil {
-			log.Fatalf("connection closed: %v", err)
+			if errors.Is(err, io.EOF) {
+				log.Fatalf("connection closed by the server: %s", rec.CloseDescription())
+			}
+			log.Fatalf("connection lost: %v", err)
 		}
 		fmt.Println("frame:", msg)
 		var ev struct {
