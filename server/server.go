@@ -46,6 +46,10 @@ type Options struct {
 	// TrustForwardedFor takes the client address from X-Forwarded-For, for
 	// a server behind a reverse proxy that sets it.
 	TrustForwardedFor bool
+	// MaxDocumentAnswers and MaxDocumentAnswersPerGateway bound the
+	// gateways' answers of many documents running at once (0: defaults).
+	MaxDocumentAnswers           int
+	MaxDocumentAnswersPerGateway int
 	// MetricsToken, if set, is the bearer token GET /metrics requires;
 	// without it only loopback clients may read the metrics.
 	MetricsToken string
@@ -102,7 +106,8 @@ func New(o Options) *Server {
 		s.public,
 		gatewayapi.New(gatewayapi.Options{Store: o.Store, Fleet: s.fleet, Docs: s.docs, Metrics: s.metrics,
 			Logger: s.log, MaxBodyBytes: o.MaxBodyBytes, WSRateLimitPerMinute: o.WSRateLimitPerMinute,
-			TrustForwardedFor: o.TrustForwardedFor}),
+			TrustForwardedFor: o.TrustForwardedFor, MaxDocumentAnswers: o.MaxDocumentAnswers,
+			MaxDocumentAnswersPerGateway: o.MaxDocumentAnswersPerGateway}),
 	)
 	return s
 }
