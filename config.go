@@ -54,6 +54,10 @@ type Config struct {
 	TrustForwardedFor    bool          // PLATFORM_TRUST_FORWARDED_FOR: take the client address from X-Forwarded-For; default false
 	MetricsToken         string        // PLATFORM_METRICS_TOKEN: bearer token for GET /metrics; empty means loopback only
 	ReadHeaderTimeout    time.Duration // PLATFORM_READ_HEADER_TIMEOUT: TLS handshake and request headers; default 10s
+
+	MaxDocumentAnswers           int // PLATFORM_MAX_DOCUMENT_ANSWERS: gateways' answers of many documents at once; default 8
+	MaxDocumentAnswersPerGateway int // PLATFORM_MAX_DOCUMENT_ANSWERS_PER_GATEWAY: the same, per gateway; default 2
+	MaxGatewayCreatedAPIs        int // PLATFORM_MAX_GATEWAY_CREATED_APIS: APIs one gateway may create by its reports and imports; default 5000
 }
 
 // setting binds one Config field to an environment variable and a flag.
@@ -144,6 +148,9 @@ func settings() []setting {
 		{"PLATFORM_WS_RATE_LIMIT_PER_MINUTE", "ws-rate-limit-per-minute", "600", "gateway connection attempts allowed per client address per minute", setPositive(func(c *Config) *int { return &c.WSRateLimitPerMinute })},
 		{"PLATFORM_READ_HEADER_TIMEOUT", "read-header-timeout", "10s", "time a client has for its TLS handshake and request headers (cuts off slow clients)", setDuration(func(c *Config) *time.Duration { return &c.ReadHeaderTimeout })},
 		{"PLATFORM_METRICS_TOKEN", "metrics-token", "", "bearer token required by GET /metrics (empty: loopback clients only)", setString(func(c *Config) *string { return &c.MetricsToken })},
+		{"PLATFORM_MAX_DOCUMENT_ANSWERS", "max-document-answers", "8", "gateway downloads of many documents (GET /api/internal/v1/apis, fetch-batch) served at once; more are answered 503 with Retry-After", setPositive(func(c *Config) *int { return &c.MaxDocumentAnswers })},
+		{"PLATFORM_MAX_DOCUMENT_ANSWERS_PER_GATEWAY", "max-document-answers-per-gateway", "2", "the same, for one gateway; more are answered 429 with Retry-After", setPositive(func(c *Config) *int { return &c.MaxDocumentAnswersPerGateway })},
+		{"PLATFORM_MAX_GATEWAY_CREATED_APIS", "max-gateway-created-apis", "5000", "APIs one gateway may create through its reports and imports (APIs it created that still exist); beyond it each is refused, naming this setting", setPositive(func(c *Config) *int { return &c.MaxGatewayCreatedAPIs })},
 		{"PLATFORM_TRUST_FORWARDED_FOR", "trust-forwarded-for", "false", "take the client address from X-Forwarded-For (only behind a proxy that sets it)", setBool(func(c *Config) *bool { return &c.TrustForwardedFor })},
 	}
 }
@@ -238,6 +245,9 @@ func parseConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (*
 	}
 	if c.WSMaxPerOrg > c.WSMaxConnections {
 		return nil, fmt.Errorf("PLATFORM_WS_MAX_CONNECTIONS_PER_ORG (%d) must not exceed PLATFORM_WS_MAX_CONNECTIONS (%d)", c.WSMaxPerOrg, c.WSMaxConnections)
+	}
+	if c.MaxDocumentAnswersPerGateway > c.MaxDocumentAnswers {
+		return nil, fmt.Errorf("PLATFORM_MAX_DOCUMENT_ANSWERS_PER_GATEWAY (%d) must not exceed PLATFORM_MAX_DOCUMENT_ANSWERS (%d)", c.MaxDocumentAnswersPerGateway, c.MaxDocumentAnswers)
 	}
 	if c.HMACSecret != "" && len(c.HMACSecret) < 32 {
 		return nil, errors.New("PLATFORM_JWT_HMAC_SECRET (-jwt-hmac-secret) must be at least 32 bytes")

@@ -242,7 +242,7 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 		log = log.With("replica", cfg.ReplicaID)
 	}
 	db, err := store.Open(ctx, store.Config{DSN: cfg.DBPath, MaxConns: cfg.DBMaxConns, Sealer: sealer, KeepRevisions: cfg.KeepRevisions,
-		Log: log, AckTimeout: cfg.DeployAckTimeout, TombstoneRetention: cfg.TombstoneRetention,
+		MaxGatewayCreatedAPIs: cfg.MaxGatewayCreatedAPIs, Log: log, AckTimeout: cfg.DeployAckTimeout, TombstoneRetention: cfg.TombstoneRetention,
 		ReplicaID: cfg.ReplicaID, Lease: cfg.ReplicaLease})
 	if err != nil {
 		return fmt.Errorf("PLATFORM_DB %s: %w", store.RedactedDSN(cfg.DBPath), err)
@@ -289,6 +289,9 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 		TrustForwardedFor:    cfg.TrustForwardedFor,
 		MetricsToken:         cfg.MetricsToken,
 		Version:              buildVersion(),
+
+		MaxDocumentAnswers:           cfg.MaxDocumentAnswers,
+		MaxDocumentAnswersPerGateway: cfg.MaxDocumentAnswersPerGateway,
 	})
 
 	srv := &http.Server{

@@ -62,6 +62,13 @@ func TestParseConfig(t *testing.T) {
 		{name: "ShortSecret", env: map[string]string{"PLATFORM_JWT_HMAC_SECRET": "short"}, wantErr: "PLATFORM_JWT_HMAC_SECRET"},
 		{name: "ShortSecretFlag", args: []string{"-jwt-hmac-secret", "short"}, wantErr: "at least 32 bytes"},
 		{name: "BadDuration", env: map[string]string{"PLATFORM_SHUTDOWN_TIMEOUT": "5"}, wantErr: "PLATFORM_SHUTDOWN_TIMEOUT"},
+		{name: "DocumentAnswers", env: map[string]string{"PLATFORM_MAX_DOCUMENT_ANSWERS": "4", "PLATFORM_MAX_GATEWAY_CREATED_APIS": "10"},
+			check: func(c *Config) bool {
+				return c.MaxDocumentAnswers == 4 && c.MaxDocumentAnswersPerGateway == 2 && c.MaxGatewayCreatedAPIs == 10
+			}},
+		{name: "PerGatewayAnswersOverTotal", env: map[string]string{"PLATFORM_MAX_DOCUMENT_ANSWERS": "2", "PLATFORM_MAX_DOCUMENT_ANSWERS_PER_GATEWAY": "3"},
+			wantErr: "PLATFORM_MAX_DOCUMENT_ANSWERS_PER_GATEWAY"},
+		{name: "BadCreatedAPIs", env: map[string]string{"PLATFORM_MAX_GATEWAY_CREATED_APIS": "0"}, wantErr: "PLATFORM_MAX_GATEWAY_CREATED_APIS"},
 		{name: "CertWithoutKey", env: map[string]string{"PLATFORM_TLS_CERT": "/c.pem"}, wantErr: "PLATFORM_TLS_KEY"},
 		{name: "BadFlag", args: []string{"-addr", "nope"}, wantErr: "-addr"},
 		{name: "UnknownFlag", args: []string{"-bogus"}, wantErr: "bogus"},
