@@ -50,8 +50,9 @@ type Options struct {
 	// gateways' answers of many documents running at once (0: defaults).
 	MaxDocumentAnswers           int
 	MaxDocumentAnswersPerGateway int
-	// MetricsToken, if set, is the bearer token GET /metrics requires;
-	// without it only loopback clients may read the metrics.
+	// MetricsToken, if set, is the bearer token GET /metrics and the
+	// profiles require, on the public port and the operational listener;
+	// without it they are served on the operational listener (Ops) only.
 	MetricsToken string
 	// Version is reported by platform_build_info.
 	Version string
@@ -65,6 +66,7 @@ type Server struct {
 	fleet   *fleet.Fleet
 	hub     *hub.Hub
 	mux     *http.ServeMux
+	ops     *http.ServeMux // the operational listener's (Ops)
 	public  *api.Server
 	docs    *document.Source
 
@@ -83,6 +85,7 @@ func New(o Options) *Server {
 		log:          o.Logger,
 		origins:      o.CORSOrigins,
 		mux:          http.NewServeMux(),
+		ops:          http.NewServeMux(),
 		metrics:      metrics.New(o.Version),
 		metricsToken: o.MetricsToken,
 	}
