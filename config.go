@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -55,8 +56,13 @@ type Config struct {
 	WSMaxPerGateway      int           // PLATFORM_WS_MAX_CONNECTIONS_PER_GATEWAY: replicas of one gateway; default 32
 	WSRateLimitPerMinute int           // PLATFORM_WS_RATE_LIMIT_PER_MINUTE: connect attempts per client address; default 600
 	TrustForwardedFor    bool          // PLATFORM_TRUST_FORWARDED_FOR: take the client address from X-Forwarded-For; default false
-	MetricsToken         string        // PLATFORM_METRICS_TOKEN: bearer token for GET /metrics; empty means loopback only
+	MetricsToken         string        // PLATFORM_METRICS_TOKEN: bearer token for /metrics and /debug/pprof; empty: served on the operational listener only
+	OpsAddr              string        // PLATFORM_OPS_ADDR: the operational listener (plain HTTP, loopback unless a token is set); default off
 	ReadHeaderTimeout    time.Duration // PLATFORM_READ_HEADER_TIMEOUT: TLS handshake and request headers; default 10s
+
+	MaxDocumentAnswers           int // PLATFORM_MAX_DOCUMENT_ANSWERS: gateways' answers of many documents at once; default 8
+	MaxDocumentAnswersPerGateway int // PLATFORM_MAX_DOCUMENT_ANSWERS_PER_GATEWAY: the same, per gateway; default 2
+	MaxGatewayCreatedAPIs        int // PLATFORM_MAX_GATEWAY_CREATED_APIS: APIs one gateway may create by its reports and imports; default 5000
 }
 
 // minMetricsToken is the shortest metrics token taken: /metrics and the
@@ -156,7 +162,21 @@ func settings() []setting {
 		{"PLATFORM_WS_GENERATION_GRACE", "ws-generation-grace", "1s", "how long a new gateway connection waits for the gateway's manifest before it is taken for the first generation", setDuration(func(c *Config) *time.Duration { return &c.GenerationGrace })},
 		{"PLATFORM_WS_RATE_LIMIT_PER_MINUTE", "ws-rate-limit-per-minute", "600", "gateway connection attempts allowed per client address per minute", setPositive(func(c *Config) *int { return &c.WSRateLimitPerMinute })},
 		{"PLATFORM_READ_HEADER_TIMEOUT", "read-header-timeout", "10s", "time a client has for its TLS handshake and request headers (cuts off slow clients)", setDuration(func(c *Config) *time.Duration { return &c.ReadHeaderTimeout })},
-		{"PLATFORM_METRICS_TOKEN", "metrics-token", "", "bearer token required by GET /metrics (empty: loopback clients only)", setString(func(c *Config) *string { return &c.MetricsToken })},
+		{"PLATFORM_METRICS_TOKEN", "metrics-token", "", "bearer token required by /metrics and /debug/pprof, on either port (empty: they are served on the operational listener only)", setString(func(c *Config) *string { return &c.MetricsToken })},
+		{"PLATFORM_OPS_ADDR", "ops-addr", "", "operational listener, plain HTTP: /metrics, /debug/pprof, /health, /ready (for example 127.0.0.1:9090; a loopback address unless PLATFORM_METRICS_TOKEN is set; off when empty)", func(c *Config, v string) error {
+			if v == "" {
+				c.OpsAddr = ""
+				return nil
+			}
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return fmt.Errorf("want host:port such as 127.0.0.1:9090")
+			}
+			c.OpsAddr = v
+			return nil
+		}},
+		{"PLATFORM_MAX_DOCUMENT_ANSWERS", "max-document-answers", "8", "gateway downloads of many documents (GET /api/internal/v1/apis, fetch-batch) served at once; more are answered 503 with Retry-After", setPositive(func(c *Config) *int { return &c.MaxDocumentAnswers })},
+		{"PLATFORM_MAX_DOCUMENT_ANSWERS_PER_GATEWAY", "max-document-answers-per-gateway", "2", "the same, for one gateway; more are answered 429 with Retry-After", setPositive(func(c *Config) *int { return &c.MaxDocumentAnswersPerGateway })},
+		{"PLATFORM_MAX_GATEWAY_CREATED_APIS", "max-gateway-created-apis", "5000", "APIs one gateway may create through its reports and imports (APIs it created that still exist); beyond it each is refused, naming this setting", setPositive(func(c *Config) *int { return &c.MaxGatewayCreatedAPIs })},
 		{"PLATFORM_TRUST_FORWARDED_FOR", "trust-forwarded-for", "false", "take the client address from X-Forwarded-For (only behind a proxy that sets it)", setBool(func(c *Config) *bool { return &c.TrustForwardedFor })},
 	}
 }
@@ -199,6 +219,20 @@ func setPositive(field func(*Config) *int) func(*Config, string) error {
 		*field(c) = n
 		return nil
 	}
+}
+
+// isLoopbackHost reports whether the host of addr (host:port) is a
+// loopback address or localhost; an empty host means every interface.
+func isLoopbackHost(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 func splitList(v string) []string {
@@ -280,6 +314,12 @@ func parseSettings(fs *flag.FlagSet, args []string, getenv func(string) string, 
 	}
 	if c.MetricsToken != "" && len(c.MetricsToken) < minMetricsToken {
 		return nil, fmt.Errorf("PLATFORM_METRICS_TOKEN (-metrics-token) must be at least %d characters, so that it cannot be guessed; for example: head -c 24 /dev/urandom | base64", minMetricsToken)
+	}
+	if c.MaxDocumentAnswersPerGateway > c.MaxDocumentAnswers {
+		return nil, fmt.Errorf("PLATFORM_MAX_DOCUMENT_ANSWERS_PER_GATEWAY (%d) must not exceed PLATFORM_MAX_DOCUMENT_ANSWERS (%d)", c.MaxDocumentAnswersPerGateway, c.MaxDocumentAnswers)
+	}
+	if c.OpsAddr != "" && c.MetricsToken == "" && !isLoopbackHost(c.OpsAddr) {
+		return nil, fmt.Errorf("PLATFORM_OPS_ADDR %s is not a loopback address: the operational listener is plain HTTP and, without PLATFORM_METRICS_TOKEN, open to whoever reaches it; listen on 127.0.0.1 or [::1], or set PLATFORM_METRICS_TOKEN", c.OpsAddr)
 	}
 	if c.HMACSecret != "" && len(c.HMACSecret) < 32 {
 		return nil, errors.New("PLATFORM_JWT_HMAC_SECRET (-jwt-hmac-secret) must be at least 32 bytes")

@@ -310,7 +310,7 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 		log = log.With("replica", cfg.ReplicaID)
 	}
 	db, err := store.Open(ctx, store.Config{DSN: cfg.DBPath, MaxConns: cfg.DBMaxConns, Sealer: sealer, KeepRevisions: cfg.KeepRevisions,
-		Log: log, AckTimeout: cfg.DeployAckTimeout, TombstoneRetention: cfg.TombstoneRetention,
+		MaxGatewayCreatedAPIs: cfg.MaxGatewayCreatedAPIs, Log: log, AckTimeout: cfg.DeployAckTimeout, TombstoneRetention: cfg.TombstoneRetention,
 		ReplicaID: cfg.ReplicaID, Lease: cfg.ReplicaLease})
 	if err != nil {
 		return fmt.Errorf("PLATFORM_DB %s: %w", store.RedactedDSN(cfg.DBPath), err)
@@ -362,6 +362,9 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 		TrustForwardedFor:    cfg.TrustForwardedFor,
 		MetricsToken:         cfg.MetricsToken,
 		Version:              buildVersion(),
+
+		MaxDocumentAnswers:           cfg.MaxDocumentAnswers,
+		MaxDocumentAnswersPerGateway: cfg.MaxDocumentAnswersPerGateway,
 	})
 
 	srv := &http.Server{
@@ -391,10 +394,39 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 		fmt.Fprintf(stdout, "platform-api listening on https://%s\n", ln.Addr())
 	}
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.ServeTLS(httpsOnlyListener{ln}, "", "") }()
+	// The operational listener: metrics and profiles, which the public
+	// port serves only with PLATFORM_METRICS_TOKEN. Plain HTTP: it listens
+	// on loopback unless a token guards it (parseConfig).
+	var opsSrv *http.Server
+	if cfg.OpsAddr != "" {
+		opsLn, err := net.Listen("tcp", cfg.OpsAddr)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("PLATFORM_OPS_ADDR: %w", err)
+		}
+		// No write timeout: a CPU profile or a trace runs for its ?seconds=.
+		opsSrv = &http.Server{
+			Handler:           handler.Ops(),
+			ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+			IdleTimeout:       120 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+			BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		}
+		log.Info("operational listener started", "addr", opsLn.Addr().String())
+		if cfg.LogFormat != "json" {
+			fmt.Fprintf(stdout, "platform-api operational endpoints on http://%s\n", opsLn.Addr())
+		}
+		go func() { errc <- fmt.Errorf("operational listener: %w", opsSrv.Serve(opsLn)) }()
+	}
 	select {
 	case err := <-errc:
+		srv.Close()
+		if opsSrv != nil {
+			opsSrv.Close()
+		}
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -407,10 +439,18 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 	// Both run at once, so a slow request cannot use up the gateways' time.
 	hubDone := make(chan error, 1)
 	go func() { hubDone <- handler.Hub().Shutdown(sctx) }()
+	opsDone := make(chan struct{})
+	go func() {
+		defer close(opsDone)
+		if opsSrv != nil && opsSrv.Shutdown(sctx) != nil {
+			opsSrv.Close() // a profile still running
+		}
+	}()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("in-flight requests did not finish in time", "err", err)
 		srv.Close()
 	}
+	<-opsDone
 	if err := <-hubDone; err != nil {
 		log.Warn("gateway connections did not close in time", "err", err)
 	}

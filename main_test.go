@@ -62,6 +62,21 @@ func TestParseConfig(t *testing.T) {
 		{name: "ShortSecret", env: map[string]string{"PLATFORM_JWT_HMAC_SECRET": "short"}, wantErr: "PLATFORM_JWT_HMAC_SECRET"},
 		{name: "ShortSecretFlag", args: []string{"-jwt-hmac-secret", "short"}, wantErr: "at least 32 bytes"},
 		{name: "BadDuration", env: map[string]string{"PLATFORM_SHUTDOWN_TIMEOUT": "5"}, wantErr: "PLATFORM_SHUTDOWN_TIMEOUT"},
+		{name: "DocumentAnswers", env: map[string]string{"PLATFORM_MAX_DOCUMENT_ANSWERS": "4", "PLATFORM_MAX_GATEWAY_CREATED_APIS": "10"},
+			check: func(c *Config) bool {
+				return c.MaxDocumentAnswers == 4 && c.MaxDocumentAnswersPerGateway == 2 && c.MaxGatewayCreatedAPIs == 10
+			}},
+		{name: "PerGatewayAnswersOverTotal", env: map[string]string{"PLATFORM_MAX_DOCUMENT_ANSWERS": "2", "PLATFORM_MAX_DOCUMENT_ANSWERS_PER_GATEWAY": "3"},
+			wantErr: "PLATFORM_MAX_DOCUMENT_ANSWERS_PER_GATEWAY"},
+		{name: "BadCreatedAPIs", env: map[string]string{"PLATFORM_MAX_GATEWAY_CREATED_APIS": "0"}, wantErr: "PLATFORM_MAX_GATEWAY_CREATED_APIS"},
+		{name: "OpsOffByDefault", check: func(c *Config) bool { return c.OpsAddr == "" }},
+		{name: "OpsLoopback", env: map[string]string{"PLATFORM_OPS_ADDR": "127.0.0.1:9090"}, check: func(c *Config) bool { return c.OpsAddr == "127.0.0.1:9090" }},
+		{name: "OpsLocalhostV6", args: []string{"-ops-addr", "[::1]:9090"}, check: func(c *Config) bool { return c.OpsAddr == "[::1]:9090" }},
+		{name: "OpsEverywhereWithoutToken", env: map[string]string{"PLATFORM_OPS_ADDR": ":9090"}, wantErr: "PLATFORM_METRICS_TOKEN"},
+		{name: "OpsRemoteWithoutToken", env: map[string]string{"PLATFORM_OPS_ADDR": "10.0.0.5:9090"}, wantErr: "not a loopback address"},
+		{name: "OpsRemoteWithToken", env: map[string]string{"PLATFORM_OPS_ADDR": "0.0.0.0:9090", "PLATFORM_METRICS_TOKEN": "t"},
+			check: func(c *Config) bool { return c.OpsAddr == "0.0.0.0:9090" }},
+		{name: "BadOpsAddr", env: map[string]string{"PLATFORM_OPS_ADDR": "9090"}, wantErr: "PLATFORM_OPS_ADDR"},
 		{name: "CertWithoutKey", env: map[string]string{"PLATFORM_TLS_CERT": "/c.pem"}, wantErr: "PLATFORM_TLS_KEY"},
 		{name: "BadFlag", args: []string{"-addr", "nope"}, wantErr: "-addr"},
 		{name: "UnknownFlag", args: []string{"-bogus"}, wantErr: "bogus"},
@@ -161,6 +176,70 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	client.CloseIdleConnections()
 
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not stop")
+	}
+}
+
+// TestOperationalListener runs the real program with PLATFORM_OPS_ADDR on
+// loopback and no metrics token: the public TLS port refuses /metrics and
+// /debug/pprof and serves /health; the operational listener (plain HTTP)
+// serves them.
+func TestOperationalListener(t *testing.T) {
+	dir := t.TempDir()
+	env := envMap(map[string]string{"PLATFORM_DATA_DIR": dir, "PLATFORM_ADDR": "127.0.0.1:0", "PLATFORM_OPS_ADDR": "127.0.0.1:0",
+		"PLATFORM_LOG_LEVEL": "warn", "PLATFORM_DB": storetest.DSN(t)})
+	ctx, cancel := context.WithCancel(context.Background())
+	stdout := lineWriter{make(chan string, 10)}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, env, stdout, io.Discard) }()
+	var public, ops string
+	for public == "" || ops == "" {
+		select {
+		case line := <-stdout.lines:
+			if v, ok := strings.CutPrefix(line, "platform-api listening on "); ok {
+				public = v
+			} else if v, ok := strings.CutPrefix(line, "platform-api operational endpoints on "); ok {
+				ops = v
+			}
+		case err := <-done:
+			t.Fatalf("run ended early: %v", err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("server did not report its addresses")
+		}
+	}
+	if !strings.HasPrefix(ops, "http://127.0.0.1:") {
+		t.Fatalf("operational listener at %s", ops)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	get := func(url string) (int, string) {
+		t.Helper()
+		resp, err := client.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, p := range []string{"/metrics", "/debug/pprof/heap"} {
+		if code, body := get(public + p); code != 403 || !strings.Contains(body, "PLATFORM_OPS_ADDR") {
+			t.Errorf("public %s: %d %s", p, code, body)
+		}
+		if code, body := get(ops + p); code != 200 {
+			t.Errorf("operational %s: %d %.200s", p, code, body)
+		}
+	}
+	if code, body := get(public + "/health"); code != 200 {
+		t.Errorf("public /health: %d %s", code, body)
+	}
+	client.CloseIdleConnections()
 	cancel()
 	select {
 	case err := <-done:

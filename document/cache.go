@@ -120,25 +120,42 @@ type Named struct {
 	*Entry
 }
 
-// WriteZip writes a zip holding the entries, copying their deflated form
-// as it is (no compression per download).
+// ZipWriter writes a zip of entries as they come, copying their deflated
+// form as it is (no compression per download). What it holds at once is
+// one buffer of the zip writer, whatever the number of entries, so an
+// answer of many documents is streamed instead of built in memory.
+type ZipWriter struct{ zw *zip.Writer }
+
+// NewZipWriter starts a zip on w.
+func NewZipWriter(w io.Writer) *ZipWriter { return &ZipWriter{zw: zip.NewWriter(w)} }
+
+// Add writes one entry under name.
+func (z *ZipWriter) Add(name string, e *Entry) error {
+	fw, err := z.zw.CreateRaw(&zip.FileHeader{
+		Name:               name,
+		Method:             zip.Deflate,
+		CRC32:              e.crc,
+		CompressedSize64:   uint64(len(e.deflated)),
+		UncompressedSize64: uint64(len(e.YAML)),
+		Modified:           e.Modified,
+	})
+	if err != nil {
+		return err
+	}
+	_, err = fw.Write(e.deflated)
+	return err
+}
+
+// Close writes the zip's central directory.
+func (z *ZipWriter) Close() error { return z.zw.Close() }
+
+// WriteZip writes a zip holding the entries.
 func WriteZip(w io.Writer, entries []Named) error {
-	zw := zip.NewWriter(w)
+	z := NewZipWriter(w)
 	for _, e := range entries {
-		fw, err := zw.CreateRaw(&zip.FileHeader{
-			Name:               e.Name,
-			Method:             zip.Deflate,
-			CRC32:              e.crc,
-			CompressedSize64:   uint64(len(e.deflated)),
-			UncompressedSize64: uint64(len(e.YAML)),
-			Modified:           e.Modified,
-		})
-		if err != nil {
-			return err
-		}
-		if _, err := fw.Write(e.deflated); err != nil {
+		if err := z.Add(e.Name, e.Entry); err != nil {
 			return err
 		}
 	}
-	return zw.Close()
+	return z.Close()
 }

@@ -1,7 +1,6 @@
 package gatewayapi
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/http"
@@ -90,19 +89,10 @@ func (s *Server) connectGateway(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func writeZip(w http.ResponseWriter, filename string, entries []document.Named) error {
-	var buf bytes.Buffer
-	if err := document.WriteZip(&buf, entries); err != nil {
-		return err
-	}
-	w.Header().Set("Content-Type", "application/zip")
-	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s"`, filename))
-	w.Write(buf.Bytes())
-	return nil
-}
-
 // gatewayAPI returns the revision of one API deployed to the calling
-// gateway, in the form of its generation, rendered once for the fleet.
+// gateway, in the form of its generation, rendered once for the fleet. It
+// is one document, copied from the cache as it goes out, and not bounded
+// like the answers of many: a fleet downloads a new revision all at once.
 func (s *Server) gatewayAPI(w http.ResponseWriter, r *http.Request, g *store.GatewayIdentity) error {
 	apiID := r.PathValue("apiId")
 	if !httpx.IsID(apiID) {
@@ -117,12 +107,27 @@ func (s *Server) gatewayAPI(w http.ResponseWriter, r *http.Request, g *store.Gat
 		return err
 	}
 	s.fleet.Downloaded(g.GatewayID, map[string]string{apiID: d.RevisionID})
-	return writeZip(w, "api-"+apiID+".zip", []document.Named{{Name: "api-" + apiID + ".yaml", Entry: entry}})
+	out := newStreamedAnswer(w, attachment("application/zip", "api-"+apiID+".zip"))
+	z := document.NewZipWriter(out)
+	if err := z.Add("api-"+apiID+".yaml", entry); err != nil {
+		return out.fail(r, s.log, err)
+	}
+	if err := z.Close(); err != nil {
+		return out.fail(r, s.log, err)
+	}
+	return nil
 }
 
 // gatewayAPIs returns every API deployed to the calling gateway, from the
-// same rendered documents.
+// same rendered documents. The zip is written as each document comes, so
+// the answer holds one document at a time whatever their number, and the
+// answers of this kind running at once are bounded.
 func (s *Server) gatewayAPIs(w http.ResponseWriter, r *http.Request, g *store.GatewayIdentity) error {
+	release, err := s.answers.acquire(w, g.GatewayID)
+	if err != nil {
+		return err
+	}
+	defer release()
 	deps, err := s.store.GatewayDeployments(r.Context(), g.GatewayID)
 	if err != nil {
 		return err
@@ -131,18 +136,24 @@ func (s *Server) gatewayAPIs(w http.ResponseWriter, r *http.Request, g *store.Ga
 	if err != nil {
 		return err
 	}
+	out := newStreamedAnswer(w, attachment("application/zip", "apis-org-"+g.OrganizationID+".zip"))
+	z := document.NewZipWriter(out)
 	ids := make(map[string]string, len(deps))
-	entries := make([]document.Named, len(deps))
-	for i, d := range deps {
+	for _, d := range deps {
 		entry, err := s.docs.Get(r.Context(), d.APIID, d.RevisionID, document.GenerationOf(m != nil), d.Vhost)
 		if err != nil {
-			return err
+			return out.fail(r, s.log, err)
+		}
+		if err := z.Add("api-"+d.APIID+".yaml", entry); err != nil {
+			return out.fail(r, s.log, err)
 		}
 		ids[d.APIID] = d.RevisionID
-		entries[i] = document.Named{Name: "api-" + d.APIID + ".yaml", Entry: entry}
+	}
+	if err := z.Close(); err != nil {
+		return out.fail(r, s.log, err)
 	}
 	s.fleet.Downloaded(g.GatewayID, ids)
-	return writeZip(w, "apis-org-"+g.OrganizationID+".zip", entries)
+	return nil
 }
 
 // gatewayDeploymentReport is what a gateway sends about an API it deployed

@@ -8,7 +8,6 @@ package gatewayapi
 
 import (
 	"archive/tar"
-	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
@@ -156,37 +155,42 @@ func (s *Server) fetchBatch(w http.ResponseWriter, r *http.Request, g *store.Gat
 	if len(body.DeploymentIDs) > maxFetchBatch {
 		return httpx.BadRequest("deploymentIds: at most %d per call, not %d", maxFetchBatch, len(body.DeploymentIDs))
 	}
+	release, err := s.answers.acquire(w, g.GatewayID)
+	if err != nil {
+		return err
+	}
+	defer release()
 	deps, err := s.store.GatewayDeploymentsByID(r.Context(), g.GatewayID, body.DeploymentIDs)
 	if err != nil {
 		return err
 	}
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
+	// Written as it is produced: the answer holds one document and the
+	// compressor's window, not the whole tar.gz.
+	out := newStreamedAnswer(w, attachment("application/x-tar+gzip", ""))
+	gz := gzip.NewWriter(out)
 	tw := tar.NewWriter(gz)
 	fetched := map[string]string{}
 	for _, d := range deps {
 		entry, err := s.docs.Get(r.Context(), d.APIID, d.RevisionID, document.Gen2, d.Vhost)
 		if err != nil {
-			return err
+			return out.fail(r, s.log, err)
 		}
 		if err := tw.WriteHeader(&tar.Header{Name: d.DeploymentID + "/api.yaml", Mode: 0o644, Size: int64(len(entry.YAML)),
 			ModTime: entry.Modified, Typeflag: tar.TypeReg}); err != nil {
-			return err
+			return out.fail(r, s.log, err)
 		}
 		if _, err := tw.Write(entry.YAML); err != nil {
-			return err
+			return out.fail(r, s.log, err)
 		}
 		fetched[d.APIID] = d.RevisionID
 	}
 	if err := tw.Close(); err != nil {
-		return err
+		return out.fail(r, s.log, err)
 	}
 	if err := gz.Close(); err != nil {
-		return err
+		return out.fail(r, s.log, err)
 	}
 	s.fleet.Downloaded(g.GatewayID, fetched)
-	w.Header().Set("Content-Type", "application/x-tar+gzip")
-	w.Write(buf.Bytes())
 	return nil
 }
 

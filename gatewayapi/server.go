@@ -36,6 +36,11 @@ type Options struct {
 	WSRateLimitPerMinute int
 	// TrustForwardedFor takes the client address from X-Forwarded-For.
 	TrustForwardedFor bool
+	// MaxDocumentAnswers and MaxDocumentAnswersPerGateway bound the answers
+	// of many documents (GET /apis, fetch-batch) running at once, in all
+	// and per gateway (0: the defaults).
+	MaxDocumentAnswers           int
+	MaxDocumentAnswersPerGateway int
 }
 
 // Server holds the gateway-facing handlers.
@@ -49,6 +54,7 @@ type Server struct {
 	maxBody  int64
 	limiter  *httpx.RateLimiter
 	trustXFF bool
+	answers  *answerLimiter
 }
 
 // New builds the gateway-facing handlers.
@@ -59,5 +65,5 @@ func New(o Options) *Server {
 	}
 	return &Server{store: o.Store, fleet: o.Fleet, hub: o.Fleet.Hub(), docs: o.Docs, metrics: o.Metrics,
 		log: o.Logger, maxBody: o.MaxBodyBytes, limiter: httpx.NewRateLimiter(rate, time.Minute),
-		trustXFF: o.TrustForwardedFor}
+		trustXFF: o.TrustForwardedFor, answers: newAnswerLimiter(o.MaxDocumentAnswers, o.MaxDocumentAnswersPerGateway)}
 }

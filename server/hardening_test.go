@@ -176,8 +176,10 @@ func TestNoHTMLEscaping(t *testing.T) {
 	}
 }
 
-// TestMetricsProxyHeaders: any proxy header means the request was relayed,
-// so it is not a loopback client even when its peer is 127.0.0.1.
+// TestMetricsProxyHeaders: any proxy header meant the request was relayed,
+// so it was not a loopback client even when its peer was 127.0.0.1. The
+// public port now serves metrics to no client without the token, relayed
+// or not; a relay without proxy headers is TestOperationalEndpointsBehindARelay.
 func TestMetricsProxyHeaders(t *testing.T) {
 	e := newEnv(t)
 	for _, h := range []string{"X-Real-IP", "X-Forwarded-For", "Forwarded", "X-Client-IP", "True-Client-IP"} {
@@ -189,7 +191,7 @@ func TestMetricsProxyHeaders(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		wantError(t, resp.StatusCode, body, 403, "loopback")
+		wantError(t, resp.StatusCode, body, 403, "PLATFORM_OPS_ADDR")
 	}
 }
 

@@ -31,6 +31,9 @@ type testEnv struct {
 	client *http.Client
 	api    *Server
 	dsn    string // of the store: a SQLite path or a PostgreSQL URL
+	// ops is the operational listener (plain HTTP on loopback), as main
+	// serves it when PLATFORM_OPS_ADDR is set.
+	ops *httptest.Server
 }
 
 func newEnv(t testing.TB) *testEnv {
@@ -72,14 +75,16 @@ func newEnvStore(t testing.TB, storeMod func(*store.Config), mod func(*Options))
 	srv := httptest.NewUnstartedServer(s)
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
+	ops := httptest.NewServer(s.Ops())
 	t.Cleanup(func() {
+		ops.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		s.Hub().Shutdown(ctx)
 		srv.Close()
 		s.Close()
 	})
-	return &testEnv{t: t, srv: srv, db: db, key: key, client: srv.Client(), api: s, dsn: dsn}
+	return &testEnv{t: t, srv: srv, db: db, key: key, client: srv.Client(), api: s, dsn: dsn, ops: ops}
 }
 
 type testWriter struct{ t testing.TB }

@@ -5,9 +5,7 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"crypto/subtle"
-	"net"
 	"net/http"
-	"net/netip"
 	"platform-api/fleet"
 	"platform-api/httpx"
 	"platform-api/metrics"
@@ -16,9 +14,7 @@ import (
 	"strings"
 )
 
-// serveMetrics answers GET /metrics. With a token configured it is required;
-// without one only the local host may scrape, since the metrics describe the
-// fleet. A request relayed by a proxy is not local even from loopback.
+// serveMetrics answers GET /metrics, behind operator or opsOnly.
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) error {
 	var b bytes.Buffer
 	s.writeMetrics(&b)
@@ -27,11 +23,17 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// operator serves h to the operator only: with the metrics token when one
-// is set, else to loopback clients (metrics and profiles).
+// operator serves h (metrics and profiles) on the public port to the
+// operator only: with the metrics token, and never without one. A peer
+// address proves nothing there: a same-host relay (nginx stream, a
+// sidecar) makes every client a loopback one. Without a token they are
+// read on the operational listener (Ops).
 func (s *Server) operator(h http.Handler) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		if err := s.checkOperator(w, r); err != nil {
+		if s.metricsToken == "" {
+			return httpx.Errorf(http.StatusForbidden, "metrics and profiles are not served on this port without a token: read them on the operational listener (PLATFORM_OPS_ADDR, for example 127.0.0.1:9090), or set PLATFORM_METRICS_TOKEN and send it as Authorization: Bearer <token>")
+		}
+		if err := s.checkToken(w, r); err != nil {
 			return err
 		}
 		h.ServeHTTP(w, r)
@@ -39,38 +41,30 @@ func (s *Server) operator(h http.Handler) http.Handler {
 	})
 }
 
-func (s *Server) checkOperator(w http.ResponseWriter, r *http.Request) error {
-	if s.metricsToken != "" {
-		// Hashing first makes the comparison constant-time in the length too.
-		tok, _ := httpx.BearerToken(r)
-		got, want := sha256.Sum256([]byte(tok)), sha256.Sum256([]byte(s.metricsToken))
-		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer`)
-			return httpx.Errorf(http.StatusUnauthorized, "missing or wrong metrics token: send Authorization: Bearer <PLATFORM_METRICS_TOKEN>")
+// opsOnly serves h on the operational listener: to anyone who reaches it
+// (it listens on loopback unless a token is set), with the token when one
+// is set.
+func (s *Server) opsOnly(h http.Handler) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		if s.metricsToken != "" {
+			if err := s.checkToken(w, r); err != nil {
+				return err
+			}
 		}
-	} else if !isLoopback(r) {
-		return httpx.Errorf(http.StatusForbidden, "metrics and profiles are served only to loopback clients when no token is configured; set PLATFORM_METRICS_TOKEN to reach them from elsewhere")
-	}
-	return nil
+		h.ServeHTTP(w, r)
+		return nil
+	})
 }
 
-// proxyHeaders mark a request relayed by a proxy: its peer address is the
-// proxy's, not the client's.
-var proxyHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
-	"X-Real-Ip", "X-Client-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "Via"}
-
-func isLoopback(r *http.Request) bool {
-	for _, h := range proxyHeaders {
-		if _, ok := r.Header[h]; ok {
-			return false
-		}
+func (s *Server) checkToken(w http.ResponseWriter, r *http.Request) error {
+	// Hashing first makes the comparison constant-time in the length too.
+	tok, _ := httpx.BearerToken(r)
+	got, want := sha256.Sum256([]byte(tok)), sha256.Sum256([]byte(s.metricsToken))
+	if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+		w.Header().Set("WWW-Authenticate", `Bearer`)
+		return httpx.Errorf(http.StatusUnauthorized, "missing or wrong metrics token: send Authorization: Bearer <PLATFORM_METRICS_TOKEN>")
 	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return false
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
+	return nil
 }
 
 // writeMetrics renders every family in a fixed order, each family's series

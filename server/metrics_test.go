@@ -179,7 +179,7 @@ next:
 
 func (e *testEnv) scrape(t *testing.T) []promSample {
 	t.Helper()
-	resp, err := e.client.Get(e.srv.URL + "/metrics")
+	resp, err := http.Get(e.ops.URL + "/metrics") // the operational listener
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,11 +268,15 @@ func TestMetricsAuth(t *testing.T) {
 		t.Fatalf("heap profile: %d %.200s", code, body)
 	}
 
-	open := newEnv(t) // no token: the test server listens on loopback
+	// Without a token, the public port serves them to nobody, a loopback
+	// peer included (TestOperationalEndpointsBehindARelay has the relay);
+	// the operational listener serves them.
+	open := newEnv(t)
 	open.scrape(t)
 	for name, mod := range map[string]func(*http.Request){
-		"Remote":  func(r *http.Request) { r.RemoteAddr = "203.0.113.5:1234" },
-		"Proxied": func(r *http.Request) { r.RemoteAddr = "127.0.0.1:1234"; r.Header.Set("X-Forwarded-For", "203.0.113.5") },
+		"Remote":   func(r *http.Request) { r.RemoteAddr = "203.0.113.5:1234" },
+		"Proxied":  func(r *http.Request) { r.RemoteAddr = "127.0.0.1:1234"; r.Header.Set("X-Forwarded-For", "203.0.113.5") },
+		"Loopback": func(r *http.Request) { r.RemoteAddr = "127.0.0.1:1234" },
 	} {
 		for _, path := range []string{"/metrics", "/debug/pprof/goroutine"} {
 			t.Run(name+path, func(t *testing.T) {

@@ -16,15 +16,40 @@ func (s *Server) routes(public *api.Server, gateways *gatewayapi.Server) {
 	m := s.mux
 	m.Handle("GET /health", s.handle(s.health))
 	m.Handle("GET /ready", s.handle(s.ready))
-	m.Handle("GET /metrics", s.operator(s.handle(s.serveMetrics)))
-	// Profiles of the running server (go tool pprof), for the operator.
-	m.Handle("GET /debug/pprof/", s.operator(http.HandlerFunc(pprof.Index)))
-	m.Handle("GET /debug/pprof/profile", s.operator(http.HandlerFunc(pprof.Profile)))
-	m.Handle("GET /debug/pprof/trace", s.operator(http.HandlerFunc(pprof.Trace)))
-	m.Handle("GET /debug/pprof/symbol", s.operator(http.HandlerFunc(pprof.Symbol)))
+	s.operational(m, s.operator)
 
 	public.Register(m)
 	gateways.Register(m)
+
+	// The operational listener: the same endpoints, and health and
+	// readiness for probes that reach only it.
+	s.ops.Handle("GET /health", s.handle(s.health))
+	s.ops.Handle("GET /ready", s.handle(s.ready))
+	s.operational(s.ops, s.opsOnly)
+}
+
+// operational registers the metrics and the profiles of the running
+// server (go tool pprof) behind guard.
+func (s *Server) operational(m *http.ServeMux, guard func(http.Handler) http.Handler) {
+	m.Handle("GET /metrics", guard(s.handle(s.serveMetrics)))
+	m.Handle("GET /debug/pprof/", guard(http.HandlerFunc(pprof.Index)))
+	m.Handle("GET /debug/pprof/profile", guard(http.HandlerFunc(pprof.Profile)))
+	m.Handle("GET /debug/pprof/trace", guard(http.HandlerFunc(pprof.Trace)))
+	m.Handle("GET /debug/pprof/symbol", guard(http.HandlerFunc(pprof.Symbol)))
+}
+
+// Ops is the handler of the operational listener (PLATFORM_OPS_ADDR):
+// metrics, profiles, health and readiness, plain HTTP, meant for loopback.
+// Without a metrics token it is the only place metrics and profiles are
+// served.
+func (s *Server) Ops() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := s.ops.Handler(r); pattern == "" {
+			httpx.WriteError(w, r, s.log, httpx.Errorf(http.StatusNotFound, "no route for %s %s on the operational listener: it serves /metrics, /debug/pprof/, /health and /ready", r.Method, r.URL.Path))
+			return
+		}
+		s.ops.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) error {

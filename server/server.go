@@ -48,8 +48,13 @@ type Options struct {
 	// TrustForwardedFor takes the client address from X-Forwarded-For, for
 	// a server behind a reverse proxy that sets it.
 	TrustForwardedFor bool
-	// MetricsToken, if set, is the bearer token GET /metrics requires;
-	// without it only loopback clients may read the metrics.
+	// MaxDocumentAnswers and MaxDocumentAnswersPerGateway bound the
+	// gateways' answers of many documents running at once (0: defaults).
+	MaxDocumentAnswers           int
+	MaxDocumentAnswersPerGateway int
+	// MetricsToken, if set, is the bearer token GET /metrics and the
+	// profiles require, on the public port and the operational listener;
+	// without it they are served on the operational listener (Ops) only.
 	MetricsToken string
 	// Version is reported by platform_build_info.
 	Version string
@@ -63,6 +68,7 @@ type Server struct {
 	fleet   *fleet.Fleet
 	hub     *hub.Hub
 	mux     *http.ServeMux
+	ops     *http.ServeMux // the operational listener's (Ops)
 	public  *api.Server
 	docs    *document.Source
 
@@ -81,6 +87,7 @@ func New(o Options) *Server {
 		log:          o.Logger,
 		origins:      o.CORSOrigins,
 		mux:          http.NewServeMux(),
+		ops:          http.NewServeMux(),
 		metrics:      metrics.New(o.Version),
 		metricsToken: o.MetricsToken,
 	}
@@ -104,7 +111,8 @@ func New(o Options) *Server {
 		s.public,
 		gatewayapi.New(gatewayapi.Options{Store: o.Store, Fleet: s.fleet, Docs: s.docs, Metrics: s.metrics,
 			Logger: s.log, MaxBodyBytes: o.MaxBodyBytes, WSRateLimitPerMinute: o.WSRateLimitPerMinute,
-			TrustForwardedFor: o.TrustForwardedFor}),
+			TrustForwardedFor: o.TrustForwardedFor, MaxDocumentAnswers: o.MaxDocumentAnswers,
+			MaxDocumentAnswersPerGateway: o.MaxDocumentAnswersPerGateway}),
 	)
 	return s
 }

@@ -642,6 +642,25 @@ func lockReportingGateway(ctx context.Context, tx *Tx, gatewayID, orgID string) 
 	return vhost, err
 }
 
+// insertGatewayAPI inserts an API a gateway created by itself (its report
+// or import), within the gateway's quota. The caller holds the gateway's
+// row lock (lockReportingGateway), so two imports of one gateway cannot
+// both take the last place.
+func (db *DB) insertGatewayAPI(ctx context.Context, tx *Tx, gatewayID string, a *API, now time.Time) error {
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM apis WHERE created_by_gateway = $1`, gatewayID).Scan(&n); err != nil {
+		return err
+	}
+	if n >= db.maxGatewayAPIs {
+		return invalid("this gateway has created %d APIs through its reports and imports, the most one gateway may (PLATFORM_MAX_GATEWAY_CREATED_APIS); delete some of them, deploy APIs to it from the control plane, or raise the setting", n)
+	}
+	if err := insertAPI(ctx, tx, a, now); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE apis SET created_by_gateway = $1 WHERE id = $2`, gatewayID, a.ID)
+	return err
+}
+
 // A gateway may report what it runs; it never obtains what no user deployed
 // to it. So an API id already in use by an API this gateway does not run
 // is ErrConflict, answered alike whichever organization holds it. A gateway
@@ -676,7 +695,7 @@ func (db *DB) RecordGatewayDeployment(ctx context.Context, gatewayID string, a *
 			return conflict("API id %s is already in use by an API this gateway does not run: report the API under another id", a.ID)
 		}
 		a.ProjectID = pid
-		if err := insertAPI(ctx, tx, a, now); err != nil {
+		if err := db.insertGatewayAPI(ctx, tx, gatewayID, a, now); err != nil {
 			return err
 		}
 		rev, err := insertRevision(ctx, tx, a, now)

@@ -197,7 +197,7 @@ func (db *DB) ImportArtifact(ctx context.Context, gatewayID, dpid string, a *API
 			return err
 		}
 		a.ID, a.ProjectID = newID(), projectID
-		if err := insertAPI(ctx, tx, a, now); err != nil {
+		if err := db.insertGatewayAPI(ctx, tx, gatewayID, a, now); err != nil {
 			return err
 		}
 		rev, err := insertRevision(ctx, tx, a, now)

@@ -26,6 +26,10 @@ type Config struct {
 	// the ones deployed somewhere; older ones are pruned in the
 	// background. 0 means DefaultKeepRevisions.
 	KeepRevisions int
+	// MaxGatewayCreatedAPIs is how many APIs one gateway may create
+	// through its reports and imports (those that still exist). 0 means
+	// DefaultMaxGatewayCreatedAPIs.
+	MaxGatewayCreatedAPIs int
 	// Log receives what the store does by itself (resealing, pruning
 	// failures, a lost PostgreSQL listener). Nil discards it.
 	Log *slog.Logger
@@ -50,6 +54,9 @@ const (
 	DefaultKeepRevisions      = 20
 	DefaultAckTimeout         = 60 * time.Second
 	DefaultTombstoneRetention = 30 * 24 * time.Hour
+	// DefaultMaxGatewayCreatedAPIs is generous: a gateway reports what it
+	// was configured with by hand, not a catalogue.
+	DefaultMaxGatewayCreatedAPIs = 5000
 )
 
 // IsPostgres reports whether dsn names a PostgreSQL database.
@@ -98,6 +105,9 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if cfg.KeepRevisions <= 0 {
 		cfg.KeepRevisions = DefaultKeepRevisions
 	}
+	if cfg.MaxGatewayCreatedAPIs <= 0 {
+		cfg.MaxGatewayCreatedAPIs = DefaultMaxGatewayCreatedAPIs
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -113,7 +123,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if cfg.Lease <= 0 {
 		cfg.Lease = DefaultLease
 	}
-	db := &DB{Now: time.Now, sealer: cfg.Sealer, keep: cfg.KeepRevisions, log: cfg.Log, prune: map[string]bool{},
+	db := &DB{Now: time.Now, sealer: cfg.Sealer, keep: cfg.KeepRevisions, maxGatewayAPIs: cfg.MaxGatewayCreatedAPIs, log: cfg.Log, prune: map[string]bool{},
 		ackTimeout: cfg.AckTimeout, retention: cfg.TombstoneRetention, origin: uuid.NewString(),
 		replica: cfg.ReplicaID, lease: cfg.Lease, presence: map[string]int{}, held: map[string]int{},
 		fetched: map[fetchKey]time.Time{}, seen: map[string]time.Time{}, stopFlush: make(chan struct{}), flushDone: make(chan struct{})}

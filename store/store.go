@@ -123,7 +123,9 @@ type DB struct {
 	held      map[string]int // connection counts written; guarded by fetchMu
 	sealer    *Sealer        // seals the secrets of API definitions
 	keep      int            // revisions kept per API besides deployed ones
-	log       *slog.Logger
+	// maxGatewayAPIs bounds the APIs one gateway creates by itself.
+	maxGatewayAPIs int
+	log            *slog.Logger
 	// AfterCommit, if set, runs after a write transaction that recorded
 	// changes commits, before they are published (SQLite) or while the
 	// listener publishes them (PostgreSQL). Tests use it to widen races.
