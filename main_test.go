@@ -74,7 +74,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "OpsLocalhostV6", args: []string{"-ops-addr", "[::1]:9090"}, check: func(c *Config) bool { return c.OpsAddr == "[::1]:9090" }},
 		{name: "OpsEverywhereWithoutToken", env: map[string]string{"PLATFORM_OPS_ADDR": ":9090"}, wantErr: "PLATFORM_METRICS_TOKEN"},
 		{name: "OpsRemoteWithoutToken", env: map[string]string{"PLATFORM_OPS_ADDR": "10.0.0.5:9090"}, wantErr: "not a loopback address"},
-		{name: "OpsRemoteWithToken", env: map[string]string{"PLATFORM_OPS_ADDR": "0.0.0.0:9090", "PLATFORM_METRICS_TOKEN": "t"},
+		{name: "OpsRemoteWithToken", env: map[string]string{"PLATFORM_OPS_ADDR": "0.0.0.0:9090", "PLATFORM_METRICS_TOKEN": "a-long-enough-metrics-token"},
 			check: func(c *Config) bool { return c.OpsAddr == "0.0.0.0:9090" }},
 		{name: "BadOpsAddr", env: map[string]string{"PLATFORM_OPS_ADDR": "9090"}, wantErr: "PLATFORM_OPS_ADDR"},
 		{name: "CertWithoutKey", env: map[string]string{"PLATFORM_TLS_CERT": "/c.pem"}, wantErr: "PLATFORM_TLS_KEY"},
