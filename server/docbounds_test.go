@@ -124,7 +124,7 @@ func totalAlloc() uint64 {
 func TestGatewayDocumentAnswersAreStreamed(t *testing.T) {
 	e := newEnvWith(t, func(o *Options) { fastHub(o); o.MaxDocumentAnswers = 8; o.MaxDocumentAnswersPerGateway = 8 })
 	f := newFleet(t, e, 1)
-	const n, padding = 32, 128 << 10
+	const n, padding = 20, 128 << 10
 	code, res, data := importArtifacts(t, e, f.keys[0], "big", n, padding)
 	if code != 200 || res.Success != n {
 		t.Fatalf("import: %d %.300s", code, data)
