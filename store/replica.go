@@ -114,8 +114,16 @@ func (db *DB) renewLease(ctx context.Context) error {
 				db.replica, formatTime(now)); err != nil {
 				return err
 			}
+			// Counts not written yet are newer than what was written (a
+			// gateway that left during the stall is pending at 0): they
+			// win over the held ones, or a connection long gone would be
+			// written back and counted until this replica restarts.
 			db.fetchMu.Lock()
-			db.presence = db.allPresenceLocked()
+			all := db.allPresenceLocked()
+			for gw, n := range db.presence {
+				all[gw] = n
+			}
+			db.presence = all
 			db.fetchMu.Unlock()
 		}
 		_, err = tx.ExecContext(ctx, `DELETE FROM replicas WHERE renewed_at < $1`, formatTime(now.Add(-2*db.lease)))
