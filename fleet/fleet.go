@@ -591,8 +591,12 @@ func (f *Fleet) Deploy(ctx context.Context, orgID, apiID, revisionID string, tar
 	if err != nil {
 		return nil, err
 	}
-	local, rep := f.takeReport(ctx, change)
-	f.recordDeliveries(ctx, change.Deployments, local, false)
+	// What was delivered is recorded whether or not the client stays for
+	// the answer (its rows would otherwise stay PENDING): the wait for
+	// reports is bounded by f.wait anyway.
+	rctx := context.WithoutCancel(ctx)
+	local, rep := f.takeReport(rctx, change)
+	f.recordDeliveries(rctx, change.Deployments, local, false)
 	out := make([]Result, len(change.Deployments))
 	for i, d := range change.Deployments {
 		r := rep[d.GatewayID]
@@ -669,6 +673,7 @@ func (f *Fleet) Undeploy(ctx context.Context, orgID, apiID, gatewayID string) er
 	if err != nil {
 		return err
 	}
+	ctx = context.WithoutCancel(ctx) // recorded even if the client left (see Deploy)
 	local, _ := f.takeReport(ctx, change)
 	f.recordDeliveries(ctx, change.Deployments, local, true)
 	return nil
@@ -682,6 +687,7 @@ func (f *Fleet) DeleteAPI(ctx context.Context, orgID, apiID string) error {
 	if err != nil || change == nil {
 		return err
 	}
+	ctx = context.WithoutCancel(ctx) // recorded even if the client left (see Deploy)
 	local, _ := f.takeReport(ctx, change)
 	f.recordDeletions(ctx, change.Deployments, local)
 	return nil

@@ -10,12 +10,11 @@ import (
 	"platform-api/store/storetest"
 )
 
-// TestFollowUpOverflowResendsState: when the queue of other replicas'
-// changes to follow up was full, a change was dropped silently: its
-// deliveries here were never recorded (52,680 rows stayed PENDING in the
-// attack) and nothing repaired them. The gateways of a change that finds
-// no room are sent their whole state again, and the overflow is counted.
-func TestFollowUpOverflowResendsState(t *testing.T) {
+// connectedFixture is a store with an organization, a gateway and an API,
+// a fleet over it, and one first-generation connection of the gateway, in
+// memory, past its connection.ack.
+func connectedFixture(t *testing.T) (*store.DB, *Fleet, *memTransport, *store.Organization, *store.Gateway, *store.API) {
+	t.Helper()
 	ctx := context.Background()
 	db, _ := storetest.Open(t, nil)
 	org := &store.Organization{Handle: "o", Name: "o", Region: "r"}
@@ -33,6 +32,7 @@ func TestFollowUpOverflowResendsState(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := New(Options{Store: db, GenerationGrace: time.Millisecond})
+	t.Cleanup(f.Close)
 	tr := newMemTransport()
 	served := make(chan struct{})
 	go func() {
@@ -43,6 +43,20 @@ func TestFollowUpOverflowResendsState(t *testing.T) {
 	if ev := tr.next(t); ev["type"] != "connection.ack" {
 		t.Fatalf("first frame %v", ev)
 	}
+	for _, c := range f.Hub().Conns(gw.ID) {
+		<-c.GenerationKnown() // the grace has passed: a deploy reaches it directly
+	}
+	return db, f, tr, org, gw, a
+}
+
+// TestFollowUpOverflowResendsState: when the queue of other replicas'
+// changes to follow up was full, a change was dropped silently: its
+// deliveries here were never recorded (52,680 rows stayed PENDING in the
+// attack) and nothing repaired them. The gateways of a change that finds
+// no room are sent their whole state again, and the overflow is counted.
+func TestFollowUpOverflowResendsState(t *testing.T) {
+	ctx := context.Background()
+	_, f, tr, org, gw, a := connectedFixture(t)
 	out, err := f.Deploy(ctx, org.ID, a.ID, "", []store.DeployTarget{{GatewayID: gw.ID}}, func(*store.Revision) error { return nil }, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -68,5 +82,30 @@ func TestFollowUpOverflowResendsState(t *testing.T) {
 	}
 	if ev := tr.next(t); ev["type"] != "api.deployed" || ev["payload"].(map[string]any)["apiId"] != a.ID {
 		t.Fatalf("state sent again: %v", ev)
+	}
+}
+
+// TestDeliveryRecordedWhenTheClientLeaves: a deploy whose client went away
+// before the answer left its first-generation deliveries PENDING although
+// they were delivered: the report was abandoned with the request's
+// context. What was delivered is recorded whether the client stays or not.
+func TestDeliveryRecordedWhenTheClientLeaves(t *testing.T) {
+	db, f, tr, org, gw, a := connectedFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	db.AfterCommit = cancel // the client leaves as soon as the deployment is made
+	_, err := f.Deploy(ctx, org.ID, a.ID, "", []store.DeployTarget{{GatewayID: gw.ID}}, func(*store.Revision) error { return nil }, 0)
+	db.AfterCommit = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := tr.next(t); ev["type"] != "api.deployed" {
+		t.Fatalf("deploy event %v", ev)
+	}
+	st, err := db.DeploymentStatuses(context.Background(), a.ID, []string{gw.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st[gw.ID].Status; got != store.StatusDelivered {
+		t.Fatalf("deployment %s after the client left, want %s", got, store.StatusDelivered)
 	}
 }
