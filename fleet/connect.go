@@ -61,6 +61,7 @@ func (f *Fleet) awaitGeneration(ctx context.Context, c *hub.Conn) {
 func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, func()) {
 	gw := c.Identity.GatewayID
 	f.store.NotePresence(gw, f.liveConns(gw))
+	f.noteArrival(gw)
 	f.awaitGeneration(ctx, c)
 	// Acknowledgements gather for a few milliseconds before they are
 	// written: write them now, so that one that came on the connection

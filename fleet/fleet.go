@@ -21,6 +21,7 @@ package fleet
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -74,6 +75,12 @@ type Fleet struct {
 	// worker that records the deliveries and reports them to the origin.
 	followUps chan followUp
 	stopped   chan struct{}
+	// arrivals are the gateways that gained a connection here lately, by
+	// when: their cap across replicas is checked once every replica's
+	// count is written (trimLoop).
+	arrivalsMu sync.Mutex
+	arrivals   map[string]time.Time
+
 	// Overflowed counts other replicas' changes the follow-up queue had
 	// no room for: their gateways were sent their state again instead.
 	Overflowed atomic.Int64
@@ -148,6 +155,10 @@ func New(o Options) *Fleet {
 		followUps: make(chan followUp, 1024), stopped: make(chan struct{})}
 	f.acks.init(f)
 	go f.followUpLoop()
+	if o.Store != nil && o.Store.Replicated() {
+		f.arrivals = map[string]time.Time{}
+		go f.trimLoop()
+	}
 	hc := o.Hub
 	hc.OnConnect = f.initialState
 	hc.OnMessage = f.onMessage
@@ -357,6 +368,79 @@ func (f *Fleet) receiveReport(r store.Report) {
 	select {
 	case p.wake <- struct{}{}:
 	default:
+	}
+}
+
+// settleAfter is how long after a connection arrives its gateway's counts
+// on every replica are taken as written: a few of the store's background
+// rounds (250 ms each).
+const settleAfter = time.Second
+
+// noteArrival notes that the gateway gained a connection here.
+func (f *Fleet) noteArrival(gatewayID string) {
+	if f.arrivals == nil {
+		return
+	}
+	f.arrivalsMu.Lock()
+	f.arrivals[gatewayID] = time.Now()
+	f.arrivalsMu.Unlock()
+}
+
+// trimLoop enforces the per-gateway cap across replicas. Each replica
+// refuses a connection that would put the gateway over its cap, counting
+// the others' connections as last written; connections that arrive on
+// several replicas at once all pass that check. Once their counts are
+// written, every replica works out the same split of the cap from the
+// same rows: in the order of replica ids, each keeps what it holds while
+// the cap allows; each closes its own newest connections beyond its part.
+func (f *Fleet) trimLoop() {
+	t := time.NewTicker(settleAfter / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-f.stopped:
+			return
+		}
+		cap := f.hub.MaxPerGateway()
+		f.arrivalsMu.Lock()
+		var due []string
+		for gw, at := range f.arrivals {
+			// Checked over a few rounds: another replica's connections that
+			// arrived a moment before or after are written by then.
+			if age := time.Since(at); age >= settleAfter {
+				due = append(due, gw)
+				if age >= 3*settleAfter {
+					delete(f.arrivals, gw)
+				}
+			}
+		}
+		f.arrivalsMu.Unlock()
+		if cap <= 0 || len(due) == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		remote, err := f.store.ConnectionsByReplica(ctx, due)
+		cancel()
+		if err != nil {
+			f.log.Warn("could not check gateways' connections across replicas", "err", err)
+			continue
+		}
+		self := f.store.ReplicaID()
+		for _, gw := range due {
+			counts := map[string]int{self: f.liveConns(gw)}
+			for r, n := range remote[gw] {
+				counts[r] = n
+			}
+			left := cap
+			for _, r := range slices.Sorted(maps.Keys(counts)) {
+				keep := min(counts[r], left)
+				left -= keep
+				if r == self {
+					f.hub.Trim(gw, counts[r]-keep)
+				}
+			}
+		}
 	}
 }
 

@@ -625,6 +625,26 @@ func (h *Hub) CloseToken(tokenID string) {
 	}
 }
 
+// MaxPerGateway is the cap on one gateway's live connections (0: none).
+func (h *Hub) MaxPerGateway() int { return h.cfg.MaxPerGateway }
+
+// Trim closes the gateway's n newest connections (1008): the gateway holds
+// more than its cap across replicas (connections that came to several
+// replicas at once).
+func (h *Hub) Trim(gatewayID string, n int) {
+	cs := h.conns(gatewayID)
+	if n <= 0 || len(cs) == 0 {
+		return
+	}
+	cs = slices.Clone(cs)
+	slices.SortFunc(cs, func(a, b *Conn) int { return b.ConnectedAt.Compare(a.ConnectedAt) })
+	for _, c := range cs[:min(n, len(cs))] {
+		c.log.Warn("gateway connection closed: over its cap of connections across replicas", "cap", h.cfg.MaxPerGateway)
+		h.RefusedLimit.Add(1)
+		c.close(ClosePolicy)
+	}
+}
+
 // Tokens lists the tokens the live connections authenticated with.
 func (h *Hub) Tokens() []string {
 	h.mu.Lock()

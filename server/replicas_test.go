@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -242,5 +243,68 @@ func TestRevokeAnsweredOnceEveryReplicaRefuses(t *testing.T) {
 		if code := c.closeCode(100 * time.Millisecond); code != 1008 {
 			t.Fatalf("trial %d: the connection on another replica closed with %d, want 1008 at once", trial, code)
 		}
+	}
+}
+
+// TestCapHoldsWhenConnectionsArriveTogether: connections of one gateway
+// arriving on several replicas at once each passed the per-gateway cap (6
+// live with a cap of 2), since none saw the others' yet, and stayed. Once
+// their counts are written, the replicas trim the excess between them.
+func TestCapHoldsWhenConnectionsArriveTogether(t *testing.T) {
+	rs := newReplicas(t, 3, func(o *Options) { o.Hub.MaxPerGateway = 2 })
+	f := newFleet(t, rs[0], 1)
+	gw := f.gws[0].ID
+	var mu sync.Mutex
+	var live []*wsClient
+	var wg sync.WaitGroup
+	for _, r := range rs {
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, _ := dialWS(t, r.srv.URL, f.keys[0])
+				if m := c.next(2 * time.Second); m["type"] == "connection.ack" {
+					mu.Lock()
+					live = append(live, c)
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if len(live) <= 2 {
+		t.Skipf("only %d connections passed the handshake: no race to trim this time", len(live))
+	}
+	liveAcross := func() int {
+		n := 0
+		for _, r := range rs {
+			for _, c := range r.api.Hub().Conns(gw) {
+				if c.Context().Err() == nil {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	waitFor(t, func() bool { return liveAcross() == 2 })
+	closed := 0
+	for _, c := range live {
+		// The trimmed ones have their close frame waiting; the others
+		// stay silent past the short read.
+		for {
+			op, payload, err := c.readFrame(100 * time.Millisecond)
+			if err != nil {
+				break
+			}
+			if op == opClose {
+				if closeCode(payload) == 1008 {
+					closed++
+				}
+				break
+			}
+		}
+	}
+	if closed != len(live)-2 {
+		t.Fatalf("%d of %d connections closed (1008), want %d", closed, len(live), len(live)-2)
 	}
 }

@@ -224,6 +224,32 @@ func (db *DB) RemotePresence(ctx context.Context, gatewayIDs []string) (map[stri
 	return out, err
 }
 
+// ConnectionsByReplica returns, for each gateway, its live connections on
+// each other replica whose lease is live.
+func (db *DB) ConnectionsByReplica(ctx context.Context, gatewayIDs []string) (map[string]map[string]int, error) {
+	out := map[string]map[string]int{}
+	if db.dialect != dialectPostgres || len(gatewayIDs) == 0 {
+		return out, nil
+	}
+	err := db.readTx(ctx, func(tx *Tx) error {
+		return inChunks(ctx, tx, gatewayIDs, []any{db.replica, formatTime(db.Now().Add(-db.lease))}, func(in string) string {
+			return `SELECT c.gateway_id, c.replica_id, c.connections
+				FROM gateway_connections c JOIN replicas r ON r.id = c.replica_id
+				WHERE c.replica_id <> $1 AND r.renewed_at > $2 AND c.gateway_id IN (` + in + `)`
+		}, func(rows *sql.Rows) error {
+			var gw, replica string
+			var n int
+			err := rows.Scan(&gw, &replica, &n)
+			if out[gw] == nil {
+				out[gw] = map[string]int{}
+			}
+			out[gw][replica] = n
+			return err
+		})
+	})
+	return out, err
+}
+
 // ReplicasHolding returns the other live replicas that hold a connection
 // of one of the gateways.
 func (db *DB) ReplicasHolding(ctx context.Context, gatewayIDs []string) (map[string]bool, error) {
