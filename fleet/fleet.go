@@ -155,15 +155,15 @@ func New(o Options) *Fleet {
 		followUps: make(chan followUp, 1024), stopped: make(chan struct{})}
 	f.acks.init(f)
 	go f.followUpLoop()
-	if o.Store != nil && o.Store.Replicated() {
-		f.arrivals = map[string]time.Time{}
-		go f.trimLoop()
-	}
 	hc := o.Hub
 	hc.OnConnect = f.initialState
 	hc.OnMessage = f.onMessage
 	hc.OnDisconnect = f.onDisconnect
 	f.hub = hub.New(hc, o.Log)
+	if o.Store != nil && o.Store.Replicated() {
+		f.arrivals = map[string]time.Time{}
+		go f.trimLoop() // it reads f.hub: started once that is set
+	}
 	if o.Store != nil {
 		o.Store.SetPublisher(f.publish)
 		o.Store.SetResync(f.resync)
