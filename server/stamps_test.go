@@ -27,7 +27,7 @@ func TestStampsFollowCommitOrder(t *testing.T) {
 
 func raceStamps(t *testing.T, reconnect bool) {
 	e := newEnv(t)
-	const gateways, workers, ops = 6, 4, 15
+	const gateways, rounds, workers = 6, 6, 6
 	f := newFleet(t, e, gateways)
 	gs := make([]*gen2Gateway, gateways)
 	for i := range gs {
@@ -36,47 +36,53 @@ func raceStamps(t *testing.T, reconnect bool) {
 		gs[i].connect()
 		go gs[i].handleAll()
 	}
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rnd := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
-			for range ops {
-				i := rnd.IntN(gateways)
-				if rnd.IntN(3) == 0 {
-					if code, body := e.do("DELETE", "/api/v1/apis/"+f.api+"/deployments/"+f.gws[i].ID, f.tok, nil); code != 204 && code != 404 {
-						t.Errorf("undeploy: %d %s", code, body)
-					}
-					continue
-				}
-				items := []map[string]any{{"gatewayId": f.gws[i].ID, "vhost": "api.example.com"},
-					{"gatewayId": f.gws[(i+1)%gateways].ID, "vhost": "api.example.com"}}
-				if code, body := e.do("POST", "/api/v1/apis/"+f.api+"/deploy-revision", f.tok, items); code != 200 {
-					t.Errorf("deploy: %d %s", code, body)
-				}
-			}
-		}()
+	var items []map[string]any
+	for _, g := range f.gws {
+		items = append(items, map[string]any{"gatewayId": g.ID, "vhost": "api.example.com"})
 	}
-	if reconnect {
+	// Each round, the workers start together: a deploy to every gateway,
+	// or an undeploy from one; then every gateway must converge.
+	for round := range rounds {
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				rnd := rand.New(rand.NewPCG(uint64(round), uint64(w)))
+				for range 2 {
+					if rnd.IntN(3) == 0 {
+						gw := f.gws[rnd.IntN(gateways)].ID
+						if code, body := e.do("DELETE", "/api/v1/apis/"+f.api+"/deployments/"+gw, f.tok, nil); code != 204 && code != 404 {
+							t.Errorf("undeploy: %d %s", code, body)
+						}
+						continue
+					}
+					if code, body := e.do("POST", "/api/v1/apis/"+f.api+"/deploy-revision", f.tok, items); code != 200 {
+						t.Errorf("deploy: %d %s", code, body)
+					}
+				}
+			}()
+		}
 		done := make(chan struct{})
 		go func() { wg.Wait(); close(done) }()
-		for i := 0; ; i++ {
+		close(start)
+		for i := 0; reconnect; i++ {
 			select {
 			case <-done:
 			default:
-				g := gs[i%gateways]
+				g := gs[(round+i)%gateways]
 				g.c.conn.Close()
-				time.Sleep(5 * time.Millisecond)
 				g.connect()
 				go g.handleAll()
 				continue
 			}
 			break
 		}
+		<-done
+		checkLastApplied(t, e, f, gs)
 	}
-	wg.Wait()
-	checkLastApplied(t, e, f, gs)
 }
 
 // checkLastApplied waits until every gateway's last applied event for the
