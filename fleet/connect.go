@@ -68,15 +68,18 @@ func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, fu
 	// this one replaces is not taken for missing (and its deployment sent
 	// again).
 	f.acks.flush()
-	st, err := f.store.GatewayState(ctx, gw)
+	gen2 := c.Generation() == hub.Gen2
+	read := f.store.GatewayState
+	if gen2 {
+		read = f.store.ResendState // stamps what it re-sends (see there)
+	}
+	st, err := read(ctx, gw)
 	if err != nil {
 		if ctx.Err() == nil {
 			f.log.Warn("could not load a gateway's state", "gateway", gw, "err", err)
 		}
 		return nil, nil
 	}
-	gen2 := c.Generation() == hub.Gen2
-	now := time.Now().UTC()
 	var events []*hub.Event
 	var sent []store.Delivery
 	var deleted []string
@@ -87,10 +90,7 @@ func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, fu
 		case gen2 && d.AckedAt != nil:
 			continue // applied and acknowledged: not again
 		case gen2:
-			at = now
-			if !at.After(d.PerformedAt) {
-				at = d.PerformedAt.Add(time.Millisecond)
-			}
+			at = st.ResendAt
 			f.acks.expect(c, d.APIID, d.DeploymentID, undeploy)
 		case undeploy && d.DeliveredAt != nil:
 			continue // a first-generation gateway was told already

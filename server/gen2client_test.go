@@ -4,7 +4,9 @@ import (
 	"archive/zip"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"platform-api/httpx"
 	"strings"
@@ -35,6 +37,13 @@ type gen2Gateway struct {
 	// ignoreAcks drops acknowledgements (a gateway that applies but never
 	// answers).
 	ignoreAcks bool
+	// noDownload skips the download of what it deploys (a race may have
+	// undeployed it meanwhile, and only the order of events is checked).
+	noDownload bool
+	// dropsConns: the test closes its connections at will, so an
+	// acknowledgement written on a closed one is lost, as a real gateway's
+	// would be.
+	dropsConns bool
 }
 
 func newGen2(t testing.TB, e *testEnv, key, gatewayID string) *gen2Gateway {
@@ -52,7 +61,9 @@ func (g *gen2Gateway) connect() map[string]any {
 		posted <- code
 	}()
 	c, ack := mustDial(g.t, g.e.srv.URL, g.key)
+	g.mu.Lock()
 	g.c = c
+	g.mu.Unlock()
 	if code := <-posted; code != 204 {
 		g.t.Fatalf("manifest answered %d", code)
 	}
@@ -85,8 +96,11 @@ func (g *gen2Gateway) next(timeout time.Duration) map[string]any {
 // handleAll handles events as they come until the connection is quiet for
 // 10 s or ends; run it on a goroutine of its own.
 func (g *gen2Gateway) handleAll() {
+	g.mu.Lock()
+	c := g.c // a reconnect replaces it; this loop ends with its connection
+	g.mu.Unlock()
 	for {
-		ev, err := g.c.tryNext(10 * time.Second)
+		ev, err := c.tryNext(10 * time.Second)
 		if err != nil {
 			return
 		}
@@ -123,7 +137,7 @@ func (g *gen2Gateway) handle(ev map[string]any) {
 	action, status, code := "deploy", "success", ""
 	if ev["type"] == "api.undeployed" {
 		action = "undeploy"
-	} else {
+	} else if !g.noDownload {
 		g.downloadRestAPI(api)
 	}
 	g.mu.Lock()
@@ -148,7 +162,10 @@ func (g *gen2Gateway) ack(dep, api, action, status, code, performedAt string) {
 		payload["errorCode"] = code
 	}
 	frame, _ := json.Marshal(map[string]any{"type": "deployment.ack", "payload": payload})
-	if err := g.c.writeFrame(opText, frame); err != nil {
+	g.mu.Lock()
+	c := g.c
+	g.mu.Unlock()
+	if err := c.writeFrame(opText, frame); err != nil && !(g.dropsConns && errors.Is(err, net.ErrClosed)) {
 		g.t.Errorf("ack: %v", err)
 	}
 }

@@ -108,6 +108,10 @@ func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targe
 		if err := tx.lockRow(ctx, "apis", apiID); err != nil {
 			return err
 		}
+		now, err := nextStamp(ctx, tx, apiID, db.Now())
+		if err != nil {
+			return err
+		}
 		list, err := queryAPIs(ctx, tx, `WHERE id = $1 AND organization_id = $2`, apiID, orgID)
 		if err != nil {
 			return err
@@ -172,7 +176,8 @@ func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targe
 				ON CONFLICT (api_id, gateway_id) DO UPDATE SET deployment_id = excluded.deployment_id,
 				revision_id = excluded.revision_id, vhost = excluded.vhost, display_on_devportal = excluded.display_on_devportal,
 				state = excluded.state, status = excluded.status, error_code = NULL, deployed_at = excluded.deployed_at,
-				performed_at = excluded.performed_at, sent_at = NULL, delivered_at = NULL, acked_at = NULL, fetched_at = NULL`, args...)
+				performed_at = excluded.performed_at, resent_at = NULL, sent_at = NULL, delivered_at = NULL, acked_at = NULL,
+				fetched_at = NULL`, args...)
 			if err != nil {
 				return fmt.Errorf("record deployments: %w", err)
 			}
@@ -185,6 +190,46 @@ func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targe
 	}
 	db.schedulePrune(apiID)
 	return rev, change, nil
+}
+
+// The stamps of changes (performedAt). A second-generation gateway applies
+// an event only when its performedAt is newer than what it holds, so for
+// each (gateway, API) a later commit must carry a later stamp, whatever the
+// clocks of the replicas and however transactions interleave, and the
+// stamp a reconnecting gateway's initial state re-sends a deployment with
+// (resent_at, see ResendState) must lie between the two.
+//
+// So a change's stamp is taken under the API's row lock, which every change
+// to the API's deployments (Deploy, Undeploy, DeleteAPI) and every re-send
+// holds: it is now, or just after the newest stamp of the API's rows,
+// performed or re-sent, whichever is later. One stamp serves every row of
+// the change (another replica reads the change back by it), and it is newer
+// than every row of the API, so no earlier row is taken for the change's.
+
+// stampStep is the smallest step between stamps: what the columns keep.
+const stampStep = time.Microsecond
+
+// nextStamp is the stamp of a change to the API's deployments made at now.
+// The caller holds the API's row lock.
+func nextStamp(ctx context.Context, tx *Tx, apiID string, now time.Time) (time.Time, error) {
+	var performed, resent time.Time
+	if err := tx.QueryRowContext(ctx, `SELECT MAX(performed_at), MAX(resent_at) FROM deployments WHERE api_id = $1`,
+		apiID).Scan(dbTime{&performed}, dbTime{&resent}); err != nil {
+		return time.Time{}, fmt.Errorf("read the API's last stamp: %w", err)
+	}
+	return after(now, performed, resent), nil
+}
+
+// after is now (to the column's precision), or the step after the latest of
+// last, whichever is later.
+func after(now time.Time, last ...time.Time) time.Time {
+	stamp := now.UTC().Truncate(stampStep)
+	for _, t := range last {
+		if !t.IsZero() && !stamp.After(t) {
+			stamp = t.UTC().Add(stampStep)
+		}
+	}
+	return stamp
 }
 
 // upsertChunk is how many deployment rows one INSERT carries (3 bound
@@ -310,6 +355,10 @@ func (db *DB) Undeploy(ctx context.Context, orgID, apiID, gatewayID string) (*Ch
 		if _, err := findAPIRow(ctx, tx, orgID, apiID); err != nil {
 			return err
 		}
+		now, err := nextStamp(ctx, tx, apiID, db.Now())
+		if err != nil {
+			return err
+		}
 		list, err := queryDeployments(ctx, tx, `WHERE d.api_id = $1 AND d.gateway_id = $2 AND d.state = $3`,
 			apiID, gatewayID, StateDeployed)
 		if err != nil {
@@ -319,7 +368,7 @@ func (db *DB) Undeploy(ctx context.Context, orgID, apiID, gatewayID string) (*Ch
 			return notFound("API %s is not deployed to gateway %s", apiID, gatewayID)
 		}
 		if _, err = tx.ExecContext(ctx, `UPDATE deployments SET state = $1, status = $2, error_code = NULL,
-			performed_at = $3, sent_at = NULL, delivered_at = NULL, acked_at = NULL
+			performed_at = $3, resent_at = NULL, sent_at = NULL, delivered_at = NULL, acked_at = NULL
 			WHERE api_id = $4 AND gateway_id = $5`, StateUndeployed, StatusUndeploying, formatTime(now), apiID, gatewayID); err != nil {
 			return err
 		}
@@ -424,6 +473,67 @@ func (db *DB) GatewayDeployments(ctx context.Context, gatewayID string) ([]*Depl
 type GatewayState struct {
 	Deployments []*Deployment // both states
 	Deleted     []*DeletedDeployment
+	// ResendAt, set by ResendState when some deployment is not
+	// acknowledged, is the performedAt to send those with.
+	ResendAt time.Time
+}
+
+// ResendState is GatewayState for a second-generation connection, which is
+// sent again what its gateway has not acknowledged (both states), with a
+// performedAt newer than any it was sent before, so that it applies and
+// acknowledges it even if it holds it already. That stamp is recorded
+// (resent_at) under the row locks of the APIs concerned, in the transaction
+// that reads the state: a change committed before it is in the state and
+// stamped older; one committed after it is stamped newer (nextStamp), so
+// its live event is never ignored for the re-sent one, in whichever order
+// the two reach the gateway.
+func (db *DB) ResendState(ctx context.Context, gatewayID string) (*GatewayState, error) {
+	st, err := db.GatewayState(ctx, gatewayID)
+	if err != nil || !slices.ContainsFunc(st.Deployments, func(d *Deployment) bool { return d.AckedAt == nil }) {
+		return st, err
+	}
+	err = db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		apis, err := queryStrings(ctx, tx, `SELECT DISTINCT api_id FROM deployments WHERE gateway_id = $1 AND acked_at IS NULL
+			ORDER BY api_id`, gatewayID)
+		if err != nil {
+			return err
+		}
+		// Shared: re-sends to several gateways go together; a change to
+		// one of these APIs waits, and is stamped after.
+		if err := tx.lockShared(ctx, "apis", apis); err != nil {
+			return err
+		}
+		// The rows in key order, as every writer of several takes them.
+		if _, err := tx.ExecContext(ctx, `SELECT 1 FROM deployments WHERE gateway_id = $1 AND acked_at IS NULL
+			ORDER BY api_id`+tx.forUpdate(), gatewayID); err != nil {
+			return err
+		}
+		var performed, resent time.Time
+		if err := tx.QueryRowContext(ctx, `SELECT MAX(performed_at), MAX(resent_at) FROM deployments
+			WHERE gateway_id = $1 AND acked_at IS NULL`, gatewayID).Scan(dbTime{&performed}, dbTime{&resent}); err != nil {
+			return err
+		}
+		stamp := after(db.Now(), performed, resent)
+		if _, err := tx.ExecContext(ctx, `UPDATE deployments SET resent_at = $1 WHERE gateway_id = $2 AND acked_at IS NULL`,
+			formatTime(stamp), gatewayID); err != nil {
+			return err
+		}
+		st = &GatewayState{ResendAt: stamp}
+		if st.Deployments, err = queryDeployments(ctx, tx, `WHERE d.gateway_id = $1`, gatewayID); err != nil {
+			return err
+		}
+		for _, d := range st.Deployments {
+			if d.AckedAt == nil && !slices.Contains(apis, d.APIID) {
+				return errRetry // deployed meanwhile, so not locked: read again
+			}
+		}
+		st.Deleted, err = queryDeleted(ctx, tx, `WHERE gateway_id = $1`, gatewayID)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // GatewayState reads a gateway's state in one snapshot.

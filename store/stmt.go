@@ -137,6 +137,35 @@ func (t *Tx) lockRow(ctx context.Context, table, id string) error {
 	return err
 }
 
+// lockShared takes shared locks on rows of table (PostgreSQL; SQLite has one
+// writer), in the order of ids (sorted by the caller): they exclude lockRow's,
+// not each other.
+func (t *Tx) lockShared(ctx context.Context, table string, ids []string) error {
+	if t.dialect != dialectPostgres {
+		return nil
+	}
+	for start := 0; start < len(ids); start += inChunk {
+		chunk := ids[start:min(start+inChunk, len(ids))]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		if _, err := t.ExecContext(ctx, `SELECT 1 FROM `+table+` WHERE id IN (`+placeholders(1, len(chunk))+`)
+			ORDER BY id FOR SHARE`, args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// forUpdate is the clause that locks the rows a query reads (PostgreSQL).
+func (t *Tx) forUpdate() string {
+	if t.dialect != dialectPostgres {
+		return ""
+	}
+	return " FOR UPDATE"
+}
+
 // record notes a change to publish once the transaction has committed, and
 // returns it with its ID set.
 func (t *Tx) record(c *Change) *Change {

@@ -1,0 +1,131 @@
+package server
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestStampsFollowCommitOrder: a deploy's performedAt was taken before the
+// API's row lock, so on PostgreSQL a change that committed later could
+// carry an older stamp; and a reconnecting gateway's initial state was
+// stamped "now", newer than a change committed just after it. A
+// second-generation gateway ignores an event not newer than what it holds,
+// so it kept an older state (an ignored undeploy left the API served).
+// Deploys and undeploys of one API race from several goroutines while
+// gateways drop their connections and reconnect; in the end every
+// gateway's last applied event must be the stored state.
+func TestStampsFollowCommitOrder(t *testing.T) {
+	for _, reconnect := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reconnect=%v", reconnect), func(t *testing.T) {
+			raceStamps(t, reconnect)
+		})
+	}
+}
+
+func raceStamps(t *testing.T, reconnect bool) {
+	e := newEnv(t)
+	const gateways, rounds, workers = 6, 6, 6
+	f := newFleet(t, e, gateways)
+	gs := make([]*gen2Gateway, gateways)
+	for i := range gs {
+		gs[i] = newGen2(t, e, f.keys[i], f.gws[i].ID)
+		gs[i].noDownload, gs[i].dropsConns = true, reconnect
+		gs[i].connect()
+		go gs[i].handleAll()
+	}
+	var items []map[string]any
+	for _, g := range f.gws {
+		items = append(items, map[string]any{"gatewayId": g.ID, "vhost": "api.example.com"})
+	}
+	// Each round, the workers start together: a deploy to every gateway,
+	// or an undeploy from one; then every gateway must converge.
+	for round := range rounds {
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				rnd := rand.New(rand.NewPCG(uint64(round), uint64(w)))
+				for range 2 {
+					if rnd.IntN(3) == 0 {
+						gw := f.gws[rnd.IntN(gateways)].ID
+						if code, body := e.do("DELETE", "/api/v1/apis/"+f.api+"/deployments/"+gw, f.tok, nil); code != 204 && code != 404 {
+							t.Errorf("undeploy: %d %s", code, body)
+						}
+						continue
+					}
+					if code, body := e.do("POST", "/api/v1/apis/"+f.api+"/deploy-revision", f.tok, items); code != 200 {
+						t.Errorf("deploy: %d %s", code, body)
+					}
+				}
+			}()
+		}
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		close(start)
+		for i := 0; reconnect; i++ {
+			select {
+			case <-done:
+			default:
+				g := gs[(round+i)%gateways]
+				g.c.conn.Close()
+				g.connect()
+				go g.handleAll()
+				continue
+			}
+			break
+		}
+		<-done
+		checkLastApplied(t, e, f, gs)
+	}
+}
+
+// checkLastApplied waits until every gateway's last applied event for the
+// fleet's API is its stored state, and fails naming those that diverged.
+func checkLastApplied(t *testing.T, e *testEnv, f *testFleet, gs []*gen2Gateway) {
+	t.Helper()
+	var diverged []string
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		stored := map[string]map[string]any{}
+		for _, g := range gs {
+			stored[g.id] = deploymentStatus(t, e, f.tok, f.api, g.id)
+		}
+		diverged = nil
+		for _, g := range gs {
+			want, dep := "none", ""
+			if d := stored[g.id]; d != nil {
+				dep, _ = d["deploymentId"].(string)
+				want = "api.deployed"
+				if s := d["status"]; s == "UNDEPLOYING" || s == "UNDEPLOYED" {
+					want = "api.undeployed"
+				}
+			}
+			got, gotDep := "none", ""
+			g.mu.Lock()
+			for _, ev := range g.applied {
+				p, _ := ev["payload"].(map[string]any)
+				if p["apiId"] == f.api {
+					got, _ = ev["type"].(string)
+					gotDep, _ = p["deploymentId"].(string)
+				}
+			}
+			g.mu.Unlock()
+			if got != want || (want == "api.deployed" && gotDep != dep) {
+				diverged = append(diverged, fmt.Sprintf("%s: applied %s %s, stored %s %s", g.id, got, gotDep, want, dep))
+			}
+		}
+		if len(diverged) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(diverged) > 0 {
+		t.Fatalf("%d of %d gateways diverged from the stored state:\n%v", len(diverged), len(gs), diverged)
+	}
+}
