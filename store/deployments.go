@@ -261,6 +261,19 @@ func queryStrings(ctx context.Context, tx *Tx, q string, args ...any) ([]string,
 // inChunks runs a query for ids, inChunk of them at a time: query gets the
 // placeholders of a chunk's ids, which are bound after args; scan is called
 // with each row.
+// idSet runs a query of one id column over a list of ids in chunks
+// (inChunks) and returns the ids it answered.
+func idSet(ctx context.Context, tx *Tx, ids []string, args []any, query func(in string) string) (map[string]bool, error) {
+	out := make(map[string]bool, len(ids))
+	err := inChunks(ctx, tx, ids, args, query, func(rows *sql.Rows) error {
+		var id string
+		err := rows.Scan(&id)
+		out[id] = true
+		return err
+	})
+	return out, err
+}
+
 func inChunks(ctx context.Context, tx *Tx, ids []string, args []any, query func(in string) string, scan func(*sql.Rows) error) error {
 	for start := 0; start < len(ids); start += inChunk {
 		chunk := ids[start:min(start+inChunk, len(ids))]

@@ -151,16 +151,13 @@ func (db *DB) GatewayDeploymentsByID(ctx context.Context, gatewayID string, ids 
 // APIsExist reports which of ids are APIs of the organization; an API of
 // another organization is answered as a missing one.
 func (db *DB) APIsExist(ctx context.Context, orgID string, ids []string) (map[string]bool, error) {
-	out := make(map[string]bool, len(ids))
+	var out map[string]bool
 	err := db.readTx(ctx, func(tx *Tx) error {
-		return inChunks(ctx, tx, ids, []any{orgID}, func(in string) string {
+		var err error
+		out, err = idSet(ctx, tx, ids, []any{orgID}, func(in string) string {
 			return `SELECT id FROM apis WHERE organization_id = $1 AND id IN (` + in + `)`
-		}, func(rows *sql.Rows) error {
-			var id string
-			err := rows.Scan(&id)
-			out[id] = true
-			return err
 		})
+		return err
 	})
 	return out, err
 }

@@ -258,16 +258,13 @@ func (db *DB) ReplicasHolding(ctx context.Context, gatewayIDs []string) (map[str
 		return out, nil
 	}
 	err := db.readTx(ctx, func(tx *Tx) error {
-		return inChunks(ctx, tx, gatewayIDs, []any{db.replica, formatTime(db.Now().Add(-db.lease))}, func(in string) string {
+		var err error
+		out, err = idSet(ctx, tx, gatewayIDs, []any{db.replica, formatTime(db.Now().Add(-db.lease))}, func(in string) string {
 			return `SELECT DISTINCT c.replica_id FROM gateway_connections c
 				JOIN replicas r ON r.id = c.replica_id
 				WHERE c.replica_id <> $1 AND r.renewed_at > $2 AND c.gateway_id IN (` + in + `)`
-		}, func(rows *sql.Rows) error {
-			var id string
-			err := rows.Scan(&id)
-			out[id] = true
-			return err
 		})
+		return err
 	})
 	return out, err
 }

@@ -261,15 +261,12 @@ func (db *DB) ActiveTokens(ctx context.Context, tokenIDs []string) (map[string]b
 		return out, nil
 	}
 	err := db.readTx(ctx, func(tx *Tx) error {
-		return inChunks(ctx, tx, tokenIDs, nil, func(in string) string {
+		var err error
+		out, err = idSet(ctx, tx, tokenIDs, nil, func(in string) string {
 			return `SELECT t.id FROM gateway_tokens t JOIN gateways g ON g.id = t.gateway_id
 				WHERE t.active_slot IS NOT NULL AND t.id IN (` + in + `)`
-		}, func(rows *sql.Rows) error {
-			var id string
-			err := rows.Scan(&id)
-			out[id] = true
-			return err
 		})
+		return err
 	})
 	return out, err
 }
