@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"platform-api/httpx"
 	"platform-api/hub"
 	"platform-api/store"
 )
@@ -64,7 +65,8 @@ type acks struct {
 	// unexpected limits, per connection, the acknowledgements that match
 	// nothing this server waits for (only useful after a restart): a flood
 	// of them cannot become a flood of database writes.
-	unexpected map[*hub.Conn]*allowance
+	// Keyed by connection id; idle buckets are swept.
+	unexpected *httpx.RateLimiter
 	// flushMu serializes flushes (the write loop's, and those of a
 	// connection's initial state) and guards retry: how long the write
 	// loop waits before it tries again a batch the database did not take
@@ -100,22 +102,6 @@ const (
 	maxQueuedAcks = 200_000
 )
 
-// allowance is a token bucket.
-type allowance struct {
-	tokens float64
-	last   time.Time
-}
-
-func (b *allowance) take(now time.Time) bool {
-	b.tokens = min(unexpectedBurst, b.tokens+now.Sub(b.last).Seconds()*unexpectedPerSec)
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
 // ackFlushEvery is how long acknowledgements gather before they are
 // written together.
 const ackFlushEvery = 10 * time.Millisecond
@@ -124,7 +110,7 @@ func (a *acks) init(f *Fleet) {
 	a.f = f
 	a.waits = map[ackKey]*ackWait{}
 	a.byConn = map[*hub.Conn][]ackKey{}
-	a.unexpected = map[*hub.Conn]*allowance{}
+	a.unexpected = httpx.NewRateLimiter(unexpectedBurst, unexpectedBurst*time.Second/unexpectedPerSec)
 	a.kick = make(chan struct{}, 1)
 	a.stop = make(chan struct{})
 	a.done = make(chan struct{})
@@ -167,7 +153,7 @@ func (f *Fleet) onMessage(c *hub.Conn, frame []byte) {
 	p := &m.Payload
 	// Ids are canonical UUIDs, as every id this server hands out: anything
 	// else (a NUL, a multibyte cut) could only fail the batch it joins.
-	if json.Unmarshal(frame, &m) != nil || m.Type != "deployment.ack" || !isID(p.DeploymentID) || !isID(p.ArtifactID) ||
+	if json.Unmarshal(frame, &m) != nil || m.Type != "deployment.ack" || !httpx.IsID(p.DeploymentID) || !httpx.IsID(p.ArtifactID) ||
 		(p.Action != "deploy" && p.Action != "undeploy") || (p.Status != "success" && p.Status != "failed") {
 		f.acks.Malformed.Add(1)
 		return
@@ -209,24 +195,6 @@ func cleanErrorCode(code string) string {
 		return "GATEWAY_PROCESSING_ERROR"
 	}
 	return code
-}
-
-// isID reports whether s is a UUID in canonical lower-case form.
-func isID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			if c != '-' {
-				return false
-			}
-		} else if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // count counts an acknowledgement for metrics, under its code when the
@@ -278,16 +246,7 @@ func (a *acks) received(c *hub.Conn, ack store.Ack) bool {
 	switch {
 	case w == nil || w.deploymentID != ack.DeploymentID || w.undeploy != ack.Undeploy:
 		// Nothing expected here: the store decides, within the allowance.
-		b := a.unexpected[c]
-		if b == nil {
-			if c.Context().Err() != nil {
-				a.mu.Unlock()
-				return false // gone: its allowance could never be dropped
-			}
-			b = &allowance{tokens: unexpectedBurst, last: time.Now()}
-			a.unexpected[c] = b
-		}
-		if !b.take(time.Now()) {
+		if !a.unexpected.Allow(c.ID) {
 			a.mu.Unlock()
 			return false
 		}
@@ -342,7 +301,6 @@ func (a *acks) gone(c *hub.Conn) {
 	a.mu.Lock()
 	keys := a.byConn[c]
 	delete(a.byConn, c)
-	delete(a.unexpected, c)
 	final := false
 	for _, k := range keys {
 		w := a.waits[k]
