@@ -8,7 +8,6 @@ import (
 
 	"platform-api/hub"
 	"platform-api/store"
-	"platform-api/store/storetest"
 )
 
 // ackTransport is a memTransport the gateway also writes to: Receive hands
@@ -61,21 +60,7 @@ func (a *ackTransport) send(t *testing.T, frame []byte) {
 // read, so a deployment made final by one connection alone shows.
 func TestDeployedOnlyWhenEveryConnectionAcknowledged(t *testing.T) {
 	ctx := context.Background()
-	db, _ := storetest.Open(t, nil)
-	org := &store.Organization{Handle: "o", Name: "o", Region: "r"}
-	if err := db.CreateOrganization(ctx, org); err != nil {
-		t.Fatal(err)
-	}
-	projects, _, _ := db.Projects(ctx, org.ID, store.Page{Limit: 1})
-	gw := &store.Gateway{OrganizationID: org.ID, Name: "edge", DisplayName: "edge", Vhost: "gw.example.com", FunctionalityType: "regular"}
-	if err := db.CreateGateway(ctx, gw); err != nil {
-		t.Fatal(err)
-	}
-	a, err := db.CreateAPI(ctx, &store.API{OrganizationID: org.ID, ProjectID: projects[0].ID, Name: "a", Context: "/a", Version: "v1",
-		BackendServices: []store.BackendService{{Name: "b", Endpoints: []store.Endpoint{{URL: "https://b"}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, org, gw, a := newFixture(t)
 	f := New(Options{Store: db, GenerationGrace: time.Second})
 	t.Cleanup(f.Close)
 	// Second generation: its manifest is known before it connects.

@@ -33,6 +33,29 @@ func TestStatusAfter(t *testing.T) {
 	}
 }
 
+// newFixture is a store with an organization, one gateway and one API that
+// gateways can run.
+func newFixture(t *testing.T) (*store.DB, *store.Organization, *store.Gateway, *store.API) {
+	t.Helper()
+	ctx := context.Background()
+	db, _ := storetest.Open(t, nil)
+	org := &store.Organization{Handle: "o", Name: "o", Region: "r"}
+	if err := db.CreateOrganization(ctx, org); err != nil {
+		t.Fatal(err)
+	}
+	projects, _, _ := db.Projects(ctx, org.ID, store.Page{Limit: 1})
+	gw := &store.Gateway{OrganizationID: org.ID, Name: "edge", DisplayName: "edge", Vhost: "gw.example.com", FunctionalityType: "regular"}
+	if err := db.CreateGateway(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	a, err := db.CreateAPI(ctx, &store.API{OrganizationID: org.ID, ProjectID: projects[0].ID, Name: "a", Context: "/a", Version: "v1",
+		BackendServices: []store.BackendService{{Name: "b", Endpoints: []store.Endpoint{{URL: "https://b"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, org, gw, a
+}
+
 // memTransport is a gateway connection in memory: it keeps what the hub
 // sends, and ends when closed.
 type memTransport struct {
@@ -76,21 +99,7 @@ func TestDeployToAJoiningConnection(t *testing.T) {
 	for _, gen2 := range []bool{false, true} {
 		t.Run(map[bool]string{false: "first generation", true: "second generation"}[gen2], func(t *testing.T) {
 			ctx := context.Background()
-			db, _ := storetest.Open(t, nil)
-			org := &store.Organization{Handle: "o", Name: "o", Region: "r"}
-			if err := db.CreateOrganization(ctx, org); err != nil {
-				t.Fatal(err)
-			}
-			projects, _, _ := db.Projects(ctx, org.ID, store.Page{Limit: 1})
-			gw := &store.Gateway{OrganizationID: org.ID, Name: "edge", DisplayName: "edge", Vhost: "gw.example.com", FunctionalityType: "regular"}
-			if err := db.CreateGateway(ctx, gw); err != nil {
-				t.Fatal(err)
-			}
-			a, err := db.CreateAPI(ctx, &store.API{OrganizationID: org.ID, ProjectID: projects[0].ID, Name: "a", Context: "/a", Version: "v1",
-				BackendServices: []store.BackendService{{Name: "b", Endpoints: []store.Endpoint{{URL: "https://b"}}}}})
-			if err != nil {
-				t.Fatal(err)
-			}
+			db, org, gw, a := newFixture(t)
 			const grace = time.Second // long enough that the deploy surely comes within it
 			f := New(Options{Store: db, GenerationGrace: grace})
 			t.Cleanup(f.Close)

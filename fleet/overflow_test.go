@@ -7,7 +7,6 @@ import (
 
 	"platform-api/hub"
 	"platform-api/store"
-	"platform-api/store/storetest"
 )
 
 // connectedFixture is a store with an organization, a gateway and an API,
@@ -16,21 +15,7 @@ import (
 func connectedFixture(t *testing.T) (*store.DB, *Fleet, *memTransport, *store.Organization, *store.Gateway, *store.API) {
 	t.Helper()
 	ctx := context.Background()
-	db, _ := storetest.Open(t, nil)
-	org := &store.Organization{Handle: "o", Name: "o", Region: "r"}
-	if err := db.CreateOrganization(ctx, org); err != nil {
-		t.Fatal(err)
-	}
-	projects, _, _ := db.Projects(ctx, org.ID, store.Page{Limit: 1})
-	gw := &store.Gateway{OrganizationID: org.ID, Name: "edge", DisplayName: "edge", Vhost: "gw.example.com", FunctionalityType: "regular"}
-	if err := db.CreateGateway(ctx, gw); err != nil {
-		t.Fatal(err)
-	}
-	a, err := db.CreateAPI(ctx, &store.API{OrganizationID: org.ID, ProjectID: projects[0].ID, Name: "a", Context: "/a", Version: "v1",
-		BackendServices: []store.BackendService{{Name: "b", Endpoints: []store.Endpoint{{URL: "https://b"}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, org, gw, a := newFixture(t)
 	f := New(Options{Store: db, GenerationGrace: time.Millisecond})
 	t.Cleanup(f.Close)
 	tr := newMemTransport()
