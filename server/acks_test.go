@@ -31,12 +31,7 @@ func TestAckErrorCodesAreBounded(t *testing.T) {
 	}
 	var counted, dropped int64
 	waitFor(t, func() bool {
-		acks, _ := e.api.fleet.AckCounts()
-		counted = 0
-		for _, a := range acks {
-			counted += a.N
-		}
-		dropped, _, _ = e.api.fleet.AckDrops()
+		counted, dropped = ackTotals(e)
 		return counted+dropped == sent
 	})
 	if dropped == 0 {
@@ -186,12 +181,7 @@ func TestAckFloodDoesNotHoldOthersBack(t *testing.T) {
 	<-done
 	var taken, dropped int64
 	waitFor(t, func() bool {
-		acks, _ := e.api.fleet.AckCounts()
-		taken = 0
-		for _, a := range acks {
-			taken += a.N
-		}
-		dropped, _, _ = e.api.fleet.AckDrops()
+		taken, dropped = ackTotals(e)
 		return taken+dropped >= sent
 	})
 	// The flooding connection's allowance: 1,000 at once, 100 a second
@@ -199,4 +189,15 @@ func TestAckFloodDoesNotHoldOthersBack(t *testing.T) {
 	if limit := 1000 + int64(100*time.Since(start).Seconds()) + 1; taken > limit {
 		t.Fatalf("%d acknowledgements of the flood taken in %s, over the allowance of %d", taken, time.Since(start), limit)
 	}
+}
+
+// ackTotals is how many acknowledgements the server took (counted by status
+// and code) and how many it dropped over a connection's allowance.
+func ackTotals(e *testEnv) (taken, dropped int64) {
+	acks, _ := e.api.fleet.AckCounts()
+	for _, a := range acks {
+		taken += a.N
+	}
+	dropped, _, _ = e.api.fleet.AckDrops()
+	return taken, dropped
 }

@@ -139,7 +139,16 @@ func (e *testEnv) do(method, path, token string, body any) (int, []byte) {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := e.client.Do(req)
+	return e.send(req)
+}
+
+// send makes the request and returns the status and body. Redirects are
+// answers to check, not to follow.
+func (e *testEnv) send(req *http.Request) (int, []byte) {
+	e.t.Helper()
+	client := *e.client
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := client.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -23,18 +23,7 @@ func (e *testEnv) raw(method, path, token, contentType, body string) (int, []byt
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	client := *e.client // redirects are answers to check, not to follow
-	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	resp, err := client.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return resp.StatusCode, data
+	return e.send(req)
 }
 
 // A body declared as something other than JSON (what curl -d sends without
