@@ -42,19 +42,7 @@ func TestRenderDocumentGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden := "../testdata/" + name + ".yaml"
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./api -run Golden -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Fatalf("document differs from %s:\n--- got\n%s\n--- want\n%s", golden, got, want)
-			}
+			checkGolden(t, "../testdata/"+name+".yaml", got)
 			again, _ := document.RenderHTTPRest(a)
 			if !bytes.Equal(again, got) {
 				t.Fatal("rendering is not deterministic")
@@ -170,19 +158,7 @@ func TestRenderRestAPIGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden := "../testdata/" + name + ".restapi.yaml"
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./api -run Golden -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Fatalf("document differs from %s:\n--- got\n%s\n--- want\n%s", golden, got, want)
-			}
+			checkGolden(t, "../testdata/"+name+".restapi.yaml", got)
 		})
 	}
 }
@@ -293,4 +269,22 @@ func FuzzRenderDocument(f *testing.F) {
 			t.Fatalf("round trip:\n got %q\nwant %q\n%s", got, want, doc)
 		}
 	})
+}
+
+// checkGolden compares a rendered document with its golden file (written
+// anew with -update).
+func checkGolden(t *testing.T, golden string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test ./document -run Golden -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("document differs from %s:\n--- got\n%s\n--- want\n%s", golden, got, want)
+	}
 }
