@@ -21,18 +21,51 @@ import (
 // several processes behind a load balancer are, in one test process.
 func newReplicas(t *testing.T, n int, mod func(*Options)) []*testEnv {
 	t.Helper()
+	return newSkewedReplicas(t, make([]time.Duration, n), mod)
+}
+
+// newSkewedReplicas is newReplicas with each replica's wall clock off by
+// its skew (positive: ahead).
+func newSkewedReplicas(t *testing.T, skews []time.Duration, mod func(*Options)) []*testEnv {
+	t.Helper()
 	if !pgtest.Postgres() {
 		t.Skip("replicas share a PostgreSQL database: runs in the PostgreSQL pass of the suite")
 	}
 	dsn := pgtest.Schema(t)
 	var out []*testEnv
-	for i := range n {
+	for i, skew := range skews {
 		id := fmt.Sprintf("replica-%d", i)
 		out = append(out, newEnvStore(t, func(c *store.Config) {
 			c.DSN, c.ReplicaID, c.Lease = dsn+"&application_name="+id, id, time.Second
+			if skew != 0 {
+				c.Clock = func() time.Time { return time.Now().Add(skew).Round(0) }
+			}
 		}, mod))
 	}
 	return out
+}
+
+// TestReplicasWithSkewedClocks: leases were written with each replica's
+// clock and judged with the reader's, so a replica 20 s behind looked dead
+// to the others (its gateways inactive, its connections not counted), and
+// one ahead took the others' for dead. They are on the database's clock.
+func TestReplicasWithSkewedClocks(t *testing.T) {
+	rs := newSkewedReplicas(t, []time.Duration{0, -20 * time.Second, 12 * time.Second}, fastHub)
+	f := newFleet(t, rs[0], 2)
+	mustDial(t, rs[1].srv.URL, f.keys[0]) // on the replica behind
+	mustDial(t, rs[0].srv.URL, f.keys[1]) // on the right one, seen by the one ahead
+	waitRemote(t, rs[0], f.gws[0].ID, 1)
+	waitRemote(t, rs[2], f.gws[0].ID, 1)
+	waitRemote(t, rs[2], f.gws[1].ID, 1)
+	for i, r := range rs {
+		var st httpx.List[api.GatewayStatus]
+		r.must(200, "GET", "/api/v1/status/gateways", f.tok, nil, &st)
+		for _, g := range st.List {
+			if !g.IsActive || g.Connections != 1 {
+				t.Fatalf("replica %d answers %+v for a gateway with one connection", i, g)
+			}
+		}
+	}
 }
 
 // TestReplicasDeliverEverywhere: a deploy handled by one replica reaches a

@@ -193,7 +193,7 @@ func (db *DB) lastToAcknowledge(ctx context.Context, tx *Tx, a Ack) (bool, error
 	var others int
 	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM ack_waits w JOIN replicas r ON r.id = w.replica_id
 		WHERE w.api_id = $1 AND w.gateway_id = $2 AND w.deployment_id = $3 AND w.replica_id <> $4 AND r.renewed_at > $5`,
-		a.APIID, a.GatewayID, a.DeploymentID, db.replica, formatTime(db.Now().Add(-db.lease))).Scan(&others)
+		a.APIID, a.GatewayID, a.DeploymentID, db.replica, formatTime(db.clock().Add(-db.lease))).Scan(&others)
 	return others == 0, err
 }
 

@@ -108,7 +108,7 @@ func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targe
 		if err := tx.lockRow(ctx, "apis", apiID); err != nil {
 			return err
 		}
-		now, err := nextStamp(ctx, tx, apiID, db.Now())
+		now, err := nextStamp(ctx, tx, apiID, db.clock())
 		if err != nil {
 			return err
 		}
@@ -368,7 +368,7 @@ func (db *DB) Undeploy(ctx context.Context, orgID, apiID, gatewayID string) (*Ch
 		if _, err := findAPIRow(ctx, tx, orgID, apiID); err != nil {
 			return err
 		}
-		now, err := nextStamp(ctx, tx, apiID, db.Now())
+		now, err := nextStamp(ctx, tx, apiID, db.clock())
 		if err != nil {
 			return err
 		}
@@ -526,7 +526,7 @@ func (db *DB) ResendState(ctx context.Context, gatewayID string) (*GatewayState,
 			WHERE gateway_id = $1 AND acked_at IS NULL`, gatewayID).Scan(dbTime{&performed}, dbTime{&resent}); err != nil {
 			return err
 		}
-		stamp := after(db.Now(), performed, resent)
+		stamp := after(db.clock(), performed, resent)
 		if _, err := tx.ExecContext(ctx, `UPDATE deployments SET resent_at = $1 WHERE gateway_id = $2 AND acked_at IS NULL`,
 			formatTime(stamp), gatewayID); err != nil {
 			return err
@@ -587,7 +587,7 @@ func queryDeleted(ctx context.Context, tx *Tx, where string, args ...any) ([]*De
 // downloading after a deployment costs a few writes, not one per gateway.
 // A note only lands on a deployment still on the downloaded revision.
 func (db *DB) MarkFetched(gatewayID string, revisions map[string]string) {
-	now := db.Now().UTC()
+	now := db.clock().UTC()
 	db.fetchMu.Lock()
 	for api, rev := range revisions {
 		db.fetched[fetchKey{gatewayID, api, rev}] = now

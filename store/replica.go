@@ -46,7 +46,7 @@ func (db *DB) LiveReplicas(ctx context.Context) (map[string]bool, error) {
 	}
 	err := db.readTx(ctx, func(tx *Tx) error {
 		ids, err := queryStrings(ctx, tx, `SELECT id FROM replicas WHERE id <> $1 AND renewed_at > $2`,
-			db.replica, formatTime(db.Now().Add(-db.lease)))
+			db.replica, formatTime(db.clock().Add(-db.lease)))
 		for _, id := range ids {
 			out[id] = true
 		}
@@ -95,12 +95,18 @@ func (db *DB) registerReplica(ctx context.Context) error {
 // and removes the replicas whose lease expired long ago (their connection
 // rows go with them).
 func (db *DB) renewLease(ctx context.Context) error {
-	now := db.Now()
+	// When it is due is this process's business: its monotonic clock, which
+	// no step of the wall clock moves.
+	start := time.Now()
 	db.fetchMu.Lock()
-	due := now.Sub(db.renewedAt) >= db.lease/3
+	due := start.Sub(db.renewedAt) >= db.lease/3
 	db.fetchMu.Unlock()
 	if !due {
 		return nil
+	}
+	// The database's clock is read again with each renewal (clock.go).
+	if err := db.readClock(ctx); err != nil {
+		db.log.Warn("could not read the database's clock; carrying the last reading forward", "err", err)
 	}
 	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		res, err := tx.ExecContext(ctx, `UPDATE replicas SET renewed_at = $1 WHERE id = $2`, formatTime(now), db.replica)
@@ -131,7 +137,7 @@ func (db *DB) renewLease(ctx context.Context) error {
 	})
 	if err == nil {
 		db.fetchMu.Lock()
-		db.renewedAt = now
+		db.renewedAt = start
 		db.fetchMu.Unlock()
 	}
 	return err
@@ -208,7 +214,7 @@ func (db *DB) RemotePresence(ctx context.Context, gatewayIDs []string) (map[stri
 		return out, nil
 	}
 	err := db.readTx(ctx, func(tx *Tx) error {
-		return inChunks(ctx, tx, gatewayIDs, []any{db.replica, formatTime(db.Now().Add(-db.lease))}, func(in string) string {
+		return inChunks(ctx, tx, gatewayIDs, []any{db.replica, formatTime(db.clock().Add(-db.lease))}, func(in string) string {
 			return `SELECT c.gateway_id, SUM(c.connections), MAX(r.renewed_at)
 				FROM gateway_connections c JOIN replicas r ON r.id = c.replica_id
 				WHERE c.replica_id <> $1 AND r.renewed_at > $2 AND c.gateway_id IN (` + in + `)
@@ -232,7 +238,7 @@ func (db *DB) ConnectionsByReplica(ctx context.Context, gatewayIDs []string) (ma
 		return out, nil
 	}
 	err := db.readTx(ctx, func(tx *Tx) error {
-		return inChunks(ctx, tx, gatewayIDs, []any{db.replica, formatTime(db.Now().Add(-db.lease))}, func(in string) string {
+		return inChunks(ctx, tx, gatewayIDs, []any{db.replica, formatTime(db.clock().Add(-db.lease))}, func(in string) string {
 			return `SELECT c.gateway_id, c.replica_id, c.connections
 				FROM gateway_connections c JOIN replicas r ON r.id = c.replica_id
 				WHERE c.replica_id <> $1 AND r.renewed_at > $2 AND c.gateway_id IN (` + in + `)`
@@ -259,7 +265,7 @@ func (db *DB) ReplicasHolding(ctx context.Context, gatewayIDs []string) (map[str
 	}
 	err := db.readTx(ctx, func(tx *Tx) error {
 		var err error
-		out, err = idSet(ctx, tx, gatewayIDs, []any{db.replica, formatTime(db.Now().Add(-db.lease))}, func(in string) string {
+		out, err = idSet(ctx, tx, gatewayIDs, []any{db.replica, formatTime(db.clock().Add(-db.lease))}, func(in string) string {
 			return `SELECT DISTINCT c.replica_id FROM gateway_connections c
 				JOIN replicas r ON r.id = c.replica_id
 				WHERE c.replica_id <> $1 AND r.renewed_at > $2 AND c.gateway_id IN (` + in + `)`

@@ -132,8 +132,11 @@ type DB struct {
 	AfterCommit func()
 	wstmts      *stmtCache // prepared statements of the write pool
 	rstmts      *stmtCache // prepared statements of the read pool
-	// Now gives the time stamped on rows; tests may replace it.
-	Now func() time.Time
+	// Now is this replica's own clock (Config.Clock). What is written to
+	// rows and compared with them goes through clock(), the database's.
+	Now     func() time.Time
+	clockMu sync.Mutex
+	clockAt clockSample // the last reading of the database's clock (clock.go)
 
 	fetchMu sync.Mutex
 	fetched map[fetchKey]time.Time // downloads not yet written
@@ -275,7 +278,7 @@ func (db *DB) writeTxOnce(ctx context.Context, fn func(tx *Tx, now time.Time) er
 	t := &Tx{Tx: tx, stmts: db.wstmts, sealer: db.sealer, dialect: db.dialect, origin: db.origin}
 	// Truncated to what the timestamp columns keep, so a value returned
 	// before a read-back equals the one read back.
-	err = fn(t, db.Now().UTC().Truncate(time.Microsecond))
+	err = fn(t, db.clock().UTC().Truncate(time.Microsecond))
 	if err == nil && db.dialect == dialectPostgres && len(t.changes) > 0 {
 		err = db.notify(ctx, t)
 	}
@@ -472,9 +475,9 @@ func (db *DB) atStart(ctx context.Context) error {
 		}
 	}
 	db.fetchMu.Lock()
-	db.tombstonesAt = db.Now().Add(tombstonesEvery)
+	db.tombstonesAt = db.clock().Add(tombstonesEvery)
 	db.fetchMu.Unlock()
-	return db.PruneTombstones(ctx, db.Now().Add(-db.retention))
+	return db.PruneTombstones(ctx, db.clock().Add(-db.retention))
 }
 
 // resetUnacknowledged returns every deployment waiting for an
@@ -499,7 +502,7 @@ const tombstonesEvery = time.Hour
 // server makes no queries.
 func (db *DB) expireDue(ctx context.Context) error {
 	db.fetchMu.Lock()
-	due := !db.expireAt.IsZero() && !db.Now().Before(db.expireAt)
+	due := !db.expireAt.IsZero() && !db.clock().Before(db.expireAt)
 	if due {
 		db.expireAt = time.Time{}
 	}
@@ -507,8 +510,8 @@ func (db *DB) expireDue(ctx context.Context) error {
 	if !due {
 		return nil
 	}
-	if err := db.ExpireAcks(ctx, db.Now().Add(-db.ackTimeout)); err != nil {
-		db.scheduleExpiry(db.Now())
+	if err := db.ExpireAcks(ctx, db.clock().Add(-db.ackTimeout)); err != nil {
+		db.scheduleExpiry(db.clock())
 		return err
 	}
 	var oldest *time.Time
@@ -551,7 +554,7 @@ func (db *DB) Sync(ctx context.Context) error {
 	if db.dialect == dialectPostgres {
 		errs = append(errs, db.flushPresence(ctx), db.renewLease(ctx))
 	}
-	now := db.Now()
+	now := db.clock()
 	db.fetchMu.Lock()
 	pruneTombstones := now.After(db.tombstonesAt)
 	if pruneTombstones {
