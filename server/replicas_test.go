@@ -2,6 +2,7 @@ package server
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -228,6 +229,44 @@ func TestReplicaListenerTerminated(t *testing.T) {
 			return
 		}
 	}
+}
+
+// TestReplicaResyncsAfterAnUnreadableChange: a replica that heard a change
+// but could not read it (its pool saturated, a short outage) dropped it
+// while its listening connection stayed up, so nothing resynchronized: its
+// gateways never got the deployment, which stayed PENDING until they
+// reconnected. The read is tried again, then the replica listens again and
+// resynchronizes its gateways, as after a lost connection.
+func TestReplicaResyncsAfterAnUnreadableChange(t *testing.T) {
+	rs := newReplicas(t, 2, fastHub)
+	f := newFleet(t, rs[0], 1)
+	c, _ := mustDial(t, rs[1].srv.URL, f.keys[0])
+	waitRemote(t, rs[0], f.gws[0].ID, 1)
+	waitGenerations(t, rs[1], f.gws[0].ID)
+	var mu sync.Mutex
+	failed := 0
+	rs[1].db.SetChangeReadFault(func(k store.ChangeKind) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if k != store.ChangeDeployed || failed == 3 { // every try of one change
+			return nil
+		}
+		failed++
+		return errors.New("injected: the read of a change failed")
+	})
+	out := f.deploy(t, "", 0)
+	for {
+		ev := c.next(10 * time.Second)
+		if p := ev["payload"].(map[string]any); ev["type"] == "api.deployed" && p["revisionId"] == out[0].RevisionID {
+			break
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if failed != 3 {
+		t.Fatalf("the read failed %d times, want 3 (every try)", failed)
+	}
+	waitStatus(t, rs[0], f.tok, f.api, f.gws[0].ID, store.StatusDelivered)
 }
 
 // storeRaw is a database/sql handle on a test env's database.

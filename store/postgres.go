@@ -444,6 +444,14 @@ func (l *listener) dispatch(ctx context.Context, payload string) *readError {
 // changeFromNotice reads the change a notification of another process (or
 // of this one, forgotten) names.
 func (db *DB) changeFromNotice(ctx context.Context, n *notice) (*Change, error) {
+	db.resyncMu.Lock()
+	fault := db.readFault
+	db.resyncMu.Unlock()
+	if fault != nil {
+		if err := fault(n.Kind); err != nil {
+			return nil, err
+		}
+	}
 	c := &Change{ID: n.ID, Kind: n.Kind, Local: n.Origin == db.origin, Origin: n.Origin, GatewayID: n.Gateway,
 		TokenID: n.Token, APIIDs: n.APIs}
 	if n.API == "" {
@@ -470,6 +478,16 @@ func (db *DB) changeFromNotice(ctx context.Context, n *notice) (*Change, error) 
 		return err
 	})
 	return c, err
+}
+
+// SetChangeReadFault makes the listener's reads of other processes'
+// changes fail while fn returns an error: tests use it to stand for a
+// saturated pool or a lost read, which a running database seldom makes on
+// cue. Nil removes it.
+func (db *DB) SetChangeReadFault(fn func(ChangeKind) error) {
+	db.resyncMu.Lock()
+	db.readFault = fn
+	db.resyncMu.Unlock()
 }
 
 // Delivery reports across replicas. A replica that delivers another

@@ -109,9 +109,10 @@ type DB struct {
 	resyncMu  sync.Mutex
 	resync    func()
 	onReport  func(Report)
-	pgConfig  *pgx.ConnConfig // PostgreSQL: the parsed URL, for the listener
-	dsn       string          // PostgreSQL: the URL, to scrub from errors
-	channel   string          // PostgreSQL: the channel changes are notified on
+	readFault func(ChangeKind) error // guarded by resyncMu; see SetChangeReadFault
+	pgConfig  *pgx.ConnConfig        // PostgreSQL: the parsed URL, for the listener
+	dsn       string                 // PostgreSQL: the URL, to scrub from errors
+	channel   string                 // PostgreSQL: the channel changes are notified on
 	// origin names this process in the changes it makes, so that the
 	// listener tells its own changes from other replicas'.
 	origin string
