@@ -57,7 +57,13 @@ func (f *Fleet) awaitGeneration(ctx context.Context, c *hub.Conn) {
 // performedAt newer than anything sent before (so that one it synced by
 // itself at start is applied and acknowledged, not timed out), and
 // api.deleted for deletions it was never told of. What it acknowledged is
-// not sent again, and keeps its status.
+// not sent again, and keeps its status, unless the gateway has another
+// connection: then it may run as several instances, and this one may have
+// missed what another acknowledged (it was away, or its replica missed the
+// change). That is sent as first stamped, and nothing waits for it: an
+// instance that holds it ignores it, one that missed it applies it and
+// acknowledges it (an acknowledgement nothing waits for is final by
+// itself).
 func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, func()) {
 	gw := c.Identity.GatewayID
 	f.store.NotePresence(gw, f.liveConns(gw))
@@ -83,12 +89,23 @@ func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, fu
 	var events []*hub.Event
 	var sent []store.Delivery
 	var deleted []string
+	peers := -1 // not asked yet
 	for _, d := range st.Deployments {
 		undeploy := d.State == store.StateUndeployed
 		at := d.PerformedAt
 		switch {
 		case gen2 && d.AckedAt != nil:
-			continue // applied and acknowledged: not again
+			if peers < 0 {
+				peers = f.otherConns(ctx, c)
+			}
+			if peers > 0 {
+				ev := deployedEvent(d, d.PerformedAt)
+				if undeploy {
+					ev = undeployedEvent(d, d.PerformedAt)
+				}
+				events = append(events, ev) // not awaited: it may be ignored
+			}
+			continue // acknowledged: not expected again
 		case gen2:
 			at = st.ResendAt
 			f.acks.expect(c, d.APIID, d.DeploymentID, undeploy)
@@ -126,6 +143,20 @@ func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, fu
 			f.log.Warn("could not record the initial state's delivery", "gateway", gw, "err", err)
 		}
 	}
+}
+
+// otherConns counts the live connections of c's gateway besides c, here
+// and on the other replicas (none when the database cannot tell).
+func (f *Fleet) otherConns(ctx context.Context, c *hub.Conn) int {
+	n := f.liveConns(c.Identity.GatewayID) - 1
+	if f.store.Replicated() {
+		remote, err := f.store.RemotePresence(ctx, []string{c.Identity.GatewayID})
+		if err != nil && ctx.Err() == nil {
+			f.log.Warn("could not count a gateway's connections on other replicas", "gateway", c.Identity.GatewayID, "err", err)
+		}
+		n += remote[c.Identity.GatewayID].Connections
+	}
+	return max(n, 0)
 }
 
 func btoi(b bool) int {

@@ -380,3 +380,45 @@ func TestCapHoldsWhenConnectionsArriveTogether(t *testing.T) {
 		t.Fatalf("%d of %d connections closed (1008), want %d", closed, len(live), len(live)-2)
 	}
 }
+
+// TestPeerConnectionGetsWhatTheOtherAcknowledged: a gateway runs as two
+// instances, each with a connection (on one replica or two). A deployment
+// one of them acknowledged while the other was away was never sent to the
+// other: a connection's state left out what the gateway had acknowledged.
+// While the gateway has another connection, what is acknowledged is sent
+// too, as first stamped: an instance that holds it ignores it, one that
+// missed it applies and acknowledges it.
+func TestPeerConnectionGetsWhatTheOtherAcknowledged(t *testing.T) {
+	rs := []*testEnv{newEnvWith(t, fastHub)}
+	if pgtest.Postgres() {
+		rs = newReplicas(t, 2, fastHub)
+	}
+	f := newFleet(t, rs[0], 1)
+	first := newGen2(t, rs[0], f.keys[0], f.gws[0].ID)
+	first.connect()
+	waitGenerations(t, rs[0], f.gws[0].ID)
+	out := f.deploy(t, "", 0)
+	if ev := first.next(5 * time.Second); ev["type"] != "api.deployed" {
+		t.Fatalf("first instance got %v", ev)
+	}
+	waitStatus(t, rs[0], f.tok, f.api, f.gws[0].ID, store.StatusDeployed)
+	// The other instance connects (to the other replica, when there is one).
+	second := newGen2(t, rs[len(rs)-1], f.keys[0], f.gws[0].ID)
+	second.connect()
+	ev := second.next(5 * time.Second)
+	if p, _ := ev["payload"].(map[string]any); ev["type"] != "api.deployed" || p["deploymentId"] != out[0].DeploymentID {
+		t.Fatalf("the second instance got %v, want the deployment the first acknowledged", ev)
+	}
+	waitStatus(t, rs[0], f.tok, f.api, f.gws[0].ID, store.StatusDeployed)
+	// A reconnect of the first (still a peer of the second) is sent it
+	// too, and ignores it: nothing waits for its acknowledgement.
+	first.c.conn.Close()
+	first.connect()
+	ev = first.next(5 * time.Second)
+	if p, _ := ev["payload"].(map[string]any); ev["type"] != "api.deployed" || p["deploymentId"] != out[0].DeploymentID {
+		t.Fatalf("the first instance, back, got %v", ev)
+	}
+	if d := deploymentStatus(t, rs[0], f.tok, f.api, f.gws[0].ID); d["status"] != store.StatusDeployed {
+		t.Fatalf("after an instance ignored what it held: %v", d)
+	}
+}
