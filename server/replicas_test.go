@@ -22,12 +22,12 @@ import (
 // several processes behind a load balancer are, in one test process.
 func newReplicas(t *testing.T, n int, mod func(*Options)) []*testEnv {
 	t.Helper()
-	return newSkewedReplicas(t, make([]time.Duration, n), mod)
+	return newReplicasWith(t, make([]time.Duration, n), time.Second, mod)
 }
 
-// newSkewedReplicas is newReplicas with each replica's wall clock off by
-// its skew (positive: ahead).
-func newSkewedReplicas(t *testing.T, skews []time.Duration, mod func(*Options)) []*testEnv {
+// newReplicasWith is newReplicas with each replica's wall clock off by its
+// skew (positive: ahead), and a lease of its own.
+func newReplicasWith(t *testing.T, skews []time.Duration, lease time.Duration, mod func(*Options)) []*testEnv {
 	t.Helper()
 	if !pgtest.Postgres() {
 		t.Skip("replicas share a PostgreSQL database: runs in the PostgreSQL pass of the suite")
@@ -37,7 +37,7 @@ func newSkewedReplicas(t *testing.T, skews []time.Duration, mod func(*Options)) 
 	for i, skew := range skews {
 		id := fmt.Sprintf("replica-%d", i)
 		out = append(out, newEnvStore(t, func(c *store.Config) {
-			c.DSN, c.ReplicaID, c.Lease = dsn+"&application_name="+id, id, time.Second
+			c.DSN, c.ReplicaID, c.Lease = dsn+"&application_name="+id, id, lease
 			if skew != 0 {
 				c.Clock = func() time.Time { return time.Now().Add(skew).Round(0) }
 			}
@@ -51,7 +51,7 @@ func newSkewedReplicas(t *testing.T, skews []time.Duration, mod func(*Options)) 
 // to the others (its gateways inactive, its connections not counted), and
 // one ahead took the others' for dead. They are on the database's clock.
 func TestReplicasWithSkewedClocks(t *testing.T) {
-	rs := newSkewedReplicas(t, []time.Duration{0, -20 * time.Second, 12 * time.Second}, fastHub)
+	rs := newReplicasWith(t, []time.Duration{0, -20 * time.Second, 12 * time.Second}, time.Second, fastHub)
 	f := newFleet(t, rs[0], 2)
 	mustDial(t, rs[1].srv.URL, f.keys[0]) // on the replica behind
 	mustDial(t, rs[0].srv.URL, f.keys[1]) // on the right one, seen by the one ahead
@@ -402,7 +402,9 @@ func TestPeerConnectionGetsWhatTheOtherAcknowledged(t *testing.T) {
 		t.Fatalf("first instance got %v", ev)
 	}
 	waitStatus(t, rs[0], f.tok, f.api, f.gws[0].ID, store.StatusDeployed)
-	// The other instance connects (to the other replica, when there is one).
+	// The other instance connects (to the other replica, when there is
+	// one, once that replica has the first's connection in its count).
+	waitRemote(t, rs[len(rs)-1], f.gws[0].ID, 1)
 	second := newGen2(t, rs[len(rs)-1], f.keys[0], f.gws[0].ID)
 	second.connect()
 	ev := second.next(5 * time.Second)
@@ -412,6 +414,7 @@ func TestPeerConnectionGetsWhatTheOtherAcknowledged(t *testing.T) {
 	waitStatus(t, rs[0], f.tok, f.api, f.gws[0].ID, store.StatusDeployed)
 	// A reconnect of the first (still a peer of the second) is sent it
 	// too, and ignores it: nothing waits for its acknowledgement.
+	waitRemote(t, rs[0], f.gws[0].ID, 2)
 	first.c.conn.Close()
 	first.connect()
 	ev = first.next(5 * time.Second)
@@ -420,5 +423,54 @@ func TestPeerConnectionGetsWhatTheOtherAcknowledged(t *testing.T) {
 	}
 	if d := deploymentStatus(t, rs[0], f.tok, f.api, f.gws[0].ID); d["status"] != store.StatusDeployed {
 		t.Fatalf("after an instance ignored what it held: %v", d)
+	}
+}
+
+// TestCapAfterAReplicaCrash: a gateway at its connection cap on a replica
+// that crashed was refused on every other replica until the dead lease
+// expired (15 s by default), though its connections died with the
+// replica. A replica is dead once the database has seen its listening
+// session close. The crashed replica is written here as the database
+// holds it after a SIGKILL: its lease fresh, its session gone, its rows
+// left.
+func TestCapAfterAReplicaCrash(t *testing.T) {
+	const lease = time.Minute // it does not expire during the test
+	rs := newReplicasWith(t, make([]time.Duration, 2), lease, func(o *Options) { fastHub(o); o.Hub.MaxPerGateway = 2 })
+	f := newFleet(t, rs[0], 1)
+	raw := storeRaw(t, rs[0])
+	ctx := t.Context()
+	conn, err := raw.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if err := conn.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.ExecContext(ctx, `INSERT INTO replicas (id, started_at, renewed_at, listener_pid)
+		VALUES ('crashed', $1, $1, $2)`, time.Now().UTC().Format("2006-01-02T15:04:05.000000Z"), pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.ExecContext(ctx, `INSERT INTO gateway_connections (gateway_id, replica_id, connections)
+		VALUES ($1, 'crashed', 2)`, f.gws[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	// While the crashed replica's session is open, it counts: the cap is
+	// reached.
+	refused, _ := dialWS(t, rs[1].srv.URL, f.keys[0])
+	if m := refused.next(2 * time.Second); m["type"] != "error" || !strings.Contains(m["message"].(string), "maximum of 2") {
+		t.Fatalf("a third connection while the other replica lives: %v", m)
+	}
+	// The process dies: its session closes.
+	if _, err := raw.ExecContext(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	waitFor(t, func() bool {
+		p, err := rs[1].api.fleet.Presence(ctx, []string{f.gws[0].ID})
+		return err == nil && p[f.gws[0].ID].Connections == 0
+	})
+	for _, r := range rs {
+		mustDial(t, r.srv.URL, f.keys[0])
 	}
 }

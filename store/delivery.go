@@ -192,7 +192,7 @@ func (db *DB) lastToAcknowledge(ctx context.Context, tx *Tx, a Ack) (bool, error
 	// acknowledgement (the delivery is recorded after the event went out).
 	var others int
 	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM ack_waits w JOIN replicas r ON r.id = w.replica_id
-		WHERE w.api_id = $1 AND w.gateway_id = $2 AND w.deployment_id = $3 AND w.replica_id <> $4 AND r.renewed_at > $5`,
+		WHERE w.api_id = $1 AND w.gateway_id = $2 AND w.deployment_id = $3 AND w.replica_id <> $4 AND `+liveReplica("$5"),
 		a.APIID, a.GatewayID, a.DeploymentID, db.replica, formatTime(db.clock().Add(-db.lease))).Scan(&others)
 	return others == 0, err
 }
@@ -209,7 +209,7 @@ func (db *DB) ExpireAcks(ctx context.Context, cutoff time.Time) error {
 			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET sent_at = NULL,
 				status = CASE status WHEN $1 THEN $2 ELSE status END
 				WHERE status IN ($1, $3) AND sent_at < $4 AND NOT EXISTS (SELECT 1 FROM gateway_connections c
-					JOIN replicas r ON r.id = c.replica_id WHERE c.gateway_id = deployments.gateway_id AND r.renewed_at > $5)`,
+					JOIN replicas r ON r.id = c.replica_id WHERE c.gateway_id = deployments.gateway_id AND `+liveReplica("$5")+`)`,
 				StatusDeploying, StatusPending, StatusUndeploying, formatTime(cutoff), formatTime(now.Add(-db.lease))); err != nil {
 				return err
 			}
