@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -132,6 +133,7 @@ type DB struct {
 	AfterCommit func()
 	wstmts      *stmtCache // prepared statements of the write pool
 	rstmts      *stmtCache // prepared statements of the read pool
+	statements  atomic.Int64
 	// Now gives the time stamped on rows; tests may replace it.
 	Now func() time.Time
 
