@@ -206,6 +206,7 @@ func runSimulate(ctx context.Context, args []string, getenv func(string) string,
 	fs.IntVar(&o.Generation, "generation", 1, "gateway generation to play: 1, or 2 (manifest, performedAt rule, RestApi documents, acknowledgements)")
 	fs.IntVar(&o.APIs, "apis", 1, "APIs to create; deployments go to the first. Above 1, each is deployed to the whole fleet before it connects, and the run measures the fleet converging on them as it connects and after every gateway reconnects")
 	fs.DurationVar(&o.AckWait, "ack-wait", 10*time.Second, "with -generation 2, how long each deploy request waits for the acknowledgements (?wait=, at most 60s)")
+	fs.IntVar(&o.ServerPID, "server-pid", 0, "process id of the server, when it runs on this machine: the report adds its CPU time per deployment and its memory (Linux)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -22,6 +22,7 @@ import (
 	"context"
 	"log/slog"
 	"maps"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -192,12 +193,7 @@ func (f *Fleet) Close() {
 func (f *Fleet) publish(c *store.Change) {
 	switch c.Kind {
 	case store.ChangeDeployed, store.ChangeUndeployed, store.ChangeAPIDeleted:
-		rep := report{}
-		for _, d := range c.Deployments {
-			if n := f.deliver(d, c.Kind); n.conns > 0 || n.joining > 0 {
-				rep[d.GatewayID] = n
-			}
-		}
+		rep := f.deliverAll(c.Deployments, c.Kind)
 		if c.Local {
 			f.mu.Lock()
 			p := f.reportLocked(c.ID)
@@ -239,6 +235,48 @@ func (f *Fleet) publish(c *store.Change) {
 	case store.ChangeStatus:
 		for _, api := range c.APIIDs {
 			f.statusChanged(api)
+		}
+	}
+}
+
+// fanOutMin is the fewest deployments a delivering goroutine takes: below
+// twice that, one goroutine delivers them all.
+const fanOutMin = 128
+
+// deliverAll delivers a change's deployments and reports what that did. A
+// change to many gateways is delivered by several goroutines at once (each
+// gateway's connections are served by one of them, so every connection
+// still gets its events in commit order: the publisher waits for them all
+// before the next change).
+func (f *Fleet) deliverAll(deps []*store.Deployment, kind store.ChangeKind) report {
+	workers := min(runtime.GOMAXPROCS(0), len(deps)/fanOutMin)
+	if workers <= 1 {
+		rep := report{}
+		f.deliverTo(deps, kind, rep)
+		return rep
+	}
+	parts := make([]report, workers)
+	var wg sync.WaitGroup
+	size := (len(deps) + workers - 1) / workers
+	for i := range parts {
+		parts[i] = report{}
+		part := deps[min(i*size, len(deps)):min((i+1)*size, len(deps))]
+		wg.Go(func() { f.deliverTo(part, kind, parts[i]) })
+	}
+	wg.Wait()
+	rep := make(report, len(deps))
+	for _, p := range parts {
+		maps.Copy(rep, p)
+	}
+	return rep
+}
+
+// deliverTo delivers deps and notes in rep the gateways that took them or
+// were joining.
+func (f *Fleet) deliverTo(deps []*store.Deployment, kind store.ChangeKind, rep report) {
+	for _, d := range deps {
+		if n := f.deliver(d, kind); n.conns > 0 || n.joining > 0 {
+			rep[d.GatewayID] = n
 		}
 	}
 }

@@ -149,8 +149,8 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 			return nil, err
 		}
 	}
-	db.wstmts = newStmtCache(db.write, db.dialect == dialectSQLite)
-	db.rstmts = newStmtCache(db.read, db.dialect == dialectSQLite)
+	db.wstmts = newStmtCache(db.write, db.dialect == dialectSQLite, &db.statements)
+	db.rstmts = newStmtCache(db.read, db.dialect == dialectSQLite, &db.statements)
 	fail := func(err error) (*DB, error) {
 		db.closePools()
 		return nil, err

@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -138,6 +139,7 @@ type DB struct {
 	Now     func() time.Time
 	clockMu sync.Mutex
 	clockAt clockSample // the last reading of the database's clock (clock.go)
+	statements atomic.Int64
 
 	fetchMu sync.Mutex
 	fetched map[fetchKey]time.Time // downloads not yet written
