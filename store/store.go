@@ -136,9 +136,9 @@ type DB struct {
 	rstmts      *stmtCache // prepared statements of the read pool
 	// Now is this replica's own clock (Config.Clock). What is written to
 	// rows and compared with them goes through clock(), the database's.
-	Now     func() time.Time
-	clockMu sync.Mutex
-	clockAt clockSample // the last reading of the database's clock (clock.go)
+	Now        func() time.Time
+	clockMu    sync.Mutex
+	clockAt    clockSample // the last reading of the database's clock (clock.go)
 	statements atomic.Int64
 
 	fetchMu sync.Mutex
