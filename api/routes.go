@@ -38,4 +38,22 @@ func (s *Server) Register(m *http.ServeMux) {
 
 	m.Handle("GET /api/v1/gateways/{gatewayId}/live-proxy-artifacts", s.user(s.liveProxyArtifacts))
 	m.Handle("GET /api/v1/status/gateways", s.user(s.gatewayStatuses))
+
+	// API consumers (§7).
+	m.Handle("POST /api/v1/subscription-plans", s.user(s.createPlan))
+	m.Handle("GET /api/v1/subscription-plans", s.user(s.listPlans))
+	m.Handle("GET /api/v1/subscription-plans/{planId}", s.user(s.getPlan))
+	m.Handle("PUT /api/v1/subscription-plans/{planId}", s.user(s.updatePlan))
+	m.Handle("DELETE /api/v1/subscription-plans/{planId}", s.user(s.deletePlan))
+	m.Handle("POST /api/v1/subscriptions", s.user(s.createSubscription))
+	m.Handle("GET /api/v1/subscriptions", s.user(s.listSubscriptions))
+	m.Handle("GET /api/v1/subscriptions/{subscriptionId}", s.user(s.getSubscription))
+	m.Handle("PUT /api/v1/subscriptions/{subscriptionId}", s.user(s.updateSubscription))
+	m.Handle("DELETE /api/v1/subscriptions/{subscriptionId}", s.user(s.deleteSubscription))
+	m.Handle("POST /api/v1/subscriptions/{subscriptionId}/regenerate-token", s.user(s.regenerateSubscriptionToken))
+	m.Handle("POST /api/v1/secrets", s.user(s.createSecret))
+	m.Handle("GET /api/v1/secrets", s.user(s.listSecrets))
+	m.Handle("GET /api/v1/secrets/{secretName}", s.user(s.getSecret))
+	m.Handle("PUT /api/v1/secrets/{secretName}", s.user(s.updateSecret))
+	m.Handle("DELETE /api/v1/secrets/{secretName}", s.user(s.deleteSecret))
 }

@@ -281,7 +281,10 @@ func insertAPI(ctx context.Context, tx *Tx, a *API, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("insert api: %w", err)
 	}
-	return insertAPIChildren(ctx, tx, a)
+	if err := insertAPIChildren(ctx, tx, a); err != nil {
+		return err
+	}
+	return setAPISecretRefs(ctx, tx, a, false)
 }
 
 // apiConflict tells which uniqueness rule a failed insert broke. The 409
@@ -678,7 +681,10 @@ func (db *DB) UpdateAPI(ctx context.Context, orgID, id string, change func(*API)
 			}
 		}
 		updated = a
-		return insertAPIChildren(ctx, tx, a)
+		if err := insertAPIChildren(ctx, tx, a); err != nil {
+			return err
+		}
+		return setAPISecretRefs(ctx, tx, a, true)
 	})
 	if err != nil {
 		return nil, err
