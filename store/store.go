@@ -144,6 +144,7 @@ type DB struct {
 	retention    time.Duration
 	expireAt     time.Time // when the oldest unacknowledged deployment times out; zero: none waits
 	tombstonesAt time.Time // when tombstones are next pruned
+	consumersAt  time.Time // when old consumer events are next pruned (PostgreSQL)
 	stopFlush    chan struct{}
 	closeOnce    sync.Once
 	flushDone    chan struct{}
@@ -179,6 +180,8 @@ type Change struct {
 	GatewayID string
 	// APIIDs are the APIs whose statuses changed (ChangeStatus).
 	APIIDs []string
+	// Consumer are the events of a ChangeConsumer, in order.
+	Consumer []*ConsumerEvent
 }
 
 // ChangeKind says what a Change did.
@@ -193,6 +196,12 @@ const (
 	ChangeGatewayDeleted
 	ChangeManifest // a gateway reported its manifest
 	ChangeStatus   // deployment statuses of APIIDs changed (acknowledged, timed out)
+	// ChangeConsumer carries events about an API's consumers (keys,
+	// applications, ...) for second-generation gateways (consumers.go).
+	ChangeConsumer
+	// ChangeConsumersPulled: GatewayID's GET /apis/api-keys was answered,
+	// so its connections are sent what it cannot pull (consumers.go).
+	ChangeConsumersPulled
 )
 
 // SetPublisher sets the function that hears every committed change, in
@@ -549,7 +558,7 @@ func (db *DB) Sync(ctx context.Context) error {
 	}
 	errs = append(errs, db.flushFetched(ctx), db.expireDue(ctx))
 	if db.dialect == dialectPostgres {
-		errs = append(errs, db.flushPresence(ctx), db.renewLease(ctx))
+		errs = append(errs, db.flushPresence(ctx), db.renewLease(ctx), db.pruneConsumerEvents(ctx))
 	}
 	now := db.Now()
 	db.fetchMu.Lock()
