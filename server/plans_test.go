@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -436,4 +437,87 @@ func TestSecretResources(t *testing.T) {
 			t.Fatalf("after the undeploy = %d %s", code, data)
 		}
 	})
+}
+
+// expectEvents reads the gateway's next events, handling each api.* one as
+// the gateway does (download, acknowledgement), and checks their types are
+// exactly want, in order. It returns them.
+func expectEvents(t *testing.T, g *gen2Gateway, want ...string) []map[string]any {
+	t.Helper()
+	var got []map[string]any
+	var types []string
+	for range want {
+		ev := g.next(5 * time.Second)
+		got = append(got, ev)
+		types = append(types, ev["type"].(string))
+	}
+	if strings.Join(types, " ") != strings.Join(want, " ") {
+		t.Fatalf("events %v, want %v", types, want)
+	}
+	return got
+}
+
+// TestPlanAndSubscriptionEvents: plans reach every second-generation
+// gateway of the organization, subscriptions only the gateways their API
+// is deployed to, after its api.deployed and after their plan, with the
+// field names of §7, token in plain.
+func TestPlanAndSubscriptionEvents(t *testing.T) {
+	e := newEnvWith(t, fastHub)
+	f := newFleet(t, e, 2)
+	var gold, silver, early, sub map[string]any
+	e.must(201, "POST", "/api/v1/subscription-plans", f.tok, map[string]any{"name": "gold", "displayName": "Gold",
+		"requestCount": 10, "timeUnit": "hour"}, &gold)
+	e.must(201, "POST", "/api/v1/subscriptions", f.tok, map[string]any{"apiId": f.api, "planId": gold["id"],
+		"applicationId": uuid.NewString()}, &early)
+	g0, g1 := newGen2(t, e, f.keys[0], f.gws[0].ID), newGen2(t, e, f.keys[1], f.gws[1].ID)
+	g0.connect()
+	g1.connect()
+
+	// Made before the deploy: the plan, then the subscription, follow the
+	// API's api.deployed.
+	f.deploy(t, "", 0)
+	evs := expectEvents(t, g0, "api.deployed", "subscriptionPlan.created", "subscription.created")
+	plan := evs[1]["payload"].(map[string]any)
+	for k, want := range map[string]any{"planId": gold["id"], "handle": "gold", "planName": "gold", "billingPlan": "free",
+		"stopOnQuotaReach": true, "throttleLimitCount": 10.0, "throttleLimitUnit": "Hour", "status": "ACTIVE"} {
+		if plan[k] != want {
+			t.Errorf("plan %s = %v, want %v", k, plan[k], want)
+		}
+	}
+	s := evs[2]["payload"].(map[string]any)
+	for k, want := range map[string]any{"apiId": f.api, "subscriptionId": early["id"], "applicationId": early["applicationId"],
+		"subscriptionToken": early["subscriptionToken"], "subscriptionPlanId": gold["id"], "status": "ACTIVE"} {
+		if s[k] != want {
+			t.Errorf("subscription %s = %v, want %v", k, s[k], want)
+		}
+	}
+
+	// Live: a plan goes to both gateways, its subscription to gateway 0 only.
+	e.must(201, "POST", "/api/v1/subscription-plans", f.tok, map[string]any{"name": "silver", "displayName": "Silver"}, &silver)
+	e.must(201, "POST", "/api/v1/subscriptions", f.tok, map[string]any{"apiId": f.api, "planId": silver["id"],
+		"applicationId": uuid.NewString()}, &sub)
+	evs = expectEvents(t, g0, "subscriptionPlan.created", "subscription.created")
+	if p := evs[0]["payload"].(map[string]any); p["planName"] != "silver" || p["throttleLimitUnit"] != nil {
+		t.Errorf("silver %v", p)
+	}
+	if p := evs[1]["payload"].(map[string]any); p["subscriptionToken"] != sub["subscriptionToken"] || p["subscriptionPlanId"] != silver["id"] {
+		t.Errorf("live subscription %v", p)
+	}
+	var regen map[string]any
+	e.must(200, "POST", "/api/v1/subscriptions/"+sub["id"].(string)+"/regenerate-token", f.tok, nil, &regen)
+	e.must(200, "PUT", "/api/v1/subscriptions/"+sub["id"].(string), f.tok, map[string]any{"status": "INACTIVE"}, nil)
+	e.must(204, "DELETE", "/api/v1/subscriptions/"+sub["id"].(string), f.tok, nil, nil)
+	e.must(204, "DELETE", "/api/v1/subscription-plans/"+silver["id"].(string), f.tok, nil, nil)
+	evs = expectEvents(t, g0, "subscription.updated", "subscription.updated", "subscription.deleted", "subscriptionPlan.deleted")
+	if p := evs[0]["payload"].(map[string]any); p["subscriptionToken"] != regen["subscriptionToken"] || p["status"] != "ACTIVE" {
+		t.Errorf("regenerated %v", p)
+	}
+	if p := evs[1]["payload"].(map[string]any); p["subscriptionToken"] != regen["subscriptionToken"] || p["status"] != "INACTIVE" {
+		t.Errorf("updated %v", p)
+	}
+	if p := evs[3]["payload"].(map[string]any); p["planId"] != silver["id"] || p["planName"] != "silver" {
+		t.Errorf("deleted plan %v", p)
+	}
+	// Gateway 1 runs no API: plans only.
+	expectEvents(t, g1, "subscriptionPlan.created", "subscriptionPlan.deleted")
 }

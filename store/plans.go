@@ -112,7 +112,7 @@ func (db *DB) CreatePlan(ctx context.Context, p *Plan) error {
 		if err != nil {
 			return planConflict(p, err)
 		}
-		return tx.planChanged(ctx, "created", p)
+		return tx.planChanged(ctx, now, "created", p)
 	})
 }
 
@@ -192,7 +192,7 @@ func (db *DB) UpdatePlan(ctx context.Context, orgID, id string, change func(*Pla
 		if err != nil {
 			return planConflict(p, err)
 		}
-		return tx.planChanged(ctx, "updated", p)
+		return tx.planChanged(ctx, now, "updated", p)
 	})
 	if err != nil {
 		return nil, err
@@ -226,7 +226,7 @@ func (db *DB) DeletePlan(ctx context.Context, orgID, id string) error {
 		if err != nil {
 			return err
 		}
-		return tx.planChanged(ctx, "deleted", p)
+		return tx.planChanged(ctx, now, "deleted", p)
 	})
 }
 
@@ -350,7 +350,7 @@ func (db *DB) CreateSubscription(ctx context.Context, s *Subscription) error {
 		if err != nil {
 			return subscriptionConflict(s, err)
 		}
-		return tx.subscriptionChanged(ctx, "created", s)
+		return tx.subscriptionChanged(ctx, now, "created", s)
 	})
 }
 
@@ -460,7 +460,7 @@ func (db *DB) rewriteSubscription(ctx context.Context, orgID, id string, change 
 				return fmt.Errorf("subscription %s: %w", id, err)
 			}
 		}
-		if err := tx.subscriptionChanged(ctx, "updated", s); err != nil {
+		if err := tx.subscriptionChanged(ctx, now, "updated", s); err != nil {
 			return err
 		}
 		if !newToken {
@@ -490,7 +490,7 @@ func (db *DB) DeleteSubscription(ctx context.Context, orgID, id string) error {
 		if s.Token, err = tx.sealer.open(s.sealed, subscriptionAAD(s.ID)); err != nil {
 			return fmt.Errorf("subscription %s: %w", id, err)
 		}
-		return tx.subscriptionChanged(ctx, "deleted", s)
+		return tx.subscriptionChanged(ctx, now, "deleted", s)
 	})
 }
 
