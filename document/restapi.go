@@ -34,6 +34,7 @@ type restSpec struct {
 	Vhosts      map[string]string       `yaml:"vhosts,omitempty"`
 	Upstream    map[string]restUpstream `yaml:"upstream"`
 	Operations  []restOperation         `yaml:"operations"`
+	Policies    []restPolicy            `yaml:"policies,omitempty"` // API level
 }
 
 type restUpstream struct {
@@ -123,5 +124,27 @@ func RenderRestAPI(a *store.API, vhost string) ([]byte, error) {
 		}
 		d.Spec.Operations = append(d.Spec.Operations, o)
 	}
+	d.Spec.Policies = apiPolicies(a)
 	return encodeYAML(d)
+}
+
+// The API-level policies of contract §7, by name@version, as gateways list
+// them in their manifests.
+const (
+	SubscriptionValidationPolicy = "subscription-validation@" + policyVersion
+)
+
+// subscriptionKeyHeader is the header a caller sends its subscription
+// token in.
+const subscriptionKeyHeader = "Subscription-Key"
+
+// apiPolicies are the API-level policies of a's RestApi document: what the
+// API asks gateways to enforce for its callers (contract §7).
+func apiPolicies(a *store.API) []restPolicy {
+	var out []restPolicy
+	if a.SubscriptionValidation {
+		out = append(out, restPolicy{Name: "subscription-validation", Version: policyVersion,
+			Params: map[string]string{"subscriptionKeyHeader": subscriptionKeyHeader}})
+	}
+	return out
 }

@@ -521,3 +521,27 @@ func TestPlanAndSubscriptionEvents(t *testing.T) {
 	// Gateway 1 runs no API: plans only.
 	expectEvents(t, g1, "subscriptionPlan.created", "subscriptionPlan.deleted")
 }
+
+// TestSubscriptionValidationField: the API's subscriptionValidation is
+// stored, answered, changed by PUT and kept by a PUT that leaves it out.
+func TestSubscriptionValidationField(t *testing.T) {
+	e := newEnv(t)
+	f := newFleet(t, e, 0)
+	path := "/api/v1/apis/" + f.api
+	var a map[string]any
+	e.must(200, "GET", path, f.tok, nil, &a)
+	if a["subscriptionValidation"] != false {
+		t.Fatalf("default subscriptionValidation = %v", a["subscriptionValidation"])
+	}
+	e.must(200, "PUT", path, f.tok, map[string]any{"subscriptionValidation": true}, &a)
+	if a["subscriptionValidation"] != true {
+		t.Fatalf("after PUT: %v", a["subscriptionValidation"])
+	}
+	e.must(200, "PUT", path, f.tok, map[string]any{"description": "still"}, nil)
+	e.must(200, "GET", path, f.tok, nil, &a)
+	if a["subscriptionValidation"] != true {
+		t.Fatalf("a PUT without it changed it: %v", a["subscriptionValidation"])
+	}
+	code, data := e.do("PUT", path, f.tok, map[string]any{"subscriptionValidation": "yes"})
+	wantError(t, code, data, 400, "subscriptionValidation")
+}
