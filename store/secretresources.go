@@ -304,3 +304,50 @@ func insertSecretRefs(ctx context.Context, tx *Tx, insert, owner string, a *API)
 	}
 	return nil
 }
+
+// resealConsumerValues reseals, under the key that seals now, the secret
+// values and subscription tokens sealed under an older key, in one
+// transaction, at start (seal.go: rotation). It returns how many.
+func (db *DB) resealConsumerValues(ctx context.Context) (int, error) {
+	current := sealedPrefix + db.sealer.KeyID() + ":%"
+	n := 0
+	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		n = 0
+		for _, t := range []struct {
+			table, column string
+			aad           func(string) string
+		}{{"secrets", "value", secretAAD}, {"subscriptions", "token", subscriptionAAD}} {
+			rows, err := tx.QueryContext(ctx, `SELECT id, `+t.column+` FROM `+t.table+` WHERE `+t.column+` NOT LIKE $1`, current)
+			if err != nil {
+				return err
+			}
+			type row struct{ id, sealed string }
+			var old []row
+			for rows.Next() {
+				var r row
+				if err := rows.Scan(&r.id, &r.sealed); err != nil {
+					rows.Close()
+					return err
+				}
+				old = append(old, r)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			for _, r := range old {
+				plain, err := tx.sealer.open(r.sealed, t.aad(r.id))
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", t.table, r.id, err)
+				}
+				if _, err := tx.ExecContext(ctx, `UPDATE `+t.table+` SET `+t.column+` = $1 WHERE id = $2`,
+					tx.sealer.seal(plain, t.aad(r.id)), r.id); err != nil {
+					return err
+				}
+				n++
+			}
+		}
+		return nil
+	})
+	return n, err
+}

@@ -468,6 +468,11 @@ func (db *DB) atStart(ctx context.Context) error {
 	if n > 0 {
 		db.log.Info("secrets sealed under the current encryption key", "definitions", n, "key", db.sealer.KeyID())
 	}
+	if n, err := db.resealConsumerValues(ctx); err != nil {
+		return fmt.Errorf("seal secret values and subscription tokens at rest: %w", err)
+	} else if n > 0 {
+		db.log.Info("secret values and subscription tokens sealed under the current encryption key", "values", n, "key", db.sealer.KeyID())
+	}
 	if err := db.pruneRevisions(ctx, ""); err != nil {
 		return fmt.Errorf("prune revisions: %w", err)
 	}
