@@ -26,6 +26,18 @@ func (s *Server) Register(m *http.ServeMux) {
 	m.Handle("GET /api/v1/apis/{apiId}/gateways", s.user(s.listAPIGateways))
 	m.Handle("GET /api/v1/apis/{apiId}/revisions", s.user(s.listRevisions))
 
+	m.Handle("POST /api/v1/apis/{apiId}/api-keys", s.user(s.createKey))
+	m.Handle("GET /api/v1/apis/{apiId}/api-keys", s.user(s.listKeys))
+	m.Handle("GET /api/v1/apis/{apiId}/api-keys/{keyName}", s.user(s.getKey))
+	m.Handle("POST /api/v1/apis/{apiId}/api-keys/{keyName}/regenerate", s.user(s.regenerateKey))
+	m.Handle("PUT /api/v1/apis/{apiId}/api-keys/{keyName}", s.user(s.updateKey))
+	m.Handle("DELETE /api/v1/apis/{apiId}/api-keys/{keyName}", s.user(s.deleteKey))
+	m.Handle("POST /api/v1/applications", s.user(s.createApplication))
+	m.Handle("GET /api/v1/applications", s.user(s.listApplications))
+	m.Handle("GET /api/v1/applications/{applicationId}", s.user(s.getApplication))
+	m.Handle("PUT /api/v1/applications/{applicationId}", s.user(s.updateApplication))
+	m.Handle("DELETE /api/v1/applications/{applicationId}", s.user(s.deleteApplication))
+
 	m.Handle("POST /api/v1/gateways", s.user(s.createGateway))
 	m.Handle("GET /api/v1/gateways", s.user(s.listGateways))
 	m.Handle("GET /api/v1/gateways/{gatewayId}", s.user(s.getGateway))

@@ -10,5 +10,5 @@ import (
 // connection is sent it: keys before the applications that map them,
 // plans before subscriptions.
 func consumerSources(db *store.DB) []fleet.ConsumerSource {
-	return []fleet.ConsumerSource{store.SubscriptionState{DB: db}}
+	return []fleet.ConsumerSource{store.ConsumerKeySource{DB: db}, store.SubscriptionState{DB: db}}
 }

@@ -87,7 +87,7 @@ func TestSubscriptionPlans(t *testing.T) {
 	t.Run("DeleteOfAPlanInUseIs409NamingTheSubscriptions", func(t *testing.T) {
 		var sub map[string]any
 		e.must(201, "POST", "/api/v1/subscriptions", f.tok, map[string]any{"apiId": f.api, "planId": gold["id"],
-			"applicationId": uuid.NewString()}, &sub)
+			"applicationId": newApp(t, e, f.tok, "app-a")}, &sub)
 		code, data := e.do("DELETE", path, f.tok, nil)
 		wantError(t, code, data, 409, sub["id"].(string))
 		e.must(204, "DELETE", "/api/v1/subscriptions/"+sub["id"].(string), f.tok, nil, nil)
@@ -107,7 +107,7 @@ func TestSubscriptions(t *testing.T) {
 	var plan, otherPlan map[string]any
 	e.must(201, "POST", "/api/v1/subscription-plans", f.tok, map[string]any{"name": "gold"}, &plan)
 	e.must(201, "POST", "/api/v1/subscription-plans", otherOrg.tok, map[string]any{"name": "gold"}, &otherPlan)
-	app := uuid.NewString()
+	app := newApp(t, e, f.tok, "app-a")
 
 	var sub map[string]any
 	e.must(201, "POST", "/api/v1/subscriptions", f.tok, map[string]any{"apiId": f.api, "applicationId": app,
@@ -180,6 +180,7 @@ func TestSubscriptions(t *testing.T) {
 			`{"apiId":"` + uuid.NewString() + `"}`: "apiId",
 			`{"apiId":"` + f.api + `","planId":"` + otherPlan["id"].(string) + `"}`: "planId",
 			`{"apiId":"` + f.api + `","applicationId":"x"}`:                         "applicationId",
+			`{"apiId":"` + f.api + `","applicationId":"` + uuid.NewString() + `"}`:  "applicationId",
 			`{"apiId":"` + f.api + `","status":"PAUSED"}`:                           "status",
 		} {
 			code, data := e.do("POST", "/api/v1/subscriptions", f.tok, body)
@@ -227,7 +228,7 @@ func TestConsumerPulls(t *testing.T) {
 	e.must(201, "POST", "/api/v1/subscription-plans", f.tok, map[string]any{"name": "free"}, &plan)
 	e.must(201, "POST", "/api/v1/subscription-plans", other.tok, map[string]any{"name": "theirs"}, nil)
 	var sub map[string]any
-	app := uuid.NewString()
+	app := newApp(t, e, f.tok, "app-a")
 	e.must(201, "POST", "/api/v1/subscriptions", f.tok, map[string]any{"apiId": f.api, "applicationId": app,
 		"planId": plan["id"]}, &sub)
 	e.must(201, "POST", "/api/v1/subscriptions", other.tok, map[string]any{"apiId": other.api}, nil)
@@ -468,7 +469,7 @@ func TestPlanAndSubscriptionEvents(t *testing.T) {
 	e.must(201, "POST", "/api/v1/subscription-plans", f.tok, map[string]any{"name": "gold", "displayName": "Gold",
 		"requestCount": 10, "timeUnit": "hour"}, &gold)
 	e.must(201, "POST", "/api/v1/subscriptions", f.tok, map[string]any{"apiId": f.api, "planId": gold["id"],
-		"applicationId": uuid.NewString()}, &early)
+		"applicationId": newApp(t, e, f.tok, "app-a")}, &early)
 	g0, g1 := newGen2(t, e, f.keys[0], f.gws[0].ID), newGen2(t, e, f.keys[1], f.gws[1].ID)
 	g0.connect()
 	g1.connect()
@@ -495,7 +496,7 @@ func TestPlanAndSubscriptionEvents(t *testing.T) {
 	// Live: a plan goes to both gateways, its subscription to gateway 0 only.
 	e.must(201, "POST", "/api/v1/subscription-plans", f.tok, map[string]any{"name": "silver", "displayName": "Silver"}, &silver)
 	e.must(201, "POST", "/api/v1/subscriptions", f.tok, map[string]any{"apiId": f.api, "planId": silver["id"],
-		"applicationId": uuid.NewString()}, &sub)
+		"applicationId": newApp(t, e, f.tok, "app-b")}, &sub)
 	evs = expectEvents(t, g0, "subscriptionPlan.created", "subscription.created")
 	if p := evs[0]["payload"].(map[string]any); p["planName"] != "silver" || p["throttleLimitUnit"] != nil {
 		t.Errorf("silver %v", p)
@@ -520,6 +521,15 @@ func TestPlanAndSubscriptionEvents(t *testing.T) {
 	}
 	// Gateway 1 runs no API: plans only.
 	expectEvents(t, g1, "subscriptionPlan.created", "subscriptionPlan.deleted")
+
+	// Deleting an application deletes its subscriptions.
+	e.must(204, "DELETE", "/api/v1/applications/"+early["applicationId"].(string), f.tok, nil, nil)
+	evs = expectEvents(t, g0, "subscription.deleted")
+	if p := evs[0]["payload"].(map[string]any); p["subscriptionId"] != early["id"] {
+		t.Errorf("deleted with its application: %v", p)
+	}
+	code, data := e.do("GET", "/api/v1/subscriptions/"+early["id"].(string), f.tok, nil)
+	wantError(t, code, data, 404, "not found")
 }
 
 // TestSubscriptionValidationField: the API's subscriptionValidation is
@@ -544,4 +554,12 @@ func TestSubscriptionValidationField(t *testing.T) {
 	}
 	code, data := e.do("PUT", path, f.tok, map[string]any{"subscriptionValidation": "yes"})
 	wantError(t, code, data, 400, "subscriptionValidation")
+}
+
+// newApp registers an application of the organization and returns its id.
+func newApp(t *testing.T, e *testEnv, tok, name string) string {
+	t.Helper()
+	var app map[string]any
+	e.must(201, "POST", "/api/v1/applications", tok, map[string]any{"name": name}, &app)
+	return app["id"].(string)
 }

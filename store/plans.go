@@ -309,15 +309,33 @@ func checkSubscriptionRefs(ctx context.Context, tx *Tx, s *Subscription) error {
 			return err
 		}
 	}
-	if s.ApplicationID != "" && checkApplication != nil {
-		return checkApplication(ctx, tx, s.OrganizationID, s.ApplicationID)
+	if s.ApplicationID != "" {
+		return checkApplication(ctx, tx, s.OrganizationID, &s.ApplicationID)
 	}
 	return nil
 }
 
-// checkApplication, when set, checks that an application is the
-// organization's (ErrInvalid naming applicationId otherwise).
-var checkApplication func(ctx context.Context, tx *Tx, orgID, id string) error
+// deleteApplicationSubscriptions deletes the subscriptions of an
+// application being deleted, and tells the gateways of their APIs.
+func deleteApplicationSubscriptions(ctx context.Context, tx *Tx, now time.Time, orgID, appID string) error {
+	subs, err := collect(scanSubscription)(tx.QueryContext(ctx, `SELECT `+subscriptionColumns+` FROM subscriptions
+		WHERE organization_id = $1 AND application_id = $2 ORDER BY created_at, id`, orgID, appID))
+	if err != nil || len(subs) == 0 {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM subscriptions WHERE organization_id = $1 AND application_id = $2`, orgID, appID); err != nil {
+		return fmt.Errorf("delete the application's subscriptions: %w", err)
+	}
+	for _, s := range subs {
+		if s.Token, err = tx.sealer.open(s.sealed, subscriptionAAD(s.ID)); err != nil {
+			return fmt.Errorf("subscription %s: %w", s.ID, err)
+		}
+		if err := tx.subscriptionChanged(ctx, now, "deleted", s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // subscriptionConflict words a broken constraint of the subscriptions
 // table.

@@ -223,15 +223,6 @@ func (db *DB) GatewaySecretValue(ctx context.Context, gatewayID, orgID, name str
 	return v, nil
 }
 
-// prefixed qualifies each column of a column list with prefix.
-func prefixed(prefix, columns string) string {
-	cols := strings.Split(columns, ",")
-	for i, c := range cols {
-		cols[i] = prefix + strings.TrimSpace(c)
-	}
-	return strings.Join(cols, ", ")
-}
-
 // secretRefPattern is a reference to a secret in a string of an API
 // definition: {{ secret "name" }}.
 var secretRefPattern = regexp.MustCompile(`\{\{\s*secret\s+"([^"]*)"\s*\}\}`)

@@ -145,6 +145,8 @@ type DB struct {
 	expireAt     time.Time // when the oldest unacknowledged deployment times out; zero: none waits
 	tombstonesAt time.Time // when tombstones are next pruned
 	consumersAt  time.Time // when old consumer events are next pruned (PostgreSQL)
+	keysExpireAt time.Time // when the next API key expires, as known here; zero: none
+	keysCheckAt  time.Time // when the next expiry is read again (other replicas' keys)
 	stopFlush    chan struct{}
 	closeOnce    sync.Once
 	flushDone    chan struct{}
@@ -561,7 +563,7 @@ func (db *DB) Sync(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	errs = append(errs, db.flushFetched(ctx), db.expireDue(ctx))
+	errs = append(errs, db.flushFetched(ctx), db.expireDue(ctx), db.expireKeysDue(ctx))
 	if db.dialect == dialectPostgres {
 		errs = append(errs, db.flushPresence(ctx), db.renewLease(ctx), db.pruneConsumerEvents(ctx))
 	}
