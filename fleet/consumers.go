@@ -94,7 +94,16 @@ type consumerConn struct {
 	// holds counts snapshots being read; meanwhile events wait in held.
 	holds int
 	held  []*hub.Event
+	// pulled: the gateway's key pull was answered since this connection
+	// began; pullHold: the events wait for it (one of holds).
+	pulled, pullHold bool
 }
+
+// pullWait bounds how long a new connection's events wait for its
+// gateway's key pull: a 2026 gateway pulls as it connects, and a key event
+// applied before the pull's answer would be undone by it (the answer
+// replaces what the gateway holds).
+const pullWait = 10 * time.Second
 
 func (cs *consumers) init(f *Fleet, sources []ConsumerSource) {
 	cs.f, cs.sources, cs.flights = f, sources, map[string]*flight{}
@@ -176,6 +185,11 @@ func (cs *consumers) start(c *hub.Conn, gen int, awaiting []string) (again bool)
 	first := cc.gen != gen
 	again = cc.gen != hub.GenUnknown
 	cc.gen = gen
+	if first && !again && gen == hub.Gen2 && !cc.pulled && cs.enabled() {
+		cc.holds++
+		cc.pullHold = true
+		time.AfterFunc(pullWait, func() { cc.endPullHold() })
+	}
 	if first && gen == hub.Gen2 {
 		for _, api := range awaiting {
 			if !cc.ready[api] { // a live api.deployed went out already
@@ -251,8 +265,10 @@ func (cs *consumers) afterPull(c *hub.Conn) {
 	cc := cs.get(c)
 	cc.mu.Lock()
 	cc.holds++
+	cc.pulled = true
 	cc.mu.Unlock()
 	go func() {
+		defer cc.endPullHold()
 		select {
 		case <-c.GenerationKnown():
 		case <-c.Context().Done():
@@ -281,25 +297,51 @@ func (cs *consumers) afterPull(c *hub.Conn) {
 }
 
 // release sends a snapshot's events, then, when no other snapshot is being
-// read, the events held meanwhile. A snapshot that could not be read
-// drops the connection: its gateway converges when it reconnects.
+// read, the events held meanwhile. It runs off the publisher's path, so it
+// waits for room in the connection's queue (a snapshot may be long), with
+// the lock released: events that come meanwhile are held behind. A
+// snapshot that could not be read drops the connection: its gateway
+// converges when it reconnects.
 func (cc *consumerConn) release(evs []*store.ConsumerEvent, err error) {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
 	if err != nil {
 		cc.c.Drop("could not read consumer state")
 	}
 	for _, ev := range evs {
-		cc.c.Send(hubEvent(ev))
+		cc.c.SendWait(hubEvent(ev))
 	}
-	cc.holds--
-	if cc.holds == 0 {
+	cc.mu.Lock()
+	cc.unholdLocked()
+	cc.mu.Unlock()
+}
+
+// endPullHold ends the wait of a new connection's events for its key pull.
+func (cc *consumerConn) endPullHold() {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.pullHold {
+		cc.pullHold = false
+		cc.unholdLocked()
+	}
+}
+
+// unholdLocked ends one hold; the last one sends the events held. It waits
+// for room in the queue with cc.mu released (events that come meanwhile
+// are held behind). cc.mu must be held; it is held again on return.
+func (cc *consumerConn) unholdLocked() {
+	if cc.holds > 1 {
+		cc.holds--
+		return
+	}
+	for len(cc.held) > 0 {
 		held := cc.held
 		cc.held = nil
+		cc.mu.Unlock()
 		for _, ev := range held {
-			cc.c.Send(ev)
+			cc.c.SendWait(ev)
 		}
+		cc.mu.Lock()
 	}
+	cc.holds--
 }
 
 // ConsumersPulled tells the gateway's connections, on every replica, that

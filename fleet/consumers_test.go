@@ -64,6 +64,22 @@ func TestConsumerEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The gateway pulls its keys as it connects; until then, events wait
+	// (the pull's answer replaces what the gateway holds).
+	record("test.early", "", "")
+	select {
+	case f := <-tr.frames:
+		t.Fatalf("sent before the pull: %s", f)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := f.ConsumersPulled(ctx, gw.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []string{"test.pulled", "test.early"} {
+		if ev := tr.next(t); ev["type"] != typ {
+			t.Fatalf("got %v, want %s", ev, typ)
+		}
+	}
 	// Not deployed yet: the API's event goes nowhere; the organization's does.
 	record("test.before", a.ID, "")
 	record("test.org", "", "")

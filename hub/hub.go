@@ -610,6 +610,41 @@ func (c *Conn) Send(ev *Event) bool {
 	return true
 }
 
+// SendWait is Send for bulk state sent off the publisher's path: it waits
+// for room in the queue, at most the write timeout, rather than
+// disconnecting a gateway at once for a full queue.
+func (c *Conn) SendWait(ev *Event) bool {
+	gen := c.Generation()
+	if gen == GenUnknown || c.ctx.Err() != nil {
+		return false
+	}
+	e := ev.forGeneration(gen)
+	if e == nil {
+		return false
+	}
+	count := c.hub.events.get(e.Type)
+	frame, err := e.Encode()
+	if err != nil {
+		c.log.Error("encode event", "type", e.Type, "err", err)
+		count.dropped.Add(1)
+		return false
+	}
+	timer := time.NewTimer(c.hub.cfg.WriteTimeout)
+	defer timer.Stop()
+	select {
+	case c.queue <- frame:
+		count.queued.Add(1)
+		return true
+	case <-c.ctx.Done():
+	case <-timer.C:
+		c.hub.Dropped.Add(1)
+		c.log.Warn("gateway is not reading: queue full, disconnecting")
+		c.close(ClosePolicy)
+	}
+	count.dropped.Add(1)
+	return false
+}
+
 // Drop disconnects a connection that fell too far behind to be caught up
 // by events (counted as Dropped): its gateway reconnects and resyncs.
 func (c *Conn) Drop(reason string) {

@@ -26,6 +26,9 @@ type keyGateway struct {
 	seen    []string            // consumer event types, in order
 	userIDs map[string]bool     // of apikey.created
 	appsAt  int                 // index in seen of the last application.updated
+	// pullVia, when set, is the replica the gateway pulls from (its
+	// channel is on e's).
+	pullVia *testEnv
 }
 
 type heldKey struct{ uuid, hash, userID string }
@@ -58,7 +61,11 @@ func (g *keyGateway) run() {
 // pull replaces the keys held with GET /apis/api-keys.
 func (g *keyGateway) pull() {
 	g.t.Helper()
-	code, body := g.call("GET", "/api/internal/v1/apis/api-keys", "")
+	via := g.gen2Gateway
+	if g.pullVia != nil {
+		via = newGen2(g.t, g.pullVia, g.key, g.id)
+	}
+	code, body := via.call("GET", "/api/internal/v1/apis/api-keys", "")
 	if code != 200 {
 		g.t.Fatalf("pull: %d %s", code, body)
 	}
@@ -388,4 +395,66 @@ func TestAPIKeyExpiry(t *testing.T) {
 	}
 	want[f.api+"/short-lived"] = sha(k.APIKey)
 	g.waitKeys(t, want)
+}
+
+// TestAPIKeysAcrossReplicas: keys changed through one replica reach a
+// gateway connected to another, and a pull answered by one replica makes
+// the replica holding the channel send application.updated again.
+func TestAPIKeysAcrossReplicas(t *testing.T) {
+	rs := newReplicas(t, 2, fastHub)
+	f := newFleet(t, rs[0], 1)
+	var app struct{ ID string }
+	rs[0].must(201, "POST", "/api/v1/applications", f.tok, map[string]any{"name": "shop-web"}, &app)
+	k1 := f.createKey(t, map[string]any{"name": "first", "applicationId": app.ID})
+	g := newKeyGateway(t, rs[1], f.keys[0], f.gws[0].ID)
+	g.pullVia = rs[0]
+	g.run()
+	waitGenerations(t, rs[1], f.gws[0].ID)
+	f.deploy(t, "", 0)
+	want := map[string]string{f.api + "/first": sha(k1.APIKey)}
+	g.waitKeys(t, want)
+	k2 := f.createKey(t, map[string]any{"name": "second", "applicationId": app.ID})
+	want[f.api+"/second"] = sha(k2.APIKey)
+	g.waitKeys(t, want)
+	waitFor(t, func() bool { return len(g.mapping(app.ID)) == 2 })
+	rs[0].must(204, "DELETE", "/api/v1/apis/"+f.api+"/api-keys/first", f.tok, nil, nil)
+	delete(want, f.api+"/first")
+	g.waitKeys(t, want)
+	waitFor(t, func() bool { return len(g.mapping(app.ID)) == 1 })
+	// What follows a pull through replica 0 comes on replica 1's channel.
+	g.mu.Lock()
+	before := g.appsAt
+	g.seen = append(g.seen, "marker")
+	g.mu.Unlock()
+	g.pull()
+	waitFor(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.appsAt > before })
+}
+
+// TestDeployNeedsGatewayPolicies: an API protected by keys is not deployed
+// to a second-generation gateway whose manifest lacks api-key-auth: 409
+// naming the gateway and the policy, nothing recorded. A first-generation
+// gateway takes it (it receives no policies).
+func TestDeployNeedsGatewayPolicies(t *testing.T) {
+	e := newEnvWith(t, fastHub)
+	f := newFleet(t, e, 2)
+	g := newGen2(t, e, f.keys[0], f.gws[0].ID)
+	manifest := func(policies string) {
+		t.Helper()
+		if code, body := g.call("POST", "/api/internal/v1/gateways/"+f.gws[0].ID+"/manifest",
+			`{"version":"1.2.0","functionalityType":"regular","policies":[`+policies+`]}`); code != 204 {
+			t.Fatalf("manifest: %d %s", code, body)
+		}
+	}
+	manifest(`{"name":"cors","version":"v1"}`)
+	items := []map[string]any{{"gatewayId": f.gws[1].ID}, {"gatewayId": f.gws[0].ID}}
+	code, body := e.do("POST", "/api/v1/apis/"+f.api+"/deploy-revision", f.tok, items)
+	wantError(t, code, body, 409, "gateway "+f.gws[0].ID+" lacks the policy api-key-auth@v1")
+	var deps struct{ Count int }
+	e.must(200, "GET", "/api/v1/apis/"+f.api+"/deployments", f.tok, nil, &deps)
+	if deps.Count != 0 {
+		t.Fatalf("a refused deploy recorded %d deployments", deps.Count)
+	}
+	f.deploy(t, "", 1) // first generation
+	manifest(`{"name":"cors","version":"v1"},{"name":"api-key-auth","version":"v1.0.0"}`)
+	f.deploy(t, "", 0, 1)
 }

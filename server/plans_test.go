@@ -473,6 +473,13 @@ func TestPlanAndSubscriptionEvents(t *testing.T) {
 	g0, g1 := newGen2(t, e, f.keys[0], f.gws[0].ID), newGen2(t, e, f.keys[1], f.gws[1].ID)
 	g0.connect()
 	g1.connect()
+	// A new connection's consumer events wait for its key pull, as a real
+	// gateway makes on every connect.
+	for _, g := range []*gen2Gateway{g0, g1} {
+		if code, data := g.call("GET", "/api/internal/v1/apis/api-keys", ""); code != 200 {
+			t.Fatalf("key pull = %d %s", code, data)
+		}
+	}
 
 	// Made before the deploy: the plan, then the subscription, follow the
 	// API's api.deployed.
@@ -530,6 +537,13 @@ func TestPlanAndSubscriptionEvents(t *testing.T) {
 	}
 	code, data := e.do("GET", "/api/v1/subscriptions/"+early["id"].(string), f.tok, nil)
 	wantError(t, code, data, 404, "not found")
+
+	// An API that asks for subscriptions needs the policy on the gateway:
+	// gateway 1's manifest lacks it, so the deploy is refused.
+	e.must(200, "PUT", "/api/v1/apis/"+f.api, f.tok, map[string]any{"subscriptionValidation": true}, nil)
+	code, data = e.do("POST", "/api/v1/apis/"+f.api+"/deploy-revision", f.tok,
+		[]map[string]any{{"gatewayId": f.gws[1].ID, "vhost": "api.example.com"}})
+	wantError(t, code, data, 409, "subscription-validation")
 }
 
 // TestSubscriptionValidationField: the API's subscriptionValidation is
