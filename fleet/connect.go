@@ -84,9 +84,11 @@ func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, fu
 		if ctx.Err() == nil {
 			f.log.Warn("could not load a gateway's state", "gateway", gw, "err", err)
 		}
+		f.consumers.start(c, c.Generation(), nil)
 		return nil, nil
 	}
 	var events []*hub.Event
+	var awaiting, held []string // APIs sent api.deployed now; deployed APIs the gateway holds
 	var sent []store.Delivery
 	var deleted []string
 	peers := -1 // not asked yet
@@ -95,6 +97,9 @@ func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, fu
 		at := d.PerformedAt
 		switch {
 		case gen2 && d.AckedAt != nil:
+			if !undeploy {
+				held = append(held, d.APIID)
+			}
 			if peers < 0 {
 				peers = f.otherConns(ctx, c)
 			}
@@ -105,7 +110,7 @@ func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, fu
 				}
 				events = append(events, ev) // not awaited: it may be ignored
 			}
-			continue // acknowledged: not expected again
+			continue // applied and acknowledged: not expected again
 		case gen2:
 			at = st.ResendAt
 			f.acks.expect(c, d.APIID, d.DeploymentID, undeploy)
@@ -118,6 +123,8 @@ func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, fu
 		} else {
 			ev = deployedEvent(d, at)
 			ev.Await = true // the gateway downloads it, then (gen 2) acknowledges
+			ev.Sent = f.consumersFollow(d.APIID)
+			awaiting = append(awaiting, d.APIID)
 		}
 		if undeploy && gen2 {
 			ev.Await = true // acknowledged
@@ -127,6 +134,14 @@ func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, fu
 			sent = append(sent, store.Delivery{APIID: d.APIID, GatewayID: gw, DeploymentID: d.DeploymentID,
 				Status: statusAfter(delivered{conns: 1, gen2: btoi(gen2)}, undeploy)})
 		}
+	}
+	if again := f.consumers.start(c, c.Generation(), awaiting); gen2 && again {
+		// A resynchronization (events may have been missed): the consumers
+		// of the APIs the gateway holds, and what it cannot pull, again.
+		for _, api := range held {
+			f.consumers.afterDeployed(c, api)
+		}
+		f.consumers.afterPull(c)
 	}
 	for _, d := range st.Deleted {
 		if d.DeliveredAt != nil {
@@ -176,10 +191,20 @@ func (f *Fleet) onDisconnect(c *hub.Conn) {
 	f.store.NotePresence(gw, f.liveConns(gw))
 	owed := f.acks.owes(c)
 	f.acks.gone(c)
+	f.consumers.gone(c)
 	if !owed || f.liveAnywhere(context.Background(), gw) {
 		return
 	}
 	if err := f.store.GatewayOffline(context.Background(), gw); err != nil {
 		f.log.Warn("could not record a gateway going offline", "gateway", gw, "err", err)
 	}
+}
+
+// consumersFollow is the hook of an api.deployed: on a second-generation
+// connection, the API's consumer state follows it (consumers.go).
+func (f *Fleet) consumersFollow(apiID string) func(*hub.Conn) {
+	if !f.consumers.enabled() {
+		return nil
+	}
+	return func(c *hub.Conn) { f.consumers.afterDeployed(c, apiID) }
 }

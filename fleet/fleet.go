@@ -48,6 +48,10 @@ type Options struct {
 	// delivering its change did (PostgreSQL delivers from the listener).
 	// A gateway not reported in time is answered PENDING. Default 2 s.
 	DeliveryWait time.Duration
+	// Consumers are the features whose state follows APIs onto
+	// second-generation gateways (consumers.go), in the order their
+	// state is sent.
+	Consumers []ConsumerSource
 }
 
 // DefaultDeliveryWait is the default of Options.DeliveryWait.
@@ -86,7 +90,8 @@ type Fleet struct {
 	// no room for: their gateways were sent their state again instead.
 	Overflowed atomic.Int64
 
-	acks acks
+	acks      acks
+	consumers consumers
 }
 
 // report is what delivering one change did, by gateway.
@@ -155,6 +160,7 @@ func New(o Options) *Fleet {
 		reports: map[string]*pendingReport{}, waiters: map[string]chan struct{}{},
 		followUps: make(chan followUp, 1024), stopped: make(chan struct{})}
 	f.acks.init(f)
+	f.consumers.init(f, o.Consumers)
 	go f.followUpLoop()
 	hc := o.Hub
 	hc.OnConnect = f.initialState
@@ -236,6 +242,12 @@ func (f *Fleet) publish(c *store.Change) {
 		for _, api := range c.APIIDs {
 			f.statusChanged(api)
 		}
+	case store.ChangeConsumer:
+		f.consumers.publish(c.Consumer)
+	case store.ChangeConsumersPulled:
+		for _, conn := range f.hub.Conns(c.GatewayID) {
+			f.consumers.afterPull(conn)
+		}
 	}
 }
 
@@ -288,6 +300,7 @@ func (f *Fleet) deliver(d *store.Deployment, kind store.ChangeKind) delivered {
 	switch kind {
 	case store.ChangeDeployed:
 		ev = deployedEvent(d, d.PerformedAt)
+		ev.Sent = f.consumersFollow(d.APIID)
 	case store.ChangeUndeployed:
 		ev = undeployedEvent(d, d.PerformedAt)
 	case store.ChangeAPIDeleted:

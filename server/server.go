@@ -98,7 +98,7 @@ func New(o Options) *Server {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.fleet = fleet.New(fleet.Options{Store: o.Store, Hub: o.Hub, Log: s.log, GenerationGrace: o.GenerationGrace,
-		DeliveryWait: o.DeliveryWait})
+		DeliveryWait: o.DeliveryWait, Consumers: consumerSources(o.Store)})
 	s.hub = s.fleet.Hub()
 	// A store already observed (shared by another Server) keeps its hook.
 	if o.Store != nil && o.Store.OnTx == nil {

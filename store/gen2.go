@@ -246,3 +246,25 @@ func (db *DB) SigningKey(ctx context.Context, kid string) (string, error) {
 	}
 	return pem, err
 }
+
+// Manifests returns the manifests of those of the gateways that reported
+// one (second generation), by gateway.
+func (db *DB) Manifests(ctx context.Context, gatewayIDs []string) (map[string]*Manifest, error) {
+	out := map[string]*Manifest{}
+	err := db.readTx(ctx, func(tx *Tx) error {
+		gws := make([]*Gateway, len(gatewayIDs))
+		for i, id := range gatewayIDs {
+			gws[i] = &Gateway{ID: id}
+		}
+		if err := fillManifests(ctx, tx, gws); err != nil {
+			return err
+		}
+		for _, g := range gws {
+			if g.Manifest != nil {
+				out[g.ID] = g.Manifest
+			}
+		}
+		return nil
+	})
+	return out, err
+}

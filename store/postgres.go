@@ -472,6 +472,11 @@ func (db *DB) changeFromNotice(ctx context.Context, n *notice) (*Change, error) 
 	}
 	c := &Change{ID: n.ID, Kind: n.Kind, Local: n.Origin == db.origin, Origin: n.Origin, GatewayID: n.Gateway,
 		TokenID: n.Token, APIIDs: n.APIs}
+	if n.Kind == ChangeConsumer {
+		var err error
+		c.Consumer, err = db.readConsumerEvents(ctx, n.ID)
+		return c, err
+	}
 	if n.API == "" {
 		return c, nil
 	}

@@ -150,6 +150,9 @@ type DB struct {
 	retention    time.Duration
 	expireAt     time.Time // when the oldest unacknowledged deployment times out; zero: none waits
 	tombstonesAt time.Time // when tombstones are next pruned
+	consumersAt  time.Time // when old consumer events are next pruned (PostgreSQL)
+	keysExpireAt time.Time // when the next API key expires, as known here; zero: none
+	keysCheckAt  time.Time // when the next expiry is read again (other replicas' keys)
 	stopFlush    chan struct{}
 	closeOnce    sync.Once
 	flushDone    chan struct{}
@@ -185,6 +188,8 @@ type Change struct {
 	GatewayID string
 	// APIIDs are the APIs whose statuses changed (ChangeStatus).
 	APIIDs []string
+	// Consumer are the events of a ChangeConsumer, in order.
+	Consumer []*ConsumerEvent
 }
 
 // ChangeKind says what a Change did.
@@ -199,6 +204,12 @@ const (
 	ChangeGatewayDeleted
 	ChangeManifest // a gateway reported its manifest
 	ChangeStatus   // deployment statuses of APIIDs changed (acknowledged, timed out)
+	// ChangeConsumer carries events about an API's consumers (keys,
+	// applications, ...) for second-generation gateways (consumers.go).
+	ChangeConsumer
+	// ChangeConsumersPulled: GatewayID's GET /apis/api-keys was answered,
+	// so its connections are sent what it cannot pull (consumers.go).
+	ChangeConsumersPulled
 )
 
 // SetPublisher sets the function that hears every committed change, in
@@ -465,6 +476,11 @@ func (db *DB) atStart(ctx context.Context) error {
 	if n > 0 {
 		db.log.Info("secrets sealed under the current encryption key", "definitions", n, "key", db.sealer.KeyID())
 	}
+	if n, err := db.resealConsumerValues(ctx); err != nil {
+		return fmt.Errorf("seal secret values and subscription tokens at rest: %w", err)
+	} else if n > 0 {
+		db.log.Info("secret values and subscription tokens sealed under the current encryption key", "values", n, "key", db.sealer.KeyID())
+	}
 	if err := db.pruneRevisions(ctx, ""); err != nil {
 		return fmt.Errorf("prune revisions: %w", err)
 	}
@@ -553,9 +569,9 @@ func (db *DB) Sync(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	errs = append(errs, db.flushFetched(ctx), db.expireDue(ctx))
+	errs = append(errs, db.flushFetched(ctx), db.expireDue(ctx), db.expireKeysDue(ctx))
 	if db.dialect == dialectPostgres {
-		errs = append(errs, db.flushPresence(ctx), db.renewLease(ctx))
+		errs = append(errs, db.flushPresence(ctx), db.renewLease(ctx), db.pruneConsumerEvents(ctx))
 	}
 	now := db.clock()
 	db.fetchMu.Lock()
