@@ -1,6 +1,10 @@
 package api
 
-import "net/http"
+import (
+	"net/http"
+
+	"platform-api/store"
+)
 
 // Register adds every route of the public API to m, in the contract's
 // order.
@@ -25,6 +29,14 @@ func (s *Server) Register(m *http.ServeMux) {
 	m.Handle("GET /api/v1/apis/{apiId}/deployments", s.user(s.listDeployments))
 	m.Handle("GET /api/v1/apis/{apiId}/gateways", s.user(s.listAPIGateways))
 	m.Handle("GET /api/v1/apis/{apiId}/revisions", s.user(s.listRevisions))
+
+	m.Handle("POST /api/v1/apis/{apiId}/rollouts", s.user(s.createRollout))
+	m.Handle("GET /api/v1/apis/{apiId}/rollouts", s.user(s.listRollouts))
+	m.Handle("GET /api/v1/rollouts/{rolloutId}", s.user(s.getRollout))
+	m.Handle("POST /api/v1/rollouts/{rolloutId}/pause", s.user(s.controlRollout(store.ActionPause)))
+	m.Handle("POST /api/v1/rollouts/{rolloutId}/resume", s.user(s.controlRollout(store.ActionResume)))
+	m.Handle("POST /api/v1/rollouts/{rolloutId}/abort", s.user(s.controlRollout(store.ActionAbort)))
+	m.Handle("POST /api/v1/rollouts/{rolloutId}/rollback", s.user(s.rollbackRollout))
 
 	m.Handle("POST /api/v1/gateways", s.user(s.createGateway))
 	m.Handle("GET /api/v1/gateways", s.user(s.listGateways))
