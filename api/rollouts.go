@@ -252,7 +252,7 @@ func (s *Server) createRollout(w http.ResponseWriter, r *http.Request, p auth.Pr
 
 // answerRollout kicks the driver, waits as asked, and answers the rollout.
 func (s *Server) answerRollout(w http.ResponseWriter, r *http.Request, p auth.Principal, id string, wait time.Duration, status int) error {
-	s.rollouts.Kick()
+	s.rollouts.Drive(id)
 	var got *store.Rollout
 	var err error
 	if wait > 0 {

@@ -68,7 +68,6 @@ type Driver struct {
 	mu      sync.Mutex
 	running map[string]chan struct{} // rollout id -> its goroutine's kick
 	waiters map[string]chan struct{} // rollout id -> closed at its next step
-	kick    chan struct{}
 	stop    chan struct{}
 	stopped bool
 	wg      sync.WaitGroup
@@ -83,7 +82,7 @@ func New(o Options) *Driver {
 		o.Poll = time.Second
 	}
 	return &Driver{db: o.Store, fleet: o.Fleet, log: o.Log, poll: o.Poll, running: map[string]chan struct{}{},
-		waiters: map[string]chan struct{}{}, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+		waiters: map[string]chan struct{}{}, stop: make(chan struct{})}
 }
 
 // Start claims the RUNNING rollouts no live replica drives (every one, at a
@@ -118,21 +117,30 @@ func (d *Driver) Close() {
 	}
 }
 
-// Kick makes the driver claim rollouts now (one was created or resumed
-// here) and the rollouts it drives read their state again.
-func (d *Driver) Kick() {
-	select {
-	case d.kick <- struct{}{}:
-	default:
-	}
+// Drive starts driving a rollout this replica has just leased (created,
+// resumed or rolled back here) without waiting for the next claim.
+func (d *Driver) Drive(id string) {
 	d.mu.Lock()
-	for _, k := range d.running {
+	defer d.mu.Unlock()
+	if k, ok := d.running[id]; ok {
 		select {
 		case k <- struct{}{}:
 		default:
 		}
+		return
 	}
-	d.mu.Unlock()
+	d.startLocked(id)
+}
+
+// startLocked starts the goroutine driving a rollout. d.mu must be held.
+func (d *Driver) startLocked(id string) {
+	if d.stopped {
+		return
+	}
+	k := make(chan struct{}, 1)
+	d.running[id] = k
+	d.wg.Add(1)
+	go d.drive(id, k)
 }
 
 // Changed returns a channel closed when this replica next steps the
@@ -171,17 +179,13 @@ func (d *Driver) claimLoop() {
 		}
 		d.mu.Lock()
 		for _, id := range ids {
-			if _, ok := d.running[id]; !ok && !d.stopped {
-				k := make(chan struct{}, 1)
-				d.running[id] = k
-				d.wg.Add(1)
-				go d.drive(id, k)
+			if _, ok := d.running[id]; !ok {
+				d.startLocked(id)
 			}
 		}
 		d.mu.Unlock()
 		select {
 		case <-t.C:
-		case <-d.kick:
 		case <-d.stop:
 			return
 		}

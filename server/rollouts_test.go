@@ -8,6 +8,7 @@ import (
 
 	"platform-api/api"
 	"platform-api/httpx"
+	"platform-api/rollout"
 	"platform-api/store"
 )
 
@@ -375,6 +376,100 @@ func TestRolloutReplicaFailover(t *testing.T) {
 	done := waitRollout(t, rs[1], f.tok, r.ID, store.RolloutCompleted)
 	if done.Reached != 4 {
 		t.Fatalf("rollout after the failover: %+v", done)
+	}
+	for i := range f.gws {
+		if got := f.deployments(i); len(got) != 1 {
+			t.Fatalf("gateway %d applied deployments %v, want one", i, got)
+		}
+	}
+}
+
+// TestRolloutFirstGeneration: a first-generation gateway's wave settles
+// once it took the event and downloaded the revision (it acknowledges
+// nothing): DELIVERED alone does not start the next wave.
+func TestRolloutFirstGeneration(t *testing.T) {
+	e := newEnvWith(t, fastHub)
+	f := newFleet(t, e, 2)
+	c0, _ := mustDial(t, e.srv.URL, f.keys[0])
+	c1, _ := mustDial(t, e.srv.URL, f.keys[1])
+	waitGenerations(t, e, f.gws[0].ID)
+	waitGenerations(t, e, f.gws[1].ID)
+	var r api.Rollout
+	e.must(201, "POST", "/api/v1/apis/"+f.api+"/rollouts", f.tok,
+		map[string]any{"gatewayIds": []string{f.gws[0].ID, f.gws[1].ID}, "waves": []int{50, 100}}, &r)
+	if ev := c0.next(5 * time.Second); ev["type"] != "api.deployed" {
+		t.Fatalf("wave 1 gateway got %v", ev)
+	}
+	waitFor(t, func() bool {
+		e.must(200, "GET", "/api/v1/rollouts/"+r.ID, f.tok, nil, &r)
+		return r.Waves[0].Gateways[0].Status == store.StatusDelivered
+	})
+	// Delivered, not downloaded: the wave waits (the driver looks every
+	// FetchPoll; a few of them pass while the rollout is read again).
+	for range 3 {
+		e.must(200, "GET", "/api/v1/rollouts/"+r.ID, f.tok, nil, &r)
+		if r.Waves[0].Status != "SETTLING" || r.Waves[1].Status != "WAITING" {
+			t.Fatalf("wave 1 settled on delivery alone: %+v", r.Waves)
+		}
+		time.Sleep(300 * time.Millisecond) // longer than rollout.FetchPoll: the driver looked
+	}
+	download(t, e, f.keys[0], "/api/internal/v1/apis/"+f.api)
+	if ev := c1.next(5 * time.Second); ev["type"] != "api.deployed" {
+		t.Fatalf("wave 2 gateway got %v", ev)
+	}
+	download(t, e, f.keys[1], "/api/internal/v1/apis/"+f.api)
+	done := waitRollout(t, e, f.tok, r.ID, store.RolloutCompleted)
+	for _, w := range done.Waves {
+		if w.Gateways[0].Status != store.StatusDelivered {
+			t.Fatalf("first-generation outcome: %+v", w)
+		}
+	}
+}
+
+// TestRolloutWaveTimeout: a gateway that never acknowledges is a failure
+// once waveTimeout passes, and halts the rollout.
+func TestRolloutWaveTimeout(t *testing.T) {
+	e := newEnvWith(t, fastHub)
+	f := newRolloutFleet(t, e, 2, 0) // gateway 0 reads nothing, acknowledges nothing
+	r := f.create(t, e, "?wait=10s", map[string]any{"gatewayIds": f.ids(), "waves": []int{50, 100}, "waveTimeout": "300ms"})
+	if r.Status != store.RolloutHalted || r.Reached != 1 || len(r.Failures) != 1 || r.Failures[0].ErrorCode != "WAVE_TIMEOUT" {
+		t.Fatalf("rollout with a silent gateway: %+v", r)
+	}
+	if d := deploymentStatus(t, e, f.tok, f.api, f.gws[1].ID); d != nil {
+		t.Fatalf("wave 2 was deployed: %v", d)
+	}
+}
+
+// TestRolloutResumesMidWave: a driver that stopped between recording a
+// wave's start and its deploy, or between the deploy and recording it,
+// is replaced by one that deploys the wave's gateways that were not
+// deployed, and only those.
+func TestRolloutResumesMidWave(t *testing.T) {
+	e := newEnvWith(t, fastHub)
+	f := newRolloutFleet(t, e, 4)
+	e.api.Rollouts().Stop() // the server's driver is gone: this test steps by hand
+	r := f.create(t, e, "", map[string]any{"gatewayIds": f.ids(), "waves": []int{50, 100}})
+	ctx := t.Context()
+	if ok, err := e.db.BeginWave(ctx, r.ID, 0); !ok || err != nil {
+		t.Fatalf("begin wave 1: %v %v", ok, err)
+	}
+	// Of wave 1 (gateways 0 and 1), gateway 0's deploy committed before
+	// the driver stopped; gateway 1's never ran.
+	stored, err := e.db.DriveRollout(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := e.api.fleet.Deploy(ctx, stored.OrganizationID, f.api, r.RevisionID,
+		[]store.DeployTarget{{GatewayID: f.gws[0].ID}}, func(*store.Revision) error { return nil }, 5*time.Second)
+	if err != nil || first[0].Status != store.StatusDeployed {
+		t.Fatalf("deploy of gateway 0: %v %+v", err, first)
+	}
+	d := rollout.New(rollout.Options{Store: e.db, Fleet: e.api.fleet})
+	d.Start()
+	t.Cleanup(d.Close)
+	done := waitRollout(t, e, f.tok, r.ID, store.RolloutCompleted)
+	if got := done.Waves[0].Gateways[0].DeploymentID; got != first[0].DeploymentID {
+		t.Fatalf("gateway 0 deployed again: %s, not %s", got, first[0].DeploymentID)
 	}
 	for i := range f.gws {
 		if got := f.deployments(i); len(got) != 1 {
