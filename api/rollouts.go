@@ -89,25 +89,26 @@ func (b *rolloutRequest) Validate(ctx context.Context) error {
 
 // Rollout is a rollout as the API answers it.
 type Rollout struct {
-	ID          string         `json:"id"`
-	APIID       string         `json:"apiId"`
-	Kind        string         `json:"kind"`
-	RollbackOf  string         `json:"rollbackOf,omitempty"`
-	RevisionID  string         `json:"revisionId,omitempty"`
-	Status      string         `json:"status"`
-	Reason      string         `json:"reason,omitempty"`
-	WaveTimeout string         `json:"waveTimeout"`
-	Pause       string         `json:"pause"`
-	MaxFailures int            `json:"maxFailures"`
-	CurrentWave int            `json:"currentWave"`
-	Gateways    int            `json:"gateways"`
-	Reached     int            `json:"reached"`
-	Failed      int            `json:"failed"`
-	Waves       []RolloutWave  `json:"waves"`
-	Failures    []RolloutGwRef `json:"failures"`
-	CreatedAt   time.Time      `json:"createdAt"`
-	UpdatedAt   time.Time      `json:"updatedAt"`
-	FinishedAt  *time.Time     `json:"finishedAt,omitempty"`
+	ID          string        `json:"id"`
+	APIID       string        `json:"apiId"`
+	Kind        string        `json:"kind"`
+	RollbackOf  string        `json:"rollbackOf,omitempty"`
+	RevisionID  string        `json:"revisionId,omitempty"`
+	Status      string        `json:"status"`
+	Reason      string        `json:"reason,omitempty"`
+	WaveTimeout string        `json:"waveTimeout"`
+	Pause       string        `json:"pause"`
+	MaxFailures int           `json:"maxFailures"`
+	CurrentWave int           `json:"currentWave"`
+	Gateways    int           `json:"gateways"`
+	Reached     int           `json:"reached"`
+	Failed      int           `json:"failed"`
+	Waves       []RolloutWave `json:"waves"`
+	// Failures are the failed gateways (GET of one rollout; not in lists).
+	Failures   *[]RolloutGwRef `json:"failures,omitempty"`
+	CreatedAt  time.Time       `json:"createdAt"`
+	UpdatedAt  time.Time       `json:"updatedAt"`
+	FinishedAt *time.Time      `json:"finishedAt,omitempty"`
 }
 
 // RolloutWave is one wave of a rollout.
@@ -150,7 +151,8 @@ func rolloutView(r *store.Rollout) *Rollout {
 	v := &Rollout{ID: r.ID, APIID: r.APIID, Kind: r.Kind, RollbackOf: r.RollbackOf, RevisionID: r.RevisionID,
 		Status: r.Status, Reason: r.Reason, WaveTimeout: r.WaveTimeout.String(), Pause: r.Pause.String(),
 		MaxFailures: r.MaxFailures, CurrentWave: r.Wave, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
-		FinishedAt: r.FinishedAt, Waves: []RolloutWave{}, Failures: []RolloutGwRef{}}
+		FinishedAt: r.FinishedAt, Waves: []RolloutWave{}}
+	failures := []RolloutGwRef{}
 	for i, p := range r.Waves {
 		w := RolloutWave{Number: i + 1, Percent: p, Status: "WAITING"}
 		switch {
@@ -192,7 +194,7 @@ func rolloutView(r *store.Rollout) *Rollout {
 		}
 		if g.Status == store.StatusFailed {
 			v.Failed++
-			v.Failures = append(v.Failures, RolloutGwRef{GatewayID: t.GatewayID, Wave: t.Wave, ErrorCode: g.ErrorCode})
+			failures = append(failures, RolloutGwRef{GatewayID: t.GatewayID, Wave: t.Wave, ErrorCode: g.ErrorCode})
 		}
 		w.Gateways = append(w.Gateways, g)
 	}
@@ -207,8 +209,8 @@ func rolloutView(r *store.Rollout) *Rollout {
 			}
 		}
 	}
-	if r.Targets == nil {
-		v.Failures = nil
+	if r.Targets != nil {
+		v.Failures = &failures
 	}
 	return v
 }

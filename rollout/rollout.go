@@ -26,7 +26,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -53,6 +52,10 @@ type Options struct {
 	// raise no status change, reads it every FetchPoll (250 ms).
 	Poll time.Duration
 }
+
+// gatherAcks is how long a wave woken by a status change waits before it
+// reads its gateways again (the fleet writes acknowledgements every 10 ms).
+const gatherAcks = 20 * time.Millisecond
 
 // FetchPoll is how often a wave waiting for first-generation gateways'
 // downloads looks again (the store writes download times this often).
@@ -247,6 +250,12 @@ func (d *Driver) drive(id string, kick chan struct{}) {
 		select {
 		case <-timer.C:
 		case <-statusChanged:
+			// Acknowledgements of a large wave come in many small batches:
+			// let a few gather before the wave is read again.
+			select {
+			case <-time.After(gatherAcks):
+			case <-ctx.Done():
+			}
 		case <-kick:
 		case <-ctx.Done():
 		}
@@ -353,14 +362,17 @@ func (d *Driver) settle(ctx context.Context, r *store.Rollout) (time.Duration, e
 		deadline = r.WaveDeployedAt.Add(r.WaveTimeout)
 	}
 	timedOut := !now.Before(deadline)
-	failures, pending := 0, 0
+	failures, pending := r.PriorFailures, 0
 	fetching := false
 	var outcomes []store.Outcome
 	for _, t := range r.Targets {
-		if t.Outcome == store.StatusFailed {
-			failures++
+		if t.Wave != r.Wave {
+			continue
 		}
-		if t.Wave != r.Wave || t.Outcome != "" {
+		if t.Outcome != "" {
+			if t.Outcome == store.StatusFailed {
+				failures++
+			}
 			continue
 		}
 		o, code := Classify(t)
@@ -379,7 +391,11 @@ func (d *Driver) settle(ctx context.Context, r *store.Rollout) (time.Duration, e
 	}
 	switch {
 	case failures > r.MaxFailures:
-		reason := fmt.Sprintf("%d gateways failed by wave %d of %d, more than maxFailures (%d)", failures, r.Wave, len(r.Waves), r.MaxFailures)
+		noun := "gateways"
+		if failures == 1 {
+			noun = "gateway"
+		}
+		reason := fmt.Sprintf("%d %s failed by wave %d of %d, more than maxFailures (%d)", failures, noun, r.Wave, len(r.Waves), r.MaxFailures)
 		_, err := d.db.SettleWave(ctx, r.ID, r.Wave, outcomes, pending == 0, store.RolloutHalted, reason)
 		return 0, err
 	case pending == 0:
@@ -389,11 +405,9 @@ func (d *Driver) settle(ctx context.Context, r *store.Rollout) (time.Duration, e
 		}
 		_, err := d.db.SettleWave(ctx, r.ID, r.Wave, outcomes, true, status, "")
 		return 0, err
-	case len(outcomes) > 0:
-		if _, err := d.db.SettleWave(ctx, r.ID, r.Wave, outcomes, false, "", ""); err != nil {
-			return 0, err
-		}
 	}
+	// Outcomes are written when the wave settles or the rollout halts,
+	// not as each gateway settles: one write per wave, not one per wake.
 	wait := min(d.poll, time.Until(deadline))
 	if fetching {
 		wait = min(wait, FetchPoll)
@@ -426,12 +440,6 @@ func Classify(t *store.RolloutTarget) (outcome, code string) {
 		return store.StatusDelivered, ""
 	}
 	return "", ""
-}
-
-// Reached counts the gateways a rollout sent the revision to (those whose
-// wave began).
-func Reached(r *store.Rollout) int {
-	return len(slices.DeleteFunc(slices.Clone(r.Targets), func(t *store.RolloutTarget) bool { return t.Wave > r.Wave }))
 }
 
 // Wait waits until the rollout of the organization has ended or is paused,

@@ -157,8 +157,8 @@ func TestRolloutHaltsAndRollsBack(t *testing.T) {
 		!strings.Contains(r.Reason, "maxFailures") {
 		t.Fatalf("halted rollout: %+v", r)
 	}
-	if len(r.Failures) != 1 || r.Failures[0].GatewayID != f.gws[0].ID || r.Failures[0].ErrorCode != "GATEWAY_PROCESSING_ERROR" || r.Failures[0].Wave != 1 {
-		t.Fatalf("failures: %+v", r.Failures)
+	if len(*r.Failures) != 1 || (*r.Failures)[0].GatewayID != f.gws[0].ID || (*r.Failures)[0].ErrorCode != "GATEWAY_PROCESSING_ERROR" || (*r.Failures)[0].Wave != 1 {
+		t.Fatalf("failures: %+v", *r.Failures)
 	}
 	if g := r.Waves[1].Gateways[0]; g.Status != "WAITING" || g.DeploymentID != "" {
 		t.Fatalf("wave 2 after the halt: %+v", r.Waves[1])
@@ -432,7 +432,7 @@ func TestRolloutWaveTimeout(t *testing.T) {
 	e := newEnvWith(t, fastHub)
 	f := newRolloutFleet(t, e, 2, 0) // gateway 0 reads nothing, acknowledges nothing
 	r := f.create(t, e, "?wait=10s", map[string]any{"gatewayIds": f.ids(), "waves": []int{50, 100}, "waveTimeout": "300ms"})
-	if r.Status != store.RolloutHalted || r.Reached != 1 || len(r.Failures) != 1 || r.Failures[0].ErrorCode != "WAVE_TIMEOUT" {
+	if r.Status != store.RolloutHalted || r.Reached != 1 || len(*r.Failures) != 1 || (*r.Failures)[0].ErrorCode != "WAVE_TIMEOUT" {
 		t.Fatalf("rollout with a silent gateway: %+v", r)
 	}
 	if d := deploymentStatus(t, e, f.tok, f.api, f.gws[1].ID); d != nil {

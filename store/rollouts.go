@@ -65,6 +65,7 @@ type Rollout struct {
 	LeaseOwner     string
 	Targets        []*RolloutTarget // in request order; nil in lists
 	Counts         []WaveCount      // in lists (instead of Targets)
+	PriorFailures  int              // read by the driver: failures of the other waves
 }
 
 // WaveCount is the size of a wave and how many of its gateways failed.
@@ -307,6 +308,14 @@ func scanRollout(row rowScanner) (*Rollout, error) {
 // findRollout reads a rollout with its targets and their gateways' live
 // deployments of the API. orgID "" reads any organization's (the driver).
 func findRollout(ctx context.Context, tx *Tx, orgID, id string) (*Rollout, error) {
+	return findRolloutWave(ctx, tx, orgID, id, false)
+}
+
+// findRolloutWave is findRollout; with currentOnly, only the targets of
+// the current wave are read, and the failures of the others counted
+// (PriorFailures): what the driver needs, at a cost that does not grow with
+// the waves behind it.
+func findRolloutWave(ctx context.Context, tx *Tx, orgID, id string, currentOnly bool) (*Rollout, error) {
 	q, args := `SELECT `+rolloutColumns+` FROM rollouts WHERE id = $1`, []any{id}
 	if orgID != "" {
 		q, args = q+` AND organization_id = $2`, append(args, orgID)
@@ -318,12 +327,20 @@ func findRollout(ctx context.Context, tx *Tx, orgID, id string) (*Rollout, error
 	if err != nil {
 		return nil, err
 	}
+	cond, args := "", []any{id, r.APIID}
+	if currentOnly {
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM rollout_targets WHERE rollout_id = $1 AND wave <> $2
+			AND outcome = 'FAILED'`, id, r.Wave).Scan(&r.PriorFailures); err != nil {
+			return nil, err
+		}
+		cond, args = " AND t.wave = $3", append(args, r.Wave)
+	}
 	rows, err := tx.QueryContext(ctx, `SELECT t.gateway_id, t.wave, t.vhost, t.display_on_devportal, t.revision_id,
 		t.previous_revision_id, t.previous_vhost, t.previous_deployment_id, t.sent_at, t.deployment_id, t.outcome,
 		t.error_code, t.settled_at,
 		d.deployment_id, d.revision_id, d.state, d.status, d.error_code, d.fetched_at
 		FROM rollout_targets t LEFT JOIN deployments d ON d.api_id = $2 AND d.gateway_id = t.gateway_id
-		WHERE t.rollout_id = $1 ORDER BY t.position`, id, r.APIID)
+		WHERE t.rollout_id = $1`+cond+` ORDER BY t.position`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -369,13 +386,14 @@ func (db *DB) GetRollout(ctx context.Context, orgID, id string) (*Rollout, error
 	return r, err
 }
 
-// DriveRollout reads a rollout with its targets for the driver, whatever
-// its organization.
+// DriveRollout reads a rollout for the driver, whatever its organization,
+// with the targets of its current wave only and the failures of the others
+// counted (PriorFailures).
 func (db *DB) DriveRollout(ctx context.Context, id string) (*Rollout, error) {
 	var r *Rollout
 	err := db.readTx(ctx, func(tx *Tx) error {
 		var err error
-		r, err = findRollout(ctx, tx, "", id)
+		r, err = findRolloutWave(ctx, tx, "", id, true)
 		return err
 	})
 	return r, err
@@ -579,11 +597,30 @@ func (db *DB) SettleWave(ctx context.Context, id string, wave int, outcomes []Ou
 			return nil
 		}
 		ok = true
+		// One statement per outcome and code (most gateways share one),
+		// in chunks of gateways.
+		type key struct{ outcome, code string }
+		groups := map[key][]string{}
+		var order []key
 		for _, o := range outcomes {
-			if _, err := tx.ExecContext(ctx, `UPDATE rollout_targets SET outcome = $1, error_code = $2, settled_at = $3
-				WHERE rollout_id = $4 AND gateway_id = $5 AND outcome IS NULL`,
-				o.Outcome, nullString(o.ErrorCode), formatTime(now), id, o.GatewayID); err != nil {
-				return err
+			k := key{o.Outcome, o.ErrorCode}
+			if _, ok := groups[k]; !ok {
+				order = append(order, k)
+			}
+			groups[k] = append(groups[k], o.GatewayID)
+		}
+		for _, k := range order {
+			ids := groups[k]
+			for start := 0; start < len(ids); start += inChunk {
+				chunk := ids[start:min(start+inChunk, len(ids))]
+				args := []any{k.outcome, nullString(k.code), formatTime(now), id}
+				for _, g := range chunk {
+					args = append(args, g)
+				}
+				if _, err := tx.ExecContext(ctx, `UPDATE rollout_targets SET outcome = $1, error_code = $2, settled_at = $3
+					WHERE rollout_id = $4 AND outcome IS NULL AND gateway_id IN (`+placeholders(5, len(chunk))+`)`, args...); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
