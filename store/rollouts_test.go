@@ -138,3 +138,50 @@ func TestRolloutSteps(t *testing.T) {
 		t.Fatalf("list: %v %d %+v", err, total, list)
 	}
 }
+
+// TestRolloutRevisionsKept: the revision a gateway ran before a rollout
+// reached it is kept past PLATFORM_REVISIONS_KEEP though no gateway runs it
+// any more: a rollback deploys it.
+func TestRolloutRevisionsKept(t *testing.T) {
+	db := MustOpen(t)
+	db.keep = 2
+	ctx := context.Background()
+	o := mustOrg(t, db)
+	ps, _, _ := db.Projects(ctx, o.ID, Page{Limit: 1})
+	a, err := db.CreateAPI(ctx, apiWithSecrets(o.ID, ps[0].ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, other := mustGateway(t, db, o.ID, "reached"), mustGateway(t, db, o.ID, "other")
+	ok := func(*Revision) error { return nil }
+	before, _, err := db.Deploy(ctx, o.ID, a.ID, "", []DeployTarget{{GatewayID: gw.ID}}, ok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := db.CreateRollout(ctx, &Rollout{OrganizationID: o.ID, APIID: a.ID, Waves: []int{100},
+		Targets: []*RolloutTarget{{GatewayID: gw.ID}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := db.BeginWave(ctx, r.ID, 0); !ok || err != nil {
+		t.Fatalf("begin wave: %v %v", ok, err)
+	}
+	if _, _, err := db.Deploy(ctx, o.ID, a.ID, r.RevisionID, []DeployTarget{{GatewayID: gw.ID}}, ok); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if _, _, err := db.Deploy(ctx, o.ID, a.ID, "", []DeployTarget{{GatewayID: other.ID}}, ok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Revision(ctx, a.ID, before.ID); err != nil {
+		t.Fatalf("the revision the rollout replaced was pruned: %v", err)
+	}
+	got, err := db.GetRollout(ctx, o.ID, r.ID)
+	if err != nil || got.Targets[0].PreviousRevisionID != before.ID || !got.Targets[0].HadPrevious {
+		t.Fatalf("previous revision recorded: %v %+v", err, got.Targets[0])
+	}
+}
