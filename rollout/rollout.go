@@ -49,7 +49,7 @@ type Options struct {
 	// Poll is the backstop: how often a waiting rollout reads its state
 	// again though nothing woke it (another replica's pause or abort).
 	// Default 1 s. A wave waiting for first-generation downloads, which
-	// raise no status change, reads it every FetchPoll (250 ms).
+	// raise no status change, reads it every FetchPoll.
 	Poll time.Duration
 }
 
@@ -58,8 +58,9 @@ type Options struct {
 const gatherAcks = 20 * time.Millisecond
 
 // FetchPoll is how often a wave waiting for first-generation gateways'
-// downloads looks again (the store writes download times this often).
-const FetchPoll = 250 * time.Millisecond
+// downloads looks again (writing first the download times noted here; other
+// replicas write theirs every 250 ms).
+const FetchPoll = 100 * time.Millisecond
 
 // Driver drives the rollouts this replica holds.
 type Driver struct {

@@ -390,6 +390,11 @@ func (db *DB) GetRollout(ctx context.Context, orgID, id string) (*Rollout, error
 // with the targets of its current wave only and the failures of the others
 // counted (PriorFailures).
 func (db *DB) DriveRollout(ctx context.Context, id string) (*Rollout, error) {
+	// Downloads noted here and not yet written first: a first-generation
+	// gateway's wave settles on them.
+	if err := db.flushFetched(ctx); err != nil {
+		return nil, err
+	}
 	var r *Rollout
 	err := db.readTx(ctx, func(tx *Tx) error {
 		var err error
