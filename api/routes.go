@@ -1,6 +1,10 @@
 package api
 
-import "net/http"
+import (
+	"net/http"
+
+	"platform-api/store"
+)
 
 // Register adds every route of the public API to m, in the contract's
 // order.
@@ -37,6 +41,13 @@ func (s *Server) Register(m *http.ServeMux) {
 	m.Handle("GET /api/v1/applications/{applicationId}", s.user(s.getApplication))
 	m.Handle("PUT /api/v1/applications/{applicationId}", s.user(s.updateApplication))
 	m.Handle("DELETE /api/v1/applications/{applicationId}", s.user(s.deleteApplication))
+	m.Handle("POST /api/v1/apis/{apiId}/rollouts", s.user(s.createRollout))
+	m.Handle("GET /api/v1/apis/{apiId}/rollouts", s.user(s.listRollouts))
+	m.Handle("GET /api/v1/rollouts/{rolloutId}", s.user(s.getRollout))
+	m.Handle("POST /api/v1/rollouts/{rolloutId}/pause", s.user(s.controlRollout(store.ActionPause)))
+	m.Handle("POST /api/v1/rollouts/{rolloutId}/resume", s.user(s.controlRollout(store.ActionResume)))
+	m.Handle("POST /api/v1/rollouts/{rolloutId}/abort", s.user(s.controlRollout(store.ActionAbort)))
+	m.Handle("POST /api/v1/rollouts/{rolloutId}/rollback", s.user(s.rollbackRollout))
 
 	m.Handle("POST /api/v1/gateways", s.user(s.createGateway))
 	m.Handle("GET /api/v1/gateways", s.user(s.listGateways))

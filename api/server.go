@@ -15,6 +15,7 @@ import (
 	"platform-api/fleet"
 	"platform-api/httpx"
 	"platform-api/metrics"
+	"platform-api/rollout"
 	"platform-api/store"
 )
 
@@ -26,6 +27,8 @@ type Options struct {
 	Docs    *document.Source
 	Metrics *metrics.Registry
 	Logger  *slog.Logger
+	// Rollouts drives the rollouts this replica holds.
+	Rollouts *rollout.Driver
 	// MaxBodyBytes limits JSON request bodies (413 above it).
 	MaxBodyBytes int64
 }
@@ -40,12 +43,14 @@ type Server struct {
 	docs    *document.Source
 	apiJSON *apiJSONCache // APIs as answered, for pages of APIs
 	metrics *metrics.Registry
+	// rollouts drives the rollouts this replica holds.
+	rollouts *rollout.Driver
 }
 
 // New builds the public API's handlers.
 func New(o Options) *Server {
 	return &Server{store: o.Store, auth: o.Auth, log: o.Logger, maxBody: o.MaxBodyBytes, fleet: o.Fleet,
-		docs: o.Docs, apiJSON: newAPIJSONCache(apiJSONCacheBytes), metrics: o.Metrics}
+		docs: o.Docs, apiJSON: newAPIJSONCache(apiJSONCacheBytes), metrics: o.Metrics, rollouts: o.Rollouts}
 }
 
 // userHandler is a handler of the public API, called with the verified caller.

@@ -18,6 +18,7 @@ import (
 	"platform-api/httpx"
 	"platform-api/hub"
 	"platform-api/metrics"
+	"platform-api/rollout"
 	"platform-api/store"
 	"slices"
 	"strings"
@@ -71,6 +72,8 @@ type Server struct {
 	ops     *http.ServeMux // the operational listener's (Ops)
 	public  *api.Server
 	docs    *document.Source
+	// rollouts drives the rollouts this replica holds.
+	rollouts *rollout.Driver
 
 	metrics      *metrics.Registry
 	metricsToken string
@@ -105,8 +108,9 @@ func New(o Options) *Server {
 		o.Store.OnTx = s.metrics.ObserveTx
 	}
 	s.docs = document.NewSource(o.Store, document.CacheBytes)
+	s.rollouts = rollout.New(rollout.Options{Store: o.Store, Fleet: s.fleet, Log: s.log})
 	s.public = api.New(api.Options{Store: o.Store, Auth: o.Auth, Fleet: s.fleet, Docs: s.docs, Metrics: s.metrics,
-		Logger: s.log, MaxBodyBytes: o.MaxBodyBytes})
+		Logger: s.log, MaxBodyBytes: o.MaxBodyBytes, Rollouts: s.rollouts})
 	s.routes(
 		s.public,
 		gatewayapi.New(gatewayapi.Options{Store: o.Store, Fleet: s.fleet, Docs: s.docs, Metrics: s.metrics,
@@ -114,15 +118,26 @@ func New(o Options) *Server {
 			TrustForwardedFor: o.TrustForwardedFor, MaxDocumentAnswers: o.MaxDocumentAnswers,
 			MaxDocumentAnswersPerGateway: o.MaxDocumentAnswersPerGateway}),
 	)
+	if o.Store != nil {
+		s.rollouts.Start()
+	}
 	return s
 }
+
+// Rollouts is the driver of the rollouts this replica holds.
+func (s *Server) Rollouts() *rollout.Driver { return s.rollouts }
 
 // Hub is the gateway connection registry, for shutdown and metrics.
 func (s *Server) Hub() *hub.Hub { return s.hub }
 
 // Close stops the background work of the server, once its hub has shut
 // down.
-func (s *Server) Close() { s.fleet.Close() }
+func (s *Server) Close() {
+	if s.store != nil {
+		s.rollouts.Close() // before the fleet: a wave's deploy may be under way
+	}
+	s.fleet.Close()
+}
 
 // SetShuttingDown makes GET /ready answer 503 from now on, so that a load
 // balancer stops sending traffic while in-flight requests finish.

@@ -70,6 +70,16 @@ type Options struct {
 	// machine: the report adds the CPU time it spent on each deployment
 	// and its memory (read from /proc; Linux).
 	ServerPID int
+	// Rollout, when set, makes a progressive rollout of the measured API
+	// to the whole fleet after the deployments, in these waves
+	// (cumulative percentages); Fail is the fraction of the fleet that
+	// acknowledges failure of its deploys (second generation), and
+	// MaxFailures, RolloutPause and WaveTimeout are the rollout's.
+	Rollout      []int
+	Fail         float64
+	MaxFailures  int
+	RolloutPause time.Duration
+	WaveTimeout  time.Duration
 }
 
 // Report is what a run measured.
@@ -123,10 +133,12 @@ type Report struct {
 	// first (the mean; the first may fall in the generation grace of the
 	// fleet that just connected), and its resident memory with the fleet
 	// connected after the deployments, and at its peak, in KiB.
-	ServerCPUPerDeployment float64  `json:"serverCpuPerDeploymentSeconds,omitempty"`
-	ServerRSSKiB           int64    `json:"serverRssKiB,omitempty"`
-	ServerPeakRSSKiB       int64    `json:"serverPeakRssKiB,omitempty"`
-	Errors                 []string `json:"errors"`
+	ServerCPUPerDeployment float64 `json:"serverCpuPerDeploymentSeconds,omitempty"`
+	ServerRSSKiB           int64   `json:"serverRssKiB,omitempty"`
+	ServerPeakRSSKiB       int64   `json:"serverPeakRssKiB,omitempty"`
+	// Rollout is the progressive rollout of -rollout.
+	Rollout *RolloutReport `json:"rollout,omitempty"`
+	Errors  []string       `json:"errors"`
 }
 
 // DeploymentReport is one deployment.
@@ -225,6 +237,12 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	if opt.AckWait > time.Minute {
 		return nil, errors.New("-ack-wait is at most 60s (the server's limit)")
 	}
+	if opt.Fail < 0 || opt.Fail > 1 || opt.Fail > 0 && (opt.Generation != 2 || len(opt.Rollout) == 0) {
+		return nil, errors.New("-fail is a fraction from 0 to 1, and needs -generation 2 and -rollout (a second-generation gateway acknowledges failure)")
+	}
+	if opt.WaveTimeout <= 0 {
+		opt.WaveTimeout = time.Minute
+	}
 	if opt.Concurrency <= 0 {
 		opt.Concurrency = 64
 	}
@@ -320,6 +338,9 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		if len(answers) > 0 {
 			rep.DeployAnswerP50, rep.DeployAnswerP99 = quantile(answers, 0.5), quantile(answers, 0.99)
 		}
+	}
+	if len(opt.Rollout) > 0 {
+		rep.Rollout = r.runRollout(ctx)
 	}
 	switch {
 	case opt.Hold > 0 && r.several():
@@ -695,6 +716,10 @@ func (rep *Report) WriteTable(w io.Writer) {
 		if d.Answered != nil {
 			fmt.Fprintf(w, "     answered %s; ended %s\n", statusCounts(d.Answered), statusCounts(d.Final))
 		}
+	}
+	if rep.Rollout != nil {
+		fmt.Fprintln(w)
+		rep.Rollout.write(w)
 	}
 	deployed := ""
 	if rep.AllDeployed != nil {

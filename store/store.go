@@ -595,7 +595,8 @@ func (db *DB) schedulePrune(apiID string) {
 
 // pruneRevisions deletes the revisions of an API (of every API when apiID
 // is empty) that are neither among its newest db.keep nor deployed to any
-// gateway. A rollback can go back as far as what is kept.
+// gateway, nor named by a rollout (what it deploys, or what its gateways
+// ran before it). A rollback can go back as far as what is kept.
 func (db *DB) pruneRevisions(ctx context.Context, apiID string) error {
 	cond, args := "", []any{db.keep}
 	if apiID != "" {
@@ -604,7 +605,10 @@ func (db *DB) pruneRevisions(ctx context.Context, apiID string) error {
 	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		_, err := tx.ExecContext(ctx, `DELETE FROM api_revisions WHERE `+cond+`number <=
 			(SELECT MAX(x.number) FROM api_revisions x WHERE x.api_id = api_revisions.api_id) - $1
-			AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.revision_id = api_revisions.id)`, args...)
+			AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.revision_id = api_revisions.id)
+			AND NOT EXISTS (SELECT 1 FROM rollouts ro WHERE ro.revision_id = api_revisions.id)
+			AND NOT EXISTS (SELECT 1 FROM rollout_targets rt WHERE rt.previous_revision_id = api_revisions.id
+				OR rt.revision_id = api_revisions.id)`, args...)
 		return err
 	})
 }
