@@ -205,6 +205,7 @@ func runSimulate(ctx context.Context, args []string, getenv func(string) string,
 	fs.BoolVar(&o.Keep, "keep", false, "keep the project, API and gateways the run created")
 	fs.IntVar(&o.Generation, "generation", 1, "gateway generation to play: 1, or 2 (manifest, performedAt rule, RestApi documents, acknowledgements)")
 	fs.IntVar(&o.APIs, "apis", 1, "APIs to create; deployments go to the first. Above 1, each is deployed to the whole fleet before it connects, and the run measures the fleet converging on them as it connects and after every gateway reconnects")
+	fs.IntVar(&o.Keys, "keys", 0, "with -generation 2: API keys to create on the deployed API; part of the fleet (-churn) goes away while a quarter are regenerated, a quarter revoked and a tenth more created, and the report says whether every gateway holds exactly the current set")
 	fs.DurationVar(&o.AckWait, "ack-wait", 10*time.Second, "with -generation 2, how long each deploy request waits for the acknowledgements (?wait=, at most 60s)")
 	fs.IntVar(&o.ServerPID, "server-pid", 0, "process id of the server, when it runs on this machine: the report adds its CPU time per deployment and its memory (Linux)")
 	waves := fs.String("rollout", "", "after the deployments, roll a new revision out to the whole fleet in these waves (cumulative percentages, such as 1,10,50,100) and report where it ended")

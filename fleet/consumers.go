@@ -105,6 +105,12 @@ type consumerConn struct {
 // replaces what the gateway holds).
 const pullWait = 10 * time.Second
 
+// pullSettle is how long after its key pull was answered a new
+// connection's held events wait more: the gateway reads and applies the
+// answer on one goroutine and the events on another, and an event applied
+// before the answer would be undone by it.
+const pullSettle = 250 * time.Millisecond
+
 func (cs *consumers) init(f *Fleet, sources []ConsumerSource) {
 	cs.f, cs.sources, cs.flights = f, sources, map[string]*flight{}
 }
@@ -268,7 +274,7 @@ func (cs *consumers) afterPull(c *hub.Conn) {
 	cc.pulled = true
 	cc.mu.Unlock()
 	go func() {
-		defer cc.endPullHold()
+		defer time.AfterFunc(pullSettle, cc.endPullHold)
 		select {
 		case <-c.GenerationKnown():
 		case <-c.Context().Done():

@@ -56,6 +56,8 @@ type gateway struct {
 	seen   []uint32
 	count  int
 	doneAt time.Time
+	// ks is the API keys it holds (keys.go).
+	ks keyState
 }
 
 // receipt is when an api.deployed of the measured API first came, and on
@@ -74,6 +76,9 @@ type event struct {
 		DeploymentID string `json:"deploymentId"`
 		PerformedAt  string `json:"performedAt"`
 		RevisionID   string `json:"revisionId"`
+		Name         string `json:"name"`
+		KeyName      string `json:"keyName"`
+		APIKeyHashes string `json:"apiKeyHashes"`
 	} `json:"payload"`
 }
 
@@ -82,7 +87,7 @@ const channelPath = "/api/internal/v1/ws/gateways/connect"
 
 // manifest is what the simulated second-generation gateways report about
 // themselves on every connect (contract §6).
-const manifest = `{"version":"1.2.0","functionalityType":"regular","policies":[{"name":"cors","version":"v1"}]}`
+const manifest = `{"version":"1.2.0","functionalityType":"regular","policies":[{"name":"cors","version":"v1"},{"name":"api-key-auth","version":"v1"}]}`
 
 // connect opens the channel to the gateway's target and reads it.
 func (g *gateway) connect(ctx context.Context) error {
@@ -151,6 +156,9 @@ func (g *gateway) attach(ws *websocket.Conn, at int, ifMoving bool) bool {
 	g.mu.Unlock()
 	g.r.live.Add(1)
 	go g.read(ws, epoch, at)
+	if g.r.opt.Keys > 0 {
+		go g.pullKeys(g.r.ctx, at) // in parallel with the events, as a gateway does
+	}
 	return true
 }
 
@@ -383,6 +391,10 @@ func (g *gateway) handleGen2(ws *websocket.Conn, epoch uint32, at int, ev *event
 	p := &ev.Payload
 	i, ok := g.r.apiIndex[p.APIID]
 	if !ok {
+		return
+	}
+	if strings.HasPrefix(ev.Type, "apikey.") {
+		g.applyKey(i, ev)
 		return
 	}
 	switch ev.Type {

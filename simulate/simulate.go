@@ -80,6 +80,9 @@ type Options struct {
 	MaxFailures  int
 	RolloutPause time.Duration
 	WaveTimeout  time.Duration
+	// Keys, with Generation 2, is how many API keys the run creates on
+	// the measured API after the deployments (keys.go).
+	Keys int
 }
 
 // Report is what a run measured.
@@ -138,6 +141,7 @@ type Report struct {
 	ServerPeakRSSKiB       int64   `json:"serverPeakRssKiB,omitempty"`
 	// Rollout is the progressive rollout of -rollout.
 	Rollout *RolloutReport `json:"rollout,omitempty"`
+	Keys    *KeysReport    `json:"keys,omitempty"`
 	Errors  []string       `json:"errors"`
 }
 
@@ -230,6 +234,9 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	}
 	if opt.Generation != 1 && opt.Generation != 2 {
 		return nil, errors.New("-generation must be 1 or 2")
+	}
+	if opt.Keys < 0 || opt.Keys > 0 && (opt.Generation != 2 || opt.Deploys < 1) {
+		return nil, errors.New("-keys needs -generation 2 and -deploys of 1 or more (keys reach the gateways an API is deployed to)")
 	}
 	if opt.AckWait <= 0 {
 		opt.AckWait = 10 * time.Second
@@ -332,6 +339,9 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 			sum += d.ServerCPUSeconds
 		}
 		rep.ServerCPUPerDeployment = sum / float64(len(rep.Deployments)-1)
+	}
+	if opt.Keys > 0 {
+		rep.Keys = r.runKeys(ctx)
 	}
 	if opt.Generation == 2 {
 		rep.AllDeployed = &allDeployed
@@ -439,6 +449,7 @@ func (r *runner) setup(ctx context.Context) error {
 	for i := range r.gws {
 		r.gws[i] = &gateway{name: fmt.Sprintf("sim-%s-%d", suffix, i), r: r, at: i % len(r.targets),
 			got: map[string]receipt{}, fetched: map[string]time.Time{},
+			ks:   keyState{keys: map[string]string{}, gone: map[string]time.Time{}},
 			held: make([]int64, len(r.apis)), seen: make([]uint32, len(r.apis))}
 	}
 	r.forEach(ctx, r.gws, func(g *gateway) {
@@ -731,6 +742,14 @@ func (rep *Report) WriteTable(w io.Writer) {
 		if h.RecoveryMs > 0 {
 			fmt.Fprintf(w, "                  first connection lost -> last of those gateways converged again: %.1f ms\n", h.RecoveryMs)
 		}
+	}
+	if k := rep.Keys; k != nil {
+		fmt.Fprintf(w, "\nAPI keys          %d created (p50 %.1f ms, p99 %.1f ms); then, %d gateways away and coming back: %d regenerated, %d revoked, %d created\n",
+			k.Keys, k.CreateP50, k.CreateP99, k.Churned, k.Regenerated, k.Revoked, k.CreatedMore)
+		fmt.Fprintf(w, "                  %d/%d gateways hold exactly the current set (converged %v, %.1f ms after the last change)\n",
+			k.Converged, rep.Gateways, k.AllConverged, k.ConvergeMs)
+		fmt.Fprintf(w, "                  one revocation applied: p50 %.1f ms   p99 %.1f ms   max %.1f ms (request sent -> gateway dropped it)\n",
+			k.RevokeP50, k.RevokeP99, k.RevokeMax)
 	}
 	fmt.Fprintf(w, "\nall delivered %v, all converged %v%s, %d errors\n", rep.AllDelivered, rep.AllConverged, deployed, len(rep.Errors))
 	if missed := rep.missedEvents(); !rep.AllDelivered && rep.AllConverged && missed > 0 {

@@ -631,7 +631,7 @@ func (db *DB) noteKeyExpiry(t *time.Time) {
 // Sync): when one is due as known here, and once a minute after reading
 // when the next one is.
 func (db *DB) expireKeysDue(ctx context.Context) error {
-	now := db.Now()
+	now := time.Now() // the wall clock schedules; the transaction stamps with db.Now
 	db.fetchMu.Lock()
 	due := !db.keysExpireAt.IsZero() && !now.Before(db.keysExpireAt)
 	check := !now.Before(db.keysCheckAt)
