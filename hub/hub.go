@@ -584,19 +584,8 @@ func (c *Conn) enqueue(apiID string, frame []byte) bool {
 // the API's deployment events in the initial state. It reports whether the
 // connection took it (a full queue disconnects, as Deliver).
 func (c *Conn) Send(ev *Event) bool {
-	gen := c.Generation()
-	if gen == GenUnknown {
-		return false
-	}
-	e := ev.forGeneration(gen)
-	if e == nil {
-		return false
-	}
-	count := c.hub.events.get(e.Type)
-	frame, err := e.Encode()
-	if err != nil {
-		c.log.Error("encode event", "type", e.Type, "err", err)
-		count.dropped.Add(1)
+	frame, count, ok := c.encodeAlone(ev)
+	if !ok {
 		return false
 	}
 	if !c.enqueue("", frame) {
@@ -610,23 +599,34 @@ func (c *Conn) Send(ev *Event) bool {
 	return true
 }
 
-// SendWait is Send for bulk state sent off the publisher's path: it waits
-// for room in the queue, at most the write timeout, rather than
-// disconnecting a gateway at once for a full queue.
-func (c *Conn) SendWait(ev *Event) bool {
+// encodeAlone is ev's frame in the form of c's generation, and the count
+// of its type, for Send and SendWait; false when there is nothing to send
+// (generation unknown, not for it, or not encodable: counted as dropped).
+func (c *Conn) encodeAlone(ev *Event) ([]byte, *eventCount, bool) {
 	gen := c.Generation()
 	if gen == GenUnknown || c.ctx.Err() != nil {
-		return false
+		return nil, nil, false
 	}
 	e := ev.forGeneration(gen)
 	if e == nil {
-		return false
+		return nil, nil, false
 	}
 	count := c.hub.events.get(e.Type)
 	frame, err := e.Encode()
 	if err != nil {
 		c.log.Error("encode event", "type", e.Type, "err", err)
 		count.dropped.Add(1)
+		return nil, nil, false
+	}
+	return frame, count, true
+}
+
+// SendWait is Send for bulk state sent off the publisher's path: it waits
+// for room in the queue, at most the write timeout, rather than
+// disconnecting a gateway at once for a full queue.
+func (c *Conn) SendWait(ev *Event) bool {
+	frame, count, ok := c.encodeAlone(ev)
+	if !ok {
 		return false
 	}
 	timer := time.NewTimer(c.hub.cfg.WriteTimeout)
