@@ -20,6 +20,11 @@ func (s *Server) Register(m *http.ServeMux) {
 	m.Handle("PUT /api/v1/apis/{apiId}", s.user(s.updateAPI))
 	m.Handle("DELETE /api/v1/apis/{apiId}", s.user(s.deleteAPI))
 
+	m.Handle("POST /api/v1/apis/import-openapi", s.user(s.importOpenAPI))
+	m.Handle("POST /api/v1/apis/validate-openapi", s.user(s.validateOpenAPI))
+	m.Handle("GET /api/v1/apis/{apiId}/openapi", s.user(s.getOpenAPI))
+	m.Handle("PUT /api/v1/apis/{apiId}/openapi", s.user(s.updateOpenAPI))
+
 	m.Handle("POST /api/v1/apis/{apiId}/deploy-revision", s.user(s.deploy))
 	m.Handle("DELETE /api/v1/apis/{apiId}/deployments/{gatewayId}", s.user(s.undeploy))
 	m.Handle("GET /api/v1/apis/{apiId}/deployments", s.user(s.listDeployments))

@@ -54,7 +54,19 @@ var methods = []string{"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH
 // Import parses data and derives the API it describes. A document that
 // cannot become an API is a 400 listing the problems with their location.
 // ctx bounds the work (the request's context).
-func Import(ctx context.Context, data []byte, o Overrides) (res *Result, err error) {
+func Import(ctx context.Context, data []byte, o Overrides) (*Result, error) {
+	return parse(ctx, data, o, false)
+}
+
+// ImportOperations parses data for its operations only (PUT
+// /apis/{apiId}/openapi replaces them and keeps the rest): no name,
+// version or server is needed. The API of the result holds operations and
+// nothing else.
+func ImportOperations(ctx context.Context, data []byte) (*Result, error) {
+	return parse(ctx, data, Overrides{}, true)
+}
+
+func parse(ctx context.Context, data []byte, o Overrides, opsOnly bool) (res *Result, err error) {
 	sc, probs := prescan(data)
 	if probs != nil {
 		return nil, invalid(probs)
@@ -73,6 +85,17 @@ func Import(ctx context.Context, data []byte, o Overrides) (res *Result, err err
 	doc, err := load(ctx, data, sc)
 	if err != nil {
 		return nil, err
+	}
+	if opsOnly {
+		probs := &Problems{}
+		ops, warnings := operations(doc, probs)
+		if len(ops) == 0 && probs.Len() == 0 {
+			probs.Add("/paths", 0, "holds no operation that can become one of ours (methods %s)", strings.Join(methods, ", "))
+		}
+		if probs.Len() > 0 {
+			return nil, invalid(probs)
+		}
+		return &Result{API: &store.API{Operations: ops}, Version: sc.version, Warnings: warnings}, nil
 	}
 	a, warnings, probs := derive(doc, sc, o)
 	if probs.Len() > 0 {
@@ -159,9 +182,10 @@ func derive(doc *openapi3.T, sc *scan, o Overrides) (*store.API, []string, *Prob
 		}
 	}
 
-	backend, serverPath, where := o.BackendURL, "", ""
+	found, serverPath, where := firstServer(doc, sc)
+	backend := o.BackendURL
 	if backend == "" {
-		backend, serverPath, where = firstServer(doc, sc)
+		backend = found
 		if backend == "" {
 			probs.Add(where, 0, "names no absolute http(s) server URL to use as the backend; send ?backendUrl=https://…")
 		}
@@ -183,7 +207,7 @@ func derive(doc *openapi3.T, sc *scan, o Overrides) (*store.API, []string, *Prob
 	ops, w := operations(doc, probs)
 	a.Operations = ops
 	warnings = append(warnings, w...)
-	if len(ops) == 0 && probs.Len() == 0 {
+	if len(ops) == 0 {
 		probs.Add("/paths", 0, "holds no operation that can become one of ours (methods %s)", strings.Join(methods, ", "))
 	}
 	return a, warnings, probs
@@ -249,12 +273,14 @@ func operations(doc *openapi3.T, probs *Problems) ([]store.Operation, []string) 
 
 // firstServer returns the first server whose URL, variables replaced by
 // their defaults, is an absolute http(s) URL, and that URL's path; or the
-// location to blame when there is none.
+// location to blame when there is none, and the path of the first
+// relative server URL (the context, with a backendUrl given).
 func firstServer(doc *openapi3.T, sc *scan) (backend, path, where string) {
 	where = "/servers"
 	if sc.swagger {
 		where = "/host"
 	}
+	relative := ""
 	for _, s := range doc.Servers {
 		if s == nil {
 			continue
@@ -266,13 +292,16 @@ func firstServer(doc *openapi3.T, sc *scan) (backend, path, where string) {
 			}
 		}
 		u, err := url.Parse(raw)
+		if err == nil && u.Scheme == "" && u.Host == "" && strings.HasPrefix(u.Path, "/") && relative == "" {
+			relative = u.Path
+		}
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil || strings.ContainsAny(raw, "{}") {
 			continue
 		}
 		u.RawQuery, u.Fragment = "", ""
 		return strings.TrimRight(u.String(), "/"), u.Path, ""
 	}
-	return "", "", where
+	return "", relative, where
 }
 
 // security turns the first apiKey scheme in a header or query (the one the
@@ -320,6 +349,7 @@ var (
 	spaces         = regexp.MustCompile(`\s+`)
 	versionDigits  = regexp.MustCompile(`\d+`)
 	contextUnsafe  = regexp.MustCompile(`[^a-z0-9._-]+`)
+	dashes         = regexp.MustCompile(`-{2,}`)
 )
 
 // NormalizeName makes an API name of ours from a title: every run of
@@ -355,11 +385,11 @@ func NormalizeVersion(v string) string {
 }
 
 // ContextFromName makes a context from a name: "/" and the name in lower
-// case, spaces as '-', other characters dropped. "Swagger Petstore" →
-// "/swagger-petstore".
+// case, spaces as '-' (one for a run), other characters dropped.
+// "Swagger Petstore - OpenAPI 3.0" → "/swagger-petstore-openapi-3.0".
 func ContextFromName(name string) string {
 	c := strings.ReplaceAll(strings.ToLower(name), " ", "-")
-	c = strings.Trim(contextUnsafe.ReplaceAllString(c, ""), "-.")
+	c = strings.Trim(dashes.ReplaceAllString(contextUnsafe.ReplaceAllString(c, ""), "-"), "-.")
 	if c == "" {
 		return "/api"
 	}

@@ -60,10 +60,9 @@ func TestImportRealDocuments(t *testing.T) {
 		// A server URL with a variable: its default is taken.
 		{file: "oai-v3.0-uspto.yaml", version: "3.0.1", name: "USPTO Data Set API", ver: "1.0.0",
 			backend: "https://developer.uspto.gov/ds-api", context: "/ds-api"},
-		// A relative server URL needs backendUrl; the context is the server's path.
-		{file: "swagger-petstore-v3.yaml", o: Overrides{BackendURL: "https://petstore3.swagger.io/api/v3", Context: "/petstore"},
-			version: "3.0.4", name: "Swagger Petstore - OpenAPI 3.0", ver: "1.0.27",
-			backend: "https://petstore3.swagger.io/api/v3", context: "/petstore", apiKey: "api_key"},
+		{file: "swagger-petstore-v3.yaml", version: "3.0.4", name: "Swagger Petstore - OpenAPI 3.0", ver: "1.0.27",
+			backend: "https://petstore3.swagger.io/api/v3", context: "/api/v3", apiKey: "api_key"},
+		// No server: backendUrl is given, the context is made from the name.
 		{file: "oai-v3.1-non-oauth-scopes.json", o: Overrides{BackendURL: "https://users.example.com"},
 			version: "3.1.0", name: "Non-oAuth Scopes example", ver: "1.0.0",
 			backend: "https://users.example.com", context: "/non-oauth-scopes-example"},
@@ -129,7 +128,7 @@ func TestImportNames(t *testing.T) {
 			t.Errorf("NormalizeVersion(%q) = %q; want %q", in, got, want)
 		}
 	}
-	if got := ContextFromName("Swagger Petstore v2"); got != "/swagger-petstore-v2" {
+	if got := ContextFromName("Swagger Petstore - OpenAPI 3.0"); got != "/swagger-petstore-openapi-3.0" {
 		t.Errorf("ContextFromName = %q", got)
 	}
 }

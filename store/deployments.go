@@ -329,6 +329,9 @@ func insertRevision(ctx context.Context, tx *Tx, a *API, now time.Time) (*Revisi
 	if err != nil {
 		return nil, fmt.Errorf("insert revision: %w", err)
 	}
+	if err := copyOpenAPIToRevision(ctx, tx, a.ID, rev.ID); err != nil {
+		return nil, err
+	}
 	return rev, nil
 }
 
