@@ -2,9 +2,18 @@ package api
 
 import "net/http"
 
+// Mux is what routes are registered on: an *http.ServeMux, or a recorder
+// (Routes).
+type Mux interface {
+	Handle(pattern string, handler http.Handler)
+}
+
 // Register adds every route of the public API to m, in the contract's
-// order.
-func (s *Server) Register(m *http.ServeMux) {
+// order. Each is described in api/openapi.yaml (TestDescriptionComplete).
+func (s *Server) Register(m Mux) {
+	m.Handle("GET /api/v1/openapi.yaml", http.HandlerFunc(serveDescriptionYAML))
+	m.Handle("GET /api/v1/openapi.json", http.HandlerFunc(serveDescriptionJSON))
+
 	m.Handle("POST /api/v1/organizations", s.user(s.createOrganization))
 	m.Handle("GET /api/v1/organizations", s.user(s.getOrganization))
 
