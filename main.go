@@ -206,8 +206,18 @@ func runSimulate(ctx context.Context, args []string, getenv func(string) string,
 	fs.IntVar(&o.Generation, "generation", 1, "gateway generation to play: 1, or 2 (manifest, performedAt rule, RestApi documents, acknowledgements)")
 	fs.IntVar(&o.APIs, "apis", 1, "APIs to create; deployments go to the first. Above 1, each is deployed to the whole fleet before it connects, and the run measures the fleet converging on them as it connects and after every gateway reconnects")
 	fs.DurationVar(&o.AckWait, "ack-wait", 10*time.Second, "with -generation 2, how long each deploy request waits for the acknowledgements (?wait=, at most 60s)")
+	fs.IntVar(&o.ServerPID, "server-pid", 0, "process id of the server, when it runs on this machine: the report adds its CPU time per deployment and its memory (Linux)")
+	waves := fs.String("rollout", "", "after the deployments, roll a new revision out to the whole fleet in these waves (cumulative percentages, such as 1,10,50,100) and report where it ended")
+	fs.Float64Var(&o.Fail, "fail", 0, "with -rollout and -generation 2, the fraction of the fleet that acknowledges failure (every 1/fail-th gateway, the first included)")
+	fs.IntVar(&o.MaxFailures, "max-failures", 0, "with -rollout, the rollout's maxFailures")
+	fs.DurationVar(&o.RolloutPause, "pause", 0, "with -rollout, the rollout's pause between waves")
+	fs.DurationVar(&o.WaveTimeout, "wave-timeout", time.Minute, "with -rollout, the rollout's waveTimeout")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if o.Rollout, err = simulate.ParseWaves(*waves); err != nil {
 		return err
 	}
 	o.Progress = stderr

@@ -92,7 +92,17 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request, p auth.Principal
 		// extend then.
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + answerWriteTime))
 	}
-	out, err := s.fleet.Deploy(r.Context(), p.OrganizationID, r.PathValue("apiId"), r.URL.Query().Get("revisionId"), targets, s.deployable, wait)
+	apiID := r.PathValue("apiId")
+	check := func(rev *store.Revision) error { // refused while a rollout of the API runs (rollouts.go)
+		if err := s.noRollout(r.Context(), apiID); err != nil {
+			return err
+		}
+		if err := s.deployable(rev); err != nil {
+			return err
+		}
+		return s.policiesPresent(r.Context(), rev.API, targets)
+	}
+	out, err := s.fleet.Deploy(r.Context(), p.OrganizationID, apiID, r.URL.Query().Get("revisionId"), targets, check, wait)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,10 @@
 package api
 
-import "net/http"
+import (
+	"net/http"
+
+	"platform-api/store"
+)
 
 // Mux is what routes are registered on: an *http.ServeMux, or a recorder
 // (Routes).
@@ -40,6 +44,25 @@ func (s *Server) Register(m Mux) {
 	m.Handle("GET /api/v1/apis/{apiId}/gateways", s.user(s.listAPIGateways))
 	m.Handle("GET /api/v1/apis/{apiId}/revisions", s.user(s.listRevisions))
 
+	m.Handle("POST /api/v1/apis/{apiId}/api-keys", s.user(s.createKey))
+	m.Handle("GET /api/v1/apis/{apiId}/api-keys", s.user(s.listKeys))
+	m.Handle("GET /api/v1/apis/{apiId}/api-keys/{keyName}", s.user(s.getKey))
+	m.Handle("POST /api/v1/apis/{apiId}/api-keys/{keyName}/regenerate", s.user(s.regenerateKey))
+	m.Handle("PUT /api/v1/apis/{apiId}/api-keys/{keyName}", s.user(s.updateKey))
+	m.Handle("DELETE /api/v1/apis/{apiId}/api-keys/{keyName}", s.user(s.deleteKey))
+	m.Handle("POST /api/v1/applications", s.user(s.createApplication))
+	m.Handle("GET /api/v1/applications", s.user(s.listApplications))
+	m.Handle("GET /api/v1/applications/{applicationId}", s.user(s.getApplication))
+	m.Handle("PUT /api/v1/applications/{applicationId}", s.user(s.updateApplication))
+	m.Handle("DELETE /api/v1/applications/{applicationId}", s.user(s.deleteApplication))
+	m.Handle("POST /api/v1/apis/{apiId}/rollouts", s.user(s.createRollout))
+	m.Handle("GET /api/v1/apis/{apiId}/rollouts", s.user(s.listRollouts))
+	m.Handle("GET /api/v1/rollouts/{rolloutId}", s.user(s.getRollout))
+	m.Handle("POST /api/v1/rollouts/{rolloutId}/pause", s.user(s.controlRollout(store.ActionPause)))
+	m.Handle("POST /api/v1/rollouts/{rolloutId}/resume", s.user(s.controlRollout(store.ActionResume)))
+	m.Handle("POST /api/v1/rollouts/{rolloutId}/abort", s.user(s.controlRollout(store.ActionAbort)))
+	m.Handle("POST /api/v1/rollouts/{rolloutId}/rollback", s.user(s.rollbackRollout))
+
 	m.Handle("POST /api/v1/gateways", s.user(s.createGateway))
 	m.Handle("GET /api/v1/gateways", s.user(s.listGateways))
 	m.Handle("GET /api/v1/gateways/{gatewayId}", s.user(s.getGateway))
@@ -52,4 +75,22 @@ func (s *Server) Register(m Mux) {
 
 	m.Handle("GET /api/v1/gateways/{gatewayId}/live-proxy-artifacts", s.user(s.liveProxyArtifacts))
 	m.Handle("GET /api/v1/status/gateways", s.user(s.gatewayStatuses))
+
+	// API consumers (§7).
+	m.Handle("POST /api/v1/subscription-plans", s.user(s.createPlan))
+	m.Handle("GET /api/v1/subscription-plans", s.user(s.listPlans))
+	m.Handle("GET /api/v1/subscription-plans/{planId}", s.user(s.getPlan))
+	m.Handle("PUT /api/v1/subscription-plans/{planId}", s.user(s.updatePlan))
+	m.Handle("DELETE /api/v1/subscription-plans/{planId}", s.user(s.deletePlan))
+	m.Handle("POST /api/v1/subscriptions", s.user(s.createSubscription))
+	m.Handle("GET /api/v1/subscriptions", s.user(s.listSubscriptions))
+	m.Handle("GET /api/v1/subscriptions/{subscriptionId}", s.user(s.getSubscription))
+	m.Handle("PUT /api/v1/subscriptions/{subscriptionId}", s.user(s.updateSubscription))
+	m.Handle("DELETE /api/v1/subscriptions/{subscriptionId}", s.user(s.deleteSubscription))
+	m.Handle("POST /api/v1/subscriptions/{subscriptionId}/regenerate-token", s.user(s.regenerateSubscriptionToken))
+	m.Handle("POST /api/v1/secrets", s.user(s.createSecret))
+	m.Handle("GET /api/v1/secrets", s.user(s.listSecrets))
+	m.Handle("GET /api/v1/secrets/{secretName}", s.user(s.getSecret))
+	m.Handle("PUT /api/v1/secrets/{secretName}", s.user(s.updateSecret))
+	m.Handle("DELETE /api/v1/secrets/{secretName}", s.user(s.deleteSecret))
 }

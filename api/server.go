@@ -16,6 +16,7 @@ import (
 	"platform-api/httpx"
 	"platform-api/metrics"
 	"platform-api/openapi"
+	"platform-api/rollout"
 	"platform-api/store"
 )
 
@@ -27,6 +28,8 @@ type Options struct {
 	Docs    *document.Source
 	Metrics *metrics.Registry
 	Logger  *slog.Logger
+	// Rollouts drives the rollouts this replica holds.
+	Rollouts *rollout.Driver
 	// MaxBodyBytes limits JSON request bodies (413 above it).
 	MaxBodyBytes int64
 	// MaxOpenAPIBytes limits imported OpenAPI documents (0: 10 MiB).
@@ -47,6 +50,8 @@ type Server struct {
 	// how many are parsed at once (each holds several times its size).
 	maxOpenAPI   int64
 	openAPISlots chan struct{}
+	// rollouts drives the rollouts this replica holds.
+	rollouts *rollout.Driver
 }
 
 // New builds the public API's handlers.
@@ -56,7 +61,7 @@ func New(o Options) *Server {
 	}
 	return &Server{store: o.Store, auth: o.Auth, log: o.Logger, maxBody: o.MaxBodyBytes, fleet: o.Fleet,
 		docs: o.Docs, apiJSON: newAPIJSONCache(apiJSONCacheBytes), metrics: o.Metrics,
-		maxOpenAPI: o.MaxOpenAPIBytes, openAPISlots: make(chan struct{}, openAPIParallel)}
+		maxOpenAPI: o.MaxOpenAPIBytes, openAPISlots: make(chan struct{}, openAPIParallel), rollouts: o.Rollouts}
 }
 
 // openAPIParallel is how many OpenAPI documents are parsed at once; more

@@ -163,6 +163,31 @@ func TestRenderRestAPIGolden(t *testing.T) {
 	}
 }
 
+// TestRenderRestAPISubscriptionValidationGolden: an API that asks for
+// subscriptions carries the subscription-validation policy at API level
+// (contract §7); the first generation's document does not change.
+func TestRenderRestAPISubscriptionValidationGolden(t *testing.T) {
+	a := storedFixture(t, "api_minimal.json")
+	a.Handle = "handle-of-api-minimal"
+	a.BackendServices = []store.BackendService{{Name: "only", Endpoints: []store.Endpoint{{URL: "http://only.internal:8080"}}}}
+	gen1, err := document.RenderHTTPRest(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.SubscriptionValidation = true
+	got, err := document.RenderRestAPI(a, "api.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, "../testdata/api_subscriptions.restapi.yaml", got)
+	if again, _ := document.RenderHTTPRest(a); !bytes.Equal(again, gen1) {
+		t.Fatalf("the first generation's document changed:\n%s", again)
+	}
+	if document.SubscriptionValidationPolicy != "subscription-validation@v1" {
+		t.Fatalf("policy %q", document.SubscriptionValidationPolicy)
+	}
+}
+
 // TestRenderRestAPIParsesBack reads the RestApi document with a YAML
 // parser and checks it against the API: what the second generation
 // receives, faithfully, and nothing invented.

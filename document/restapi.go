@@ -11,8 +11,9 @@ import (
 // model it cannot carry is left out, never invented (README, "Gateways"):
 // only the first endpoint of the default backend service is the upstream;
 // per-operation backends, weights, health checks, endpoint mTLS, timeouts,
-// retries, load balancing, circuit breakers, and the API's mtls, security,
-// cors and rate limiting have no RestApi field. Request and response
+// retries, load balancing, circuit breakers, and the API's mtls, OAuth 2
+// security, cors and rate limiting have no RestApi field; API keys become
+// the api-key-auth policy (policies.go). Request and response
 // policies become the operation's one list of policies, request policies
 // first; our policies carry no version, and the document names them v1.
 
@@ -34,6 +35,7 @@ type restSpec struct {
 	Vhosts      map[string]string       `yaml:"vhosts,omitempty"`
 	Upstream    map[string]restUpstream `yaml:"upstream"`
 	Operations  []restOperation         `yaml:"operations"`
+	Policies    []restPolicy            `yaml:"policies,omitempty"` // API level (policies.go)
 }
 
 type restUpstream struct {
@@ -123,5 +125,10 @@ func RenderRestAPI(a *store.API, vhost string) ([]byte, error) {
 		}
 		d.Spec.Operations = append(d.Spec.Operations, o)
 	}
+	ps, err := documentAPIPolicies(a)
+	if err != nil {
+		return nil, err
+	}
+	d.Spec.Policies = ps
 	return encodeYAML(d)
 }

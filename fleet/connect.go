@@ -57,7 +57,13 @@ func (f *Fleet) awaitGeneration(ctx context.Context, c *hub.Conn) {
 // performedAt newer than anything sent before (so that one it synced by
 // itself at start is applied and acknowledged, not timed out), and
 // api.deleted for deletions it was never told of. What it acknowledged is
-// not sent again, and keeps its status.
+// not sent again, and keeps its status, unless the gateway has another
+// connection: then it may run as several instances, and this one may have
+// missed what another acknowledged (it was away, or its replica missed the
+// change). That is sent as first stamped, and nothing waits for it: an
+// instance that holds it ignores it, one that missed it applies it and
+// acknowledges it (an acknowledgement nothing waits for is final by
+// itself).
 func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, func()) {
 	gw := c.Identity.GatewayID
 	f.store.NotePresence(gw, f.liveConns(gw))
@@ -78,17 +84,33 @@ func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, fu
 		if ctx.Err() == nil {
 			f.log.Warn("could not load a gateway's state", "gateway", gw, "err", err)
 		}
+		f.consumers.start(c, c.Generation(), nil)
 		return nil, nil
 	}
 	var events []*hub.Event
+	var awaiting, held []string // APIs sent api.deployed now; deployed APIs the gateway holds
 	var sent []store.Delivery
 	var deleted []string
+	peers := -1 // not asked yet
 	for _, d := range st.Deployments {
 		undeploy := d.State == store.StateUndeployed
 		at := d.PerformedAt
 		switch {
 		case gen2 && d.AckedAt != nil:
-			continue // applied and acknowledged: not again
+			if !undeploy {
+				held = append(held, d.APIID)
+			}
+			if peers < 0 {
+				peers = f.otherConns(ctx, c)
+			}
+			if peers > 0 {
+				ev := deployedEvent(d, d.PerformedAt)
+				if undeploy {
+					ev = undeployedEvent(d, d.PerformedAt)
+				}
+				events = append(events, ev) // not awaited: it may be ignored
+			}
+			continue // applied and acknowledged: not expected again
 		case gen2:
 			at = st.ResendAt
 			f.acks.expect(c, d.APIID, d.DeploymentID, undeploy)
@@ -101,6 +123,8 @@ func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, fu
 		} else {
 			ev = deployedEvent(d, at)
 			ev.Await = true // the gateway downloads it, then (gen 2) acknowledges
+			ev.Sent = f.consumersFollow(d.APIID)
+			awaiting = append(awaiting, d.APIID)
 		}
 		if undeploy && gen2 {
 			ev.Await = true // acknowledged
@@ -110,6 +134,14 @@ func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, fu
 			sent = append(sent, store.Delivery{APIID: d.APIID, GatewayID: gw, DeploymentID: d.DeploymentID,
 				Status: statusAfter(delivered{conns: 1, gen2: btoi(gen2)}, undeploy)})
 		}
+	}
+	if again := f.consumers.start(c, c.Generation(), awaiting); gen2 && again {
+		// A resynchronization (events may have been missed): the consumers
+		// of the APIs the gateway holds, and what it cannot pull, again.
+		for _, api := range held {
+			f.consumers.afterDeployed(c, api)
+		}
+		f.consumers.afterPull(c)
 	}
 	for _, d := range st.Deleted {
 		if d.DeliveredAt != nil {
@@ -126,6 +158,20 @@ func (f *Fleet) initialState(ctx context.Context, c *hub.Conn) ([]*hub.Event, fu
 			f.log.Warn("could not record the initial state's delivery", "gateway", gw, "err", err)
 		}
 	}
+}
+
+// otherConns counts the live connections of c's gateway besides c, here
+// and on the other replicas (none when the database cannot tell).
+func (f *Fleet) otherConns(ctx context.Context, c *hub.Conn) int {
+	n := f.liveConns(c.Identity.GatewayID) - 1
+	if f.store.Replicated() {
+		remote, err := f.store.RemotePresence(ctx, []string{c.Identity.GatewayID})
+		if err != nil && ctx.Err() == nil {
+			f.log.Warn("could not count a gateway's connections on other replicas", "gateway", c.Identity.GatewayID, "err", err)
+		}
+		n += remote[c.Identity.GatewayID].Connections
+	}
+	return max(n, 0)
 }
 
 func btoi(b bool) int {
@@ -145,10 +191,20 @@ func (f *Fleet) onDisconnect(c *hub.Conn) {
 	f.store.NotePresence(gw, f.liveConns(gw))
 	owed := f.acks.owes(c)
 	f.acks.gone(c)
+	f.consumers.gone(c)
 	if !owed || f.liveAnywhere(context.Background(), gw) {
 		return
 	}
 	if err := f.store.GatewayOffline(context.Background(), gw); err != nil {
 		f.log.Warn("could not record a gateway going offline", "gateway", gw, "err", err)
 	}
+}
+
+// consumersFollow is the hook of an api.deployed: on a second-generation
+// connection, the API's consumer state follows it (consumers.go).
+func (f *Fleet) consumersFollow(apiID string) func(*hub.Conn) {
+	if !f.consumers.enabled() {
+		return nil
+	}
+	return func(c *hub.Conn) { f.consumers.afterDeployed(c, apiID) }
 }

@@ -22,6 +22,7 @@ import (
 	"context"
 	"log/slog"
 	"maps"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,10 @@ type Options struct {
 	// delivering its change did (PostgreSQL delivers from the listener).
 	// A gateway not reported in time is answered PENDING. Default 2 s.
 	DeliveryWait time.Duration
+	// Consumers are the features whose state follows APIs onto
+	// second-generation gateways (consumers.go), in the order their
+	// state is sent.
+	Consumers []ConsumerSource
 }
 
 // DefaultDeliveryWait is the default of Options.DeliveryWait.
@@ -85,7 +90,8 @@ type Fleet struct {
 	// no room for: their gateways were sent their state again instead.
 	Overflowed atomic.Int64
 
-	acks acks
+	acks      acks
+	consumers consumers
 }
 
 // report is what delivering one change did, by gateway.
@@ -154,6 +160,7 @@ func New(o Options) *Fleet {
 		reports: map[string]*pendingReport{}, waiters: map[string]chan struct{}{},
 		followUps: make(chan followUp, 1024), stopped: make(chan struct{})}
 	f.acks.init(f)
+	f.consumers.init(f, o.Consumers)
 	go f.followUpLoop()
 	hc := o.Hub
 	hc.OnConnect = f.initialState
@@ -192,12 +199,7 @@ func (f *Fleet) Close() {
 func (f *Fleet) publish(c *store.Change) {
 	switch c.Kind {
 	case store.ChangeDeployed, store.ChangeUndeployed, store.ChangeAPIDeleted:
-		rep := report{}
-		for _, d := range c.Deployments {
-			if n := f.deliver(d, c.Kind); n.conns > 0 || n.joining > 0 {
-				rep[d.GatewayID] = n
-			}
-		}
+		rep := f.deliverAll(c.Deployments, c.Kind)
 		if c.Local {
 			f.mu.Lock()
 			p := f.reportLocked(c.ID)
@@ -240,6 +242,54 @@ func (f *Fleet) publish(c *store.Change) {
 		for _, api := range c.APIIDs {
 			f.statusChanged(api)
 		}
+	case store.ChangeConsumer:
+		f.consumers.publish(c.Consumer)
+	case store.ChangeConsumersPulled:
+		for _, conn := range f.hub.Conns(c.GatewayID) {
+			f.consumers.afterPull(conn)
+		}
+	}
+}
+
+// fanOutMin is the fewest deployments a delivering goroutine takes: below
+// twice that, one goroutine delivers them all.
+const fanOutMin = 128
+
+// deliverAll delivers a change's deployments and reports what that did. A
+// change to many gateways is delivered by several goroutines at once (each
+// gateway's connections are served by one of them, so every connection
+// still gets its events in commit order: the publisher waits for them all
+// before the next change).
+func (f *Fleet) deliverAll(deps []*store.Deployment, kind store.ChangeKind) report {
+	workers := min(runtime.GOMAXPROCS(0), len(deps)/fanOutMin)
+	if workers <= 1 {
+		rep := report{}
+		f.deliverTo(deps, kind, rep)
+		return rep
+	}
+	parts := make([]report, workers)
+	var wg sync.WaitGroup
+	size := (len(deps) + workers - 1) / workers
+	for i := range parts {
+		parts[i] = report{}
+		part := deps[min(i*size, len(deps)):min((i+1)*size, len(deps))]
+		wg.Go(func() { f.deliverTo(part, kind, parts[i]) })
+	}
+	wg.Wait()
+	rep := make(report, len(deps))
+	for _, p := range parts {
+		maps.Copy(rep, p)
+	}
+	return rep
+}
+
+// deliverTo delivers deps and notes in rep the gateways that took them or
+// were joining.
+func (f *Fleet) deliverTo(deps []*store.Deployment, kind store.ChangeKind, rep report) {
+	for _, d := range deps {
+		if n := f.deliver(d, kind); n.conns > 0 || n.joining > 0 {
+			rep[d.GatewayID] = n
+		}
 	}
 }
 
@@ -250,6 +300,7 @@ func (f *Fleet) deliver(d *store.Deployment, kind store.ChangeKind) delivered {
 	switch kind {
 	case store.ChangeDeployed:
 		ev = deployedEvent(d, d.PerformedAt)
+		ev.Sent = f.consumersFollow(d.APIID)
 	case store.ChangeUndeployed:
 		ev = undeployedEvent(d, d.PerformedAt)
 	case store.ChangeAPIDeleted:

@@ -245,7 +245,7 @@ func notSupported(what string) gatewayHandler {
 // artifact kind's api-keys are the one gateways are known to ask for.
 func NotRouted(path string) string {
 	if strings.HasSuffix(path, "/api-keys") {
-		return "API keys are not supported yet by this control plane"
+		return "this control plane serves API keys of REST APIs only (GET /api/internal/v1/apis/api-keys)"
 	}
 	return fmt.Sprintf("no route for %s", path)
 }

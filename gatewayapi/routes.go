@@ -17,8 +17,9 @@ func (s *Server) Register(m *http.ServeMux) {
 	m.Handle("POST /api/internal/v1/deployments/fetch-batch", s.gateway(s.fetchBatch))
 	m.Handle("POST /api/internal/v1/artifacts/exists", s.gateway(s.artifactsExist))
 	m.Handle("POST /api/internal/v1/artifacts/import-gateway-artifacts", s.gateway(s.importArtifacts))
-	m.Handle("GET /api/internal/v1/apis/api-keys", s.gateway(notSupported("API keys")))
-	m.Handle("GET /api/internal/v1/apis/{apiId}/subscriptions", s.gateway(notSupported("Subscriptions")))
-	m.Handle("GET /api/internal/v1/subscription-plans", s.gateway(notSupported("Subscription plans")))
-	m.Handle("GET /api/internal/v1/secrets", s.gateway(notSupported("Secrets")))
+	m.Handle("GET /api/internal/v1/apis/api-keys", s.gateway(s.apiKeys))
+	m.Handle("GET /api/internal/v1/apis/{apiId}/subscriptions", s.gateway(s.apiSubscriptions))
+	m.Handle("GET /api/internal/v1/subscription-plans", s.gateway(s.subscriptionPlans))
+	m.Handle("GET /api/internal/v1/secrets", s.gateway(s.secrets))
+	m.Handle("GET /api/internal/v1/secrets/{secretName}/value", s.gateway(s.secretValue))
 }

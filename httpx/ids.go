@@ -31,6 +31,7 @@ const IDDescription = "ids are UUIDs in canonical lower-case form"
 // pathIDs names the path wildcards that hold ids, with what they name.
 var pathIDs = []struct{ name, what string }{
 	{"projectId", "project"}, {"apiId", "API"}, {"gatewayId", "gateway"}, {"tokenId", "token"},
+	{"planId", "subscription plan"}, {"subscriptionId", "subscription"},
 }
 
 // queryIDs are the query parameters that hold ids.

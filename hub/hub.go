@@ -111,6 +111,12 @@ type Event struct {
 	// Await marks an initial-state event the gateway acts on visibly (a
 	// download, an acknowledgement): it is paced on that (Credit).
 	Await bool
+	// UserID, when set, is the envelope's "userId" (contract §7).
+	UserID string
+	// Sent, if set, is called once the event is handed to a connection:
+	// queued (Deliver, Send) or taken by its writer (initial state).
+	// Whatever is queued on the connection after that goes out after it.
+	Sent func(*Conn)
 }
 
 // forGeneration is the event a connection of generation gen gets (nil:
@@ -141,12 +147,13 @@ type envelope struct {
 	Payload       any    `json:"payload"`
 	Timestamp     string `json:"timestamp"`
 	CorrelationID string `json:"correlationId"`
+	UserID        string `json:"userId,omitempty"`
 }
 
 // Encode renders the event as the contract's envelope.
 func (e Event) Encode() ([]byte, error) {
 	return json.Marshal(envelope{Type: e.Type, Payload: e.Payload,
-		Timestamp: time.Now().UTC().Format(time.RFC3339Nano), CorrelationID: uuid.NewString()})
+		Timestamp: time.Now().UTC().Format(time.RFC3339Nano), CorrelationID: uuid.NewString(), UserID: e.UserID})
 }
 
 // Conn is one live gateway connection.
@@ -422,6 +429,9 @@ func (h *Hub) Deliver(gatewayID string, ev *Event, took func(*Conn)) (n, joining
 			if took != nil {
 				took(c)
 			}
+			if ev.Sent != nil {
+				ev.Sent(c)
+			}
 		} else {
 			count.dropped.Add(1)
 		}
@@ -566,6 +576,84 @@ func (c *Conn) enqueue(apiID string, frame []byte) bool {
 		c.close(ClosePolicy)
 		return false
 	}
+}
+
+// Send queues an event on this connection alone, in the form of its
+// generation (none while that is unknown), behind what is queued already.
+// It does not count as a live event of ev.APIID: it never stands in for
+// the API's deployment events in the initial state. It reports whether the
+// connection took it (a full queue disconnects, as Deliver).
+func (c *Conn) Send(ev *Event) bool {
+	gen := c.Generation()
+	if gen == GenUnknown {
+		return false
+	}
+	e := ev.forGeneration(gen)
+	if e == nil {
+		return false
+	}
+	count := c.hub.events.get(e.Type)
+	frame, err := e.Encode()
+	if err != nil {
+		c.log.Error("encode event", "type", e.Type, "err", err)
+		count.dropped.Add(1)
+		return false
+	}
+	if !c.enqueue("", frame) {
+		count.dropped.Add(1)
+		return false
+	}
+	count.queued.Add(1)
+	if ev.Sent != nil {
+		ev.Sent(c)
+	}
+	return true
+}
+
+// SendWait is Send for bulk state sent off the publisher's path: it waits
+// for room in the queue, at most the write timeout, rather than
+// disconnecting a gateway at once for a full queue.
+func (c *Conn) SendWait(ev *Event) bool {
+	gen := c.Generation()
+	if gen == GenUnknown || c.ctx.Err() != nil {
+		return false
+	}
+	e := ev.forGeneration(gen)
+	if e == nil {
+		return false
+	}
+	count := c.hub.events.get(e.Type)
+	frame, err := e.Encode()
+	if err != nil {
+		c.log.Error("encode event", "type", e.Type, "err", err)
+		count.dropped.Add(1)
+		return false
+	}
+	timer := time.NewTimer(c.hub.cfg.WriteTimeout)
+	defer timer.Stop()
+	select {
+	case c.queue <- frame:
+		count.queued.Add(1)
+		return true
+	case <-c.ctx.Done():
+	case <-timer.C:
+		c.hub.Dropped.Add(1)
+		c.log.Warn("gateway is not reading: queue full, disconnecting")
+		c.close(ClosePolicy)
+	}
+	count.dropped.Add(1)
+	return false
+}
+
+// Drop disconnects a connection that fell too far behind to be caught up
+// by events (counted as Dropped): its gateway reconnects and resyncs.
+func (c *Conn) Drop(reason string) {
+	if c.ctx.Err() != nil {
+		return
+	}
+	c.hub.Dropped.Add(1)
+	c.log.Warn("disconnecting gateway", "reason", reason)
+	c.close(ClosePolicy)
 }
 
 // LastActivity is when the gateway last sent anything on this connection.
@@ -903,6 +991,9 @@ func (c *Conn) sendInitialState() {
 		select {
 		case c.paced <- pacedFrame{ev.APIID, frame, mark}:
 			count.queued.Add(1)
+			if ev.Sent != nil {
+				ev.Sent(c)
+			}
 		case <-c.ctx.Done():
 			count.dropped.Add(1)
 			return

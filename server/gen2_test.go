@@ -55,12 +55,18 @@ func TestManifest(t *testing.T) {
 	// Not a 200: that would switch the gateway into another product mode.
 	code, body = g.call("GET", "/internal/gateway/.well-known", "")
 	wantError(t, code, body, 404, "no route")
-	for _, p := range []string{"/api/internal/v1/apis/api-keys", "/api/internal/v1/mcps/api-keys"} {
-		code, body = g.call("GET", p, "")
-		wantError(t, code, body, 404, "API keys are not supported yet")
+	if code, body = g.call("GET", "/api/internal/v1/apis/api-keys", ""); code != 200 || strings.TrimSpace(string(body)) != "[]" {
+		t.Fatalf("api-keys of a gateway running nothing: %d %s", code, body)
 	}
+	for _, kind := range []string{"mcps", "llm-providers", "llm-proxies", "websub-apis", "webbroker-apis"} {
+		code, body = g.call("GET", "/api/internal/v1/"+kind+"/api-keys", "")
+		wantError(t, code, body, 404, "serves API keys of REST APIs only")
+	}
+	// Nothing deployed, so no secret: an empty list, not an error.
 	code, body = g.call("GET", "/api/internal/v1/secrets?includeValues=true", "")
-	wantError(t, code, body, 404, "not supported yet")
+	if code != 200 || strings.TrimSpace(string(body)) != `{"list":[],"count":0}` {
+		t.Fatalf("secrets = %d %s", code, body)
+	}
 }
 
 // TestSecondGenerationDeploys: events carry deploymentId and performedAt,

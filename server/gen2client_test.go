@@ -57,7 +57,7 @@ func (g *gen2Gateway) connect() map[string]any {
 	posted := make(chan int, 1)
 	go func() {
 		code, _ := g.call("POST", "/api/internal/v1/gateways/"+g.id+"/manifest",
-			`{"version":"1.2.0","functionalityType":"regular","policies":[{"name":"cors","version":"v1","parameters":{"type":"object"}},{"name":"rate-limit","version":"v2"}]}`)
+			`{"version":"1.2.0","functionalityType":"regular","policies":[{"name":"cors","version":"v1","parameters":{"type":"object"}},{"name":"rate-limit","version":"v2"},{"name":"api-key-auth","version":"v1"}]}`)
 		posted <- code
 	}()
 	c, ack := mustDial(g.t, g.e.srv.URL, g.key)

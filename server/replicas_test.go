@@ -2,6 +2,7 @@ package server
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -21,18 +22,51 @@ import (
 // several processes behind a load balancer are, in one test process.
 func newReplicas(t *testing.T, n int, mod func(*Options)) []*testEnv {
 	t.Helper()
+	return newReplicasWith(t, make([]time.Duration, n), time.Second, mod)
+}
+
+// newReplicasWith is newReplicas with each replica's wall clock off by its
+// skew (positive: ahead), and a lease of its own.
+func newReplicasWith(t *testing.T, skews []time.Duration, lease time.Duration, mod func(*Options)) []*testEnv {
+	t.Helper()
 	if !pgtest.Postgres() {
 		t.Skip("replicas share a PostgreSQL database: runs in the PostgreSQL pass of the suite")
 	}
 	dsn := pgtest.Schema(t)
 	var out []*testEnv
-	for i := range n {
+	for i, skew := range skews {
 		id := fmt.Sprintf("replica-%d", i)
 		out = append(out, newEnvStore(t, func(c *store.Config) {
-			c.DSN, c.ReplicaID, c.Lease = dsn+"&application_name="+id, id, time.Second
+			c.DSN, c.ReplicaID, c.Lease = dsn+"&application_name="+id, id, lease
+			if skew != 0 {
+				c.Clock = func() time.Time { return time.Now().Add(skew).Round(0) }
+			}
 		}, mod))
 	}
 	return out
+}
+
+// TestReplicasWithSkewedClocks: leases were written with each replica's
+// clock and judged with the reader's, so a replica 20 s behind looked dead
+// to the others (its gateways inactive, its connections not counted), and
+// one ahead took the others' for dead. They are on the database's clock.
+func TestReplicasWithSkewedClocks(t *testing.T) {
+	rs := newReplicasWith(t, []time.Duration{0, -20 * time.Second, 12 * time.Second}, time.Second, fastHub)
+	f := newFleet(t, rs[0], 2)
+	mustDial(t, rs[1].srv.URL, f.keys[0]) // on the replica behind
+	mustDial(t, rs[0].srv.URL, f.keys[1]) // on the right one, seen by the one ahead
+	waitRemote(t, rs[0], f.gws[0].ID, 1)
+	waitRemote(t, rs[2], f.gws[0].ID, 1)
+	waitRemote(t, rs[2], f.gws[1].ID, 1)
+	for i, r := range rs {
+		var st httpx.List[api.GatewayStatus]
+		r.must(200, "GET", "/api/v1/status/gateways", f.tok, nil, &st)
+		for _, g := range st.List {
+			if !g.IsActive || g.Connections != 1 {
+				t.Fatalf("replica %d answers %+v for a gateway with one connection", i, g)
+			}
+		}
+	}
 }
 
 // TestReplicasDeliverEverywhere: a deploy handled by one replica reaches a
@@ -197,6 +231,44 @@ func TestReplicaListenerTerminated(t *testing.T) {
 	}
 }
 
+// TestReplicaResyncsAfterAnUnreadableChange: a replica that heard a change
+// but could not read it (its pool saturated, a short outage) dropped it
+// while its listening connection stayed up, so nothing resynchronized: its
+// gateways never got the deployment, which stayed PENDING until they
+// reconnected. The read is tried again, then the replica listens again and
+// resynchronizes its gateways, as after a lost connection.
+func TestReplicaResyncsAfterAnUnreadableChange(t *testing.T) {
+	rs := newReplicas(t, 2, fastHub)
+	f := newFleet(t, rs[0], 1)
+	c, _ := mustDial(t, rs[1].srv.URL, f.keys[0])
+	waitRemote(t, rs[0], f.gws[0].ID, 1)
+	waitGenerations(t, rs[1], f.gws[0].ID)
+	var mu sync.Mutex
+	failed := 0
+	rs[1].db.SetChangeReadFault(func(k store.ChangeKind) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if k != store.ChangeDeployed || failed == 3 { // every try of one change
+			return nil
+		}
+		failed++
+		return errors.New("injected: the read of a change failed")
+	})
+	out := f.deploy(t, "", 0)
+	for {
+		ev := c.next(10 * time.Second)
+		if p := ev["payload"].(map[string]any); ev["type"] == "api.deployed" && p["revisionId"] == out[0].RevisionID {
+			break
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if failed != 3 {
+		t.Fatalf("the read failed %d times, want 3 (every try)", failed)
+	}
+	waitStatus(t, rs[0], f.tok, f.api, f.gws[0].ID, store.StatusDelivered)
+}
+
 // storeRaw is a database/sql handle on a test env's database.
 func storeRaw(t *testing.T, e *testEnv) *sql.DB { return storetest.Raw(t, e.dsn) }
 
@@ -306,5 +378,99 @@ func TestCapHoldsWhenConnectionsArriveTogether(t *testing.T) {
 	}
 	if closed != len(live)-2 {
 		t.Fatalf("%d of %d connections closed (1008), want %d", closed, len(live), len(live)-2)
+	}
+}
+
+// TestPeerConnectionGetsWhatTheOtherAcknowledged: a gateway runs as two
+// instances, each with a connection (on one replica or two). A deployment
+// one of them acknowledged while the other was away was never sent to the
+// other: a connection's state left out what the gateway had acknowledged.
+// While the gateway has another connection, what is acknowledged is sent
+// too, as first stamped: an instance that holds it ignores it, one that
+// missed it applies and acknowledges it.
+func TestPeerConnectionGetsWhatTheOtherAcknowledged(t *testing.T) {
+	rs := []*testEnv{newEnvWith(t, fastHub)}
+	if pgtest.Postgres() {
+		rs = newReplicas(t, 2, fastHub)
+	}
+	f := newFleet(t, rs[0], 1)
+	first := newGen2(t, rs[0], f.keys[0], f.gws[0].ID)
+	first.connect()
+	waitGenerations(t, rs[0], f.gws[0].ID)
+	out := f.deploy(t, "", 0)
+	if ev := first.next(5 * time.Second); ev["type"] != "api.deployed" {
+		t.Fatalf("first instance got %v", ev)
+	}
+	waitStatus(t, rs[0], f.tok, f.api, f.gws[0].ID, store.StatusDeployed)
+	// The other instance connects (to the other replica, when there is
+	// one, once that replica has the first's connection in its count).
+	waitRemote(t, rs[len(rs)-1], f.gws[0].ID, 1)
+	second := newGen2(t, rs[len(rs)-1], f.keys[0], f.gws[0].ID)
+	second.connect()
+	ev := second.next(5 * time.Second)
+	if p, _ := ev["payload"].(map[string]any); ev["type"] != "api.deployed" || p["deploymentId"] != out[0].DeploymentID {
+		t.Fatalf("the second instance got %v, want the deployment the first acknowledged", ev)
+	}
+	waitStatus(t, rs[0], f.tok, f.api, f.gws[0].ID, store.StatusDeployed)
+	// A reconnect of the first (still a peer of the second) is sent it
+	// too, and ignores it: nothing waits for its acknowledgement.
+	waitRemote(t, rs[0], f.gws[0].ID, 2)
+	first.c.conn.Close()
+	first.connect()
+	ev = first.next(5 * time.Second)
+	if p, _ := ev["payload"].(map[string]any); ev["type"] != "api.deployed" || p["deploymentId"] != out[0].DeploymentID {
+		t.Fatalf("the first instance, back, got %v", ev)
+	}
+	if d := deploymentStatus(t, rs[0], f.tok, f.api, f.gws[0].ID); d["status"] != store.StatusDeployed {
+		t.Fatalf("after an instance ignored what it held: %v", d)
+	}
+}
+
+// TestCapAfterAReplicaCrash: a gateway at its connection cap on a replica
+// that crashed was refused on every other replica until the dead lease
+// expired (15 s by default), though its connections died with the
+// replica. A replica is dead once the database has seen its listening
+// session close. The crashed replica is written here as the database
+// holds it after a SIGKILL: its lease fresh, its session gone, its rows
+// left.
+func TestCapAfterAReplicaCrash(t *testing.T) {
+	const lease = time.Minute // it does not expire during the test
+	rs := newReplicasWith(t, make([]time.Duration, 2), lease, func(o *Options) { fastHub(o); o.Hub.MaxPerGateway = 2 })
+	f := newFleet(t, rs[0], 1)
+	raw := storeRaw(t, rs[0])
+	ctx := t.Context()
+	conn, err := raw.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if err := conn.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.ExecContext(ctx, `INSERT INTO replicas (id, started_at, renewed_at, listener_pid)
+		VALUES ('crashed', $1, $1, $2)`, time.Now().UTC().Format("2006-01-02T15:04:05.000000Z"), pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.ExecContext(ctx, `INSERT INTO gateway_connections (gateway_id, replica_id, connections)
+		VALUES ($1, 'crashed', 2)`, f.gws[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	// While the crashed replica's session is open, it counts: the cap is
+	// reached.
+	refused, _ := dialWS(t, rs[1].srv.URL, f.keys[0])
+	if m := refused.next(2 * time.Second); m["type"] != "error" || !strings.Contains(m["message"].(string), "maximum of 2") {
+		t.Fatalf("a third connection while the other replica lives: %v", m)
+	}
+	// The process dies: its session closes.
+	if _, err := raw.ExecContext(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	waitFor(t, func() bool {
+		p, err := rs[1].api.fleet.Presence(ctx, []string{f.gws[0].ID})
+		return err == nil && p[f.gws[0].ID].Connections == 0
+	})
+	for _, r := range rs {
+		mustDial(t, r.srv.URL, f.keys[0])
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"platform-api/httpx"
 	"platform-api/hub"
 	"platform-api/metrics"
+	"platform-api/rollout"
 	"platform-api/store"
 	"slices"
 	"strings"
@@ -73,6 +74,8 @@ type Server struct {
 	ops     *http.ServeMux // the operational listener's (Ops)
 	public  *api.Server
 	docs    *document.Source
+	// rollouts drives the rollouts this replica holds.
+	rollouts *rollout.Driver
 
 	metrics      *metrics.Registry
 	metricsToken string
@@ -100,15 +103,16 @@ func New(o Options) *Server {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.fleet = fleet.New(fleet.Options{Store: o.Store, Hub: o.Hub, Log: s.log, GenerationGrace: o.GenerationGrace,
-		DeliveryWait: o.DeliveryWait})
+		DeliveryWait: o.DeliveryWait, Consumers: consumerSources(o.Store)})
 	s.hub = s.fleet.Hub()
 	// A store already observed (shared by another Server) keeps its hook.
 	if o.Store != nil && o.Store.OnTx == nil {
 		o.Store.OnTx = s.metrics.ObserveTx
 	}
 	s.docs = document.NewSource(o.Store, document.CacheBytes)
+	s.rollouts = rollout.New(rollout.Options{Store: o.Store, Fleet: s.fleet, Log: s.log})
 	s.public = api.New(api.Options{Store: o.Store, Auth: o.Auth, Fleet: s.fleet, Docs: s.docs, Metrics: s.metrics,
-		Logger: s.log, MaxBodyBytes: o.MaxBodyBytes, MaxOpenAPIBytes: o.MaxOpenAPIBytes})
+		Logger: s.log, MaxBodyBytes: o.MaxBodyBytes, MaxOpenAPIBytes: o.MaxOpenAPIBytes, Rollouts: s.rollouts})
 	s.routes(
 		s.public,
 		gatewayapi.New(gatewayapi.Options{Store: o.Store, Fleet: s.fleet, Docs: s.docs, Metrics: s.metrics,
@@ -116,15 +120,26 @@ func New(o Options) *Server {
 			TrustForwardedFor: o.TrustForwardedFor, MaxDocumentAnswers: o.MaxDocumentAnswers,
 			MaxDocumentAnswersPerGateway: o.MaxDocumentAnswersPerGateway}),
 	)
+	if o.Store != nil {
+		s.rollouts.Start()
+	}
 	return s
 }
+
+// Rollouts is the driver of the rollouts this replica holds.
+func (s *Server) Rollouts() *rollout.Driver { return s.rollouts }
 
 // Hub is the gateway connection registry, for shutdown and metrics.
 func (s *Server) Hub() *hub.Hub { return s.hub }
 
 // Close stops the background work of the server, once its hub has shut
 // down.
-func (s *Server) Close() { s.fleet.Close() }
+func (s *Server) Close() {
+	if s.store != nil {
+		s.rollouts.Close() // before the fleet: a wave's deploy may be under way
+	}
+	s.fleet.Close()
+}
 
 // SetShuttingDown makes GET /ready answer 503 from now on, so that a load
 // balancer stops sending traffic while in-flight requests finish.

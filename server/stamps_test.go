@@ -89,8 +89,14 @@ func raceStamps(t *testing.T, reconnect bool) {
 // fleet's API is its stored state, and fails naming those that diverged.
 func checkLastApplied(t *testing.T, e *testEnv, f *testFleet, gs []*gen2Gateway) {
 	t.Helper()
+	checkLastAppliedWithin(t, e, f, gs, 3*time.Second)
+}
+
+// checkLastAppliedWithin is checkLastApplied waiting at most wait.
+func checkLastAppliedWithin(t *testing.T, e *testEnv, f *testFleet, gs []*gen2Gateway, wait time.Duration) {
+	t.Helper()
 	var diverged []string
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(wait)
 	for {
 		stored := map[string]map[string]any{}
 		for _, g := range gs {

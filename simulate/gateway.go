@@ -44,6 +44,9 @@ type gateway struct {
 	// negative for an undeploy, 0 for none. A real gateway keeps it across
 	// reconnects, and so does this one.
 	held []int64
+	// failDeploys makes a second-generation gateway acknowledge failure of
+	// every deploy of the measured API (-fail).
+	failDeploys bool
 
 	// Convergence on all the APIs, per connection: epoch counts the
 	// connections, seen[i] is the epoch in which API i was last applied
@@ -419,6 +422,10 @@ func (g *gateway) handleGen2(ws *websocket.Conn, epoch uint32, at int, ev *event
 			g.ack(ws, p.DeploymentID, p.APIID, action, p.PerformedAt, "GATEWAY_PROCESSING_ERROR")
 			return
 		}
+	}
+	if deploy && i == 0 && g.failDeploys {
+		g.ack(ws, p.DeploymentID, p.APIID, action, p.PerformedAt, "GATEWAY_PROCESSING_ERROR")
+		return
 	}
 	g.mu.Lock()
 	if deploy {

@@ -66,6 +66,20 @@ type Options struct {
 	// fleet before it connects, and the run measures the fleet converging
 	// on them as it connects and again after it reconnects.
 	APIs int
+	// ServerPID, when set, is the process id of the server, on this
+	// machine: the report adds the CPU time it spent on each deployment
+	// and its memory (read from /proc; Linux).
+	ServerPID int
+	// Rollout, when set, makes a progressive rollout of the measured API
+	// to the whole fleet after the deployments, in these waves
+	// (cumulative percentages); Fail is the fraction of the fleet that
+	// acknowledges failure of its deploys (second generation), and
+	// MaxFailures, RolloutPause and WaveTimeout are the rollout's.
+	Rollout      []int
+	Fail         float64
+	MaxFailures  int
+	RolloutPause time.Duration
+	WaveTimeout  time.Duration
 }
 
 // Report is what a run measured.
@@ -115,7 +129,16 @@ type Report struct {
 	// gateway has applied every API (desiredState.reconnect.convergeMs).
 	ReconnectConvergeMs float64             `json:"reconnectConvergeMs,omitempty"`
 	DesiredState        *DesiredStateReport `json:"desiredState,omitempty"`
-	Errors              []string            `json:"errors"`
+	// With -server-pid: the server's CPU seconds per deployment after the
+	// first (the mean; the first may fall in the generation grace of the
+	// fleet that just connected), and its resident memory with the fleet
+	// connected after the deployments, and at its peak, in KiB.
+	ServerCPUPerDeployment float64 `json:"serverCpuPerDeploymentSeconds,omitempty"`
+	ServerRSSKiB           int64   `json:"serverRssKiB,omitempty"`
+	ServerPeakRSSKiB       int64   `json:"serverPeakRssKiB,omitempty"`
+	// Rollout is the progressive rollout of -rollout.
+	Rollout *RolloutReport `json:"rollout,omitempty"`
+	Errors  []string       `json:"errors"`
 }
 
 // DeploymentReport is one deployment.
@@ -129,6 +152,10 @@ type DeploymentReport struct {
 	Churned       int     `json:"churned"`
 	ConvergenceMs float64 `json:"convergenceMs"`
 	Converged     bool    `json:"converged"`
+	// ServerCPUSeconds (with -server-pid) is the server's CPU time from
+	// this deploy request to the next one (the last: to a moment after
+	// it converged, once the server has written what it batches).
+	ServerCPUSeconds float64 `json:"serverCpuSeconds,omitempty"`
 	// Second generation: items by the status the deploy request answered,
 	// and by the status they ended in.
 	Answered    map[string]int `json:"answered,omitempty"`
@@ -210,6 +237,12 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	if opt.AckWait > time.Minute {
 		return nil, errors.New("-ack-wait is at most 60s (the server's limit)")
 	}
+	if opt.Fail < 0 || opt.Fail > 1 || opt.Fail > 0 && (opt.Generation != 2 || len(opt.Rollout) == 0) {
+		return nil, errors.New("-fail is a fraction from 0 to 1, and needs -generation 2 and -rollout (a second-generation gateway acknowledges failure)")
+	}
+	if opt.WaveTimeout <= 0 {
+		opt.WaveTimeout = time.Minute
+	}
 	if opt.Concurrency <= 0 {
 		opt.Concurrency = 64
 	}
@@ -271,8 +304,16 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	var lastRev string
 	rep.AllDelivered, rep.AllConverged = true, true
 	allDeployed := true
+	cpu := r.serverCPU()
 	for i := range opt.Deploys {
 		d, dl, reconnects := r.deployOnce(ctx, i)
+		if opt.ServerPID > 0 {
+			if i == opt.Deploys-1 {
+				time.Sleep(serverSettle)
+			}
+			now := r.serverCPU()
+			d.ServerCPUSeconds, cpu = now-cpu, now
+		}
 		rep.Deployments = append(rep.Deployments, d)
 		lat.add(dl)
 		if d.RevisionID != "" {
@@ -285,11 +326,21 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		allDeployed = allDeployed && d.AllDeployed
 		answers = append(answers, d.RequestMs)
 	}
+	if opt.ServerPID > 0 && len(rep.Deployments) > 1 {
+		var sum float64
+		for _, d := range rep.Deployments[1:] {
+			sum += d.ServerCPUSeconds
+		}
+		rep.ServerCPUPerDeployment = sum / float64(len(rep.Deployments)-1)
+	}
 	if opt.Generation == 2 {
 		rep.AllDeployed = &allDeployed
 		if len(answers) > 0 {
 			rep.DeployAnswerP50, rep.DeployAnswerP99 = quantile(answers, 0.5), quantile(answers, 0.99)
 		}
+	}
+	if len(opt.Rollout) > 0 {
+		rep.Rollout = r.runRollout(ctx)
 	}
 	switch {
 	case opt.Hold > 0 && r.several():
@@ -302,6 +353,12 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		}
 	}
 	rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax = percentiles(lat.all)
+	if opt.ServerPID > 0 {
+		var err error
+		if rep.ServerRSSKiB, rep.ServerPeakRSSKiB, err = processMemory(opt.ServerPID); err != nil {
+			r.fail("server memory: %v", err)
+		}
+	}
 	if r.several() {
 		rep.DeliverySameP50, rep.DeliverySameP99, rep.DeliverySameMax = percentiles(lat.same)
 		rep.DeliveryCrossP50, rep.DeliveryCrossP99, rep.DeliveryCrossMax = percentiles(lat.cross)
@@ -313,6 +370,22 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	}
 	rep.Errors = append(rep.Errors, r.errors...)
 	return rep, nil
+}
+
+// serverSettle is how long after the last deployment converged its CPU
+// time is read: past the server's next background write (250 ms).
+const serverSettle = 400 * time.Millisecond
+
+// serverCPU is the server's CPU seconds so far (0 without -server-pid).
+func (r *runner) serverCPU() float64 {
+	if r.opt.ServerPID <= 0 {
+		return 0
+	}
+	s, err := processCPU(r.opt.ServerPID)
+	if err != nil {
+		r.fail("server CPU: %v", err)
+	}
+	return s
 }
 
 func randomSuffix() string {
@@ -631,6 +704,10 @@ func (rep *Report) WriteTable(w io.Writer) {
 	if rep.Generation == 2 && len(rep.Deployments) > 0 {
 		fmt.Fprintf(w, "deploy answer     p50 %.1f ms   p99 %.1f ms (request sent -> answer received, waiting for acknowledgements)\n", rep.DeployAnswerP50, rep.DeployAnswerP99)
 	}
+	if rep.ServerRSSKiB > 0 {
+		fmt.Fprintf(w, "server            CPU %.3f s per deployment after the first; resident memory %d KiB now, %d KiB at the peak\n",
+			rep.ServerCPUPerDeployment, rep.ServerRSSKiB, rep.ServerPeakRSSKiB)
+	}
 	if len(rep.Deployments) > 0 {
 		fmt.Fprintf(w, "\n%-4s %-38s %10s %10s %8s %14s %s\n", "#", "revision", "request", "delivered", "churned", "convergence", "ok")
 	}
@@ -639,6 +716,10 @@ func (rep *Report) WriteTable(w io.Writer) {
 		if d.Answered != nil {
 			fmt.Fprintf(w, "     answered %s; ended %s\n", statusCounts(d.Answered), statusCounts(d.Final))
 		}
+	}
+	if rep.Rollout != nil {
+		fmt.Fprintln(w)
+		rep.Rollout.write(w)
 	}
 	deployed := ""
 	if rep.AllDeployed != nil {

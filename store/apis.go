@@ -48,6 +48,9 @@ type API struct {
 	BackendServices  []BackendService `json:"backend-services"`
 	RateLimiting     *RateLimiting    `json:"api-rate-limiting,omitempty"`
 	Operations       []Operation      `json:"operations"`
+	// SubscriptionValidation asks second-generation gateways to admit only
+	// callers with an active subscription (contract §7).
+	SubscriptionValidation bool `json:"subscriptionValidation"`
 	// Handle names the API uniquely in its organization, for gateways
 	// that name resources (RestApi metadata.name). Made from the context
 	// and version unless a gateway reported the API under one.
@@ -215,6 +218,8 @@ type apiSettings struct {
 	Security     *Security     `json:"security,omitempty"`
 	CORS         *CORS         `json:"cors,omitempty"`
 	RateLimiting *RateLimiting `json:"rateLimiting,omitempty"`
+	// SubscriptionValidation is API.SubscriptionValidation.
+	SubscriptionValidation bool `json:"subscriptionValidation,omitempty"`
 }
 
 const apiColumns = `id, organization_id, project_id, name, display_name, description, context, version, provider,
@@ -281,7 +286,10 @@ func insertAPI(ctx context.Context, tx *Tx, a *API, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("insert api: %w", err)
 	}
-	return insertAPIChildren(ctx, tx, a)
+	if err := insertAPIChildren(ctx, tx, a); err != nil {
+		return err
+	}
+	return setAPISecretRefs(ctx, tx, a, false)
 }
 
 // apiConflict tells which uniqueness rule a failed insert broke. The 409
@@ -355,7 +363,8 @@ func freeHandle(ctx context.Context, tx *Tx, orgID, apiID, context, version stri
 
 // settingsJSON is the settings column of a.
 func settingsJSON(a *API) (string, error) {
-	b, err := marshalJSON(apiSettings{MTLS: a.MTLS, Security: a.Security, CORS: a.CORS, RateLimiting: a.RateLimiting})
+	b, err := marshalJSON(apiSettings{MTLS: a.MTLS, Security: a.Security, CORS: a.CORS, RateLimiting: a.RateLimiting,
+		SubscriptionValidation: a.SubscriptionValidation})
 	return string(b), err
 }
 
@@ -573,6 +582,7 @@ func queryAPIs(ctx context.Context, tx *Tx, where string, args ...any) ([]*API, 
 			return nil, fmt.Errorf("api %s: %w", a.ID, err)
 		}
 		a.MTLS, a.Security, a.CORS, a.RateLimiting = s.MTLS, s.Security, s.CORS, s.RateLimiting
+		a.SubscriptionValidation = s.SubscriptionValidation
 		a.BackendServices, a.Operations = []BackendService{}, []Operation{}
 		list = append(list, &a)
 		byID[a.ID] = &a
@@ -686,6 +696,9 @@ func (db *DB) updateAPI(ctx context.Context, orgID, id string, change func(*API)
 		}
 		updated = a
 		if err := insertAPIChildren(ctx, tx, a); err != nil {
+			return err
+		}
+		if err := setAPISecretRefs(ctx, tx, a, true); err != nil {
 			return err
 		}
 		if then != nil {

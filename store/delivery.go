@@ -44,42 +44,90 @@ func (db *DB) recordDeliveries(ctx context.Context, ds []Delivery, publish bool)
 	slices.SortFunc(ds, func(a, b Delivery) int {
 		return cmp.Or(strings.Compare(a.APIID, b.APIID), strings.Compare(a.GatewayID, b.GatewayID))
 	})
+	type row struct {
+		A string `json:"a"`
+		G string `json:"g"`
+		D string `json:"d"`
+		S string `json:"s"` // the status it becomes
+		T string `json:"t"` // the state it must be in
+		W string `json:"w"` // "1": sent to a second generation, an acknowledgement will follow
+	}
+	rows := make([]row, len(ds))
+	waits := false
+	for i, d := range ds {
+		// The state guard keeps a deploy's delivery from landing on the
+		// undeployment that replaced it, and the other way round.
+		state := StateDeployed
+		if d.Status == StatusUndeploying || d.Status == StatusUndeployed {
+			state = StateUndeployed
+		}
+		w := d.Status == StatusDeploying || d.Status == StatusUndeploying
+		waits = waits || w
+		rows[i] = row{d.APIID, d.GatewayID, d.DeploymentID, d.Status, state, flag(w)}
+	}
+	set, err := jsonRows(rows)
+	if err != nil {
+		return err
+	}
 	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		if waits {
+			db.scheduleExpiry(now)
+		}
+		// One statement for every delivery (rowSet). On PostgreSQL the rows
+		// are locked first, in key order, the order every writer of
+		// several rows keeps: an UPDATE ... FROM takes them in the order
+		// of its join. SQLite has one writer.
+		if tx.dialect == dialectPostgres {
+			if _, err := tx.ExecContext(ctx, `SELECT 1 FROM deployments d JOIN `+tx.rowSet(1, "a", "g")+`
+				ON d.api_id = j.a AND d.gateway_id = j.g ORDER BY d.api_id, d.gateway_id FOR UPDATE OF d`, set); err != nil {
+				return err
+			}
+		}
+		rs, err := tx.QueryContext(ctx, `UPDATE deployments SET status = j.s, delivered_at = $1,
+			sent_at = CASE WHEN j.w = '1' THEN $1 ELSE deployments.sent_at END
+			FROM `+tx.rowSet(2, "a", "g", "d", "s", "t", "w")+`
+			WHERE deployments.api_id = j.a AND deployments.gateway_id = j.g AND deployments.deployment_id = j.d
+			AND deployments.state = j.t AND deployments.acked_at IS NULL
+			RETURNING deployments.api_id, deployments.gateway_id, deployments.deployment_id, deployments.status`, formatTime(now), set)
+		if err != nil {
+			return err
+		}
 		var changed []string
-		t := formatTime(now)
-		for _, d := range ds { // in key order (sortDeployments)
-			sent := any(nil)
-			if d.Status == StatusDeploying || d.Status == StatusUndeploying {
-				sent = t
-				db.scheduleExpiry(now)
+		var waiting []row
+		for rs.Next() {
+			var r row
+			// (SQLite's RETURNING sees only the updated table: the status
+			// tells whether an acknowledgement will follow.)
+			if err := rs.Scan(&r.A, &r.G, &r.D, &r.S); err != nil {
+				rs.Close()
+				return err
 			}
-			// The state guard keeps a deploy's delivery from landing on
-			// the undeployment that replaced it, and the other way round.
-			state := StateDeployed
-			if d.Status == StatusUndeploying || d.Status == StatusUndeployed {
-				state = StateUndeployed
+			if publish && !slices.Contains(changed, r.A) {
+				changed = append(changed, r.A)
 			}
-			res, err := tx.ExecContext(ctx, `UPDATE deployments SET status = $1, delivered_at = $2,
-				sent_at = COALESCE($3, sent_at)
-				WHERE api_id = $4 AND gateway_id = $5 AND deployment_id = $6 AND state = $7 AND acked_at IS NULL`,
-				d.Status, t, sent, d.APIID, d.GatewayID, d.DeploymentID, state)
+			if r.S == StatusDeploying || r.S == StatusUndeploying {
+				waiting = append(waiting, r)
+			}
+		}
+		rs.Close()
+		if err := rs.Err(); err != nil {
+			return err
+		}
+		// With replicas, this one's connections now owe an
+		// acknowledgement: the deployment is final only when no replica's
+		// do (ApplyAcks). Unless the acknowledgement came first (the
+		// update found it acknowledged).
+		if len(waiting) > 0 && db.dialect == dialectPostgres {
+			slices.SortFunc(waiting, func(a, b row) int { return cmp.Or(strings.Compare(a.A, b.A), strings.Compare(a.G, b.G)) })
+			wset, err := jsonRows(waiting)
 			if err != nil {
 				return err
 			}
-			n, _ := res.RowsAffected()
-			if n > 0 && publish && !slices.Contains(changed, d.APIID) {
-				changed = append(changed, d.APIID)
-			}
-			// With replicas, this one's connections now owe an
-			// acknowledgement: the deployment is final only when no
-			// replica's do (ApplyAcks). Unless the acknowledgement came
-			// first (the update found it acknowledged).
-			if n > 0 && sent != nil && db.dialect == dialectPostgres {
-				if _, err := tx.ExecContext(ctx, `INSERT INTO ack_waits (api_id, gateway_id, deployment_id, replica_id)
-					VALUES ($1, $2, $3, $4) ON CONFLICT (api_id, gateway_id, replica_id) DO UPDATE SET deployment_id = excluded.deployment_id`,
-					d.APIID, d.GatewayID, d.DeploymentID, db.replica); err != nil {
-					return err
-				}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO ack_waits (api_id, gateway_id, deployment_id, replica_id)
+				SELECT j.a, j.g, j.d, CAST($1 AS TEXT) FROM `+tx.rowSet(2, "a", "g", "d")+` WHERE true ORDER BY j.a, j.g
+				ON CONFLICT (api_id, gateway_id, replica_id) DO UPDATE SET deployment_id = excluded.deployment_id`,
+				db.replica, wset); err != nil {
+				return err
 			}
 		}
 		if len(changed) > 0 {
@@ -192,8 +240,8 @@ func (db *DB) lastToAcknowledge(ctx context.Context, tx *Tx, a Ack) (bool, error
 	// acknowledgement (the delivery is recorded after the event went out).
 	var others int
 	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM ack_waits w JOIN replicas r ON r.id = w.replica_id
-		WHERE w.api_id = $1 AND w.gateway_id = $2 AND w.deployment_id = $3 AND w.replica_id <> $4 AND r.renewed_at > $5`,
-		a.APIID, a.GatewayID, a.DeploymentID, db.replica, formatTime(db.Now().Add(-db.lease))).Scan(&others)
+		WHERE w.api_id = $1 AND w.gateway_id = $2 AND w.deployment_id = $3 AND w.replica_id <> $4 AND `+liveReplica("$5"),
+		a.APIID, a.GatewayID, a.DeploymentID, db.replica, formatTime(db.clock().Add(-db.lease))).Scan(&others)
 	return others == 0, err
 }
 
@@ -209,7 +257,7 @@ func (db *DB) ExpireAcks(ctx context.Context, cutoff time.Time) error {
 			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET sent_at = NULL,
 				status = CASE status WHEN $1 THEN $2 ELSE status END
 				WHERE status IN ($1, $3) AND sent_at < $4 AND NOT EXISTS (SELECT 1 FROM gateway_connections c
-					JOIN replicas r ON r.id = c.replica_id WHERE c.gateway_id = deployments.gateway_id AND r.renewed_at > $5)`,
+					JOIN replicas r ON r.id = c.replica_id WHERE c.gateway_id = deployments.gateway_id AND `+liveReplica("$5")+`)`,
 				StatusDeploying, StatusPending, StatusUndeploying, formatTime(cutoff), formatTime(now.Add(-db.lease))); err != nil {
 				return err
 			}

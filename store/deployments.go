@@ -108,7 +108,7 @@ func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targe
 		if err := tx.lockRow(ctx, "apis", apiID); err != nil {
 			return err
 		}
-		now, err := nextStamp(ctx, tx, apiID, db.Now())
+		now, err := nextStamp(ctx, tx, apiID, db.clock())
 		if err != nil {
 			return err
 		}
@@ -147,40 +147,41 @@ func (db *DB) Deploy(ctx context.Context, orgID, apiID, revisionID string, targe
 		if err := check(rev); err != nil {
 			return err
 		}
-		// Rows go in batches of upsertChunk: one statement per batch, not
-		// per gateway, keeps a deploy to a whole fleet short. The revision,
-		// state, status and time are shared parameters ($1..$5). Each
-		// target gets a new deployment id, which replaces whatever the
-		// gateway ran (or had undeployed) before.
+		// One statement for every target (rowSet), in key order (the
+		// gateway's: one API), the order every writer of several rows
+		// keeps. The revision, state, status and time are shared
+		// parameters. Each target gets a new deployment id, which replaces
+		// whatever the gateway ran (or had undeployed) before.
 		for _, t := range targets {
 			deps = append(deps, &Deployment{APIID: apiID, GatewayID: t.GatewayID, DeploymentID: newID(), RevisionID: rev.ID,
 				Vhost: t.Vhost, DisplayOnDevportal: t.DisplayOnDevportal, State: StateDeployed, Status: StatusPending,
 				DeployedTime: now, PerformedAt: now})
 		}
-		rows := slices.Clone(deps) // the answer keeps the request's order
-		sortDeployments(rows)
-		for start := 0; start < len(rows); start += upsertChunk {
-			chunk := rows[start:min(start+upsertChunk, len(rows))]
-			args := []any{apiID, rev.ID, StatusPending, formatTime(now), StateDeployed}
-			var values strings.Builder
-			for i, d := range chunk {
-				if i > 0 {
-					values.WriteString(", ")
-				}
-				n := len(args)
-				fmt.Fprintf(&values, "($1, $%d, $%d, $2, $%d, $%d, $5, $3, $4, $4)", n+1, n+2, n+3, n+4)
-				args = append(args, d.GatewayID, d.DeploymentID, d.Vhost, d.DisplayOnDevportal)
-			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO deployments (api_id, gateway_id, deployment_id, revision_id, vhost,
-				display_on_devportal, state, status, deployed_at, performed_at) VALUES `+values.String()+`
-				ON CONFLICT (api_id, gateway_id) DO UPDATE SET deployment_id = excluded.deployment_id,
-				revision_id = excluded.revision_id, vhost = excluded.vhost, display_on_devportal = excluded.display_on_devportal,
-				state = excluded.state, status = excluded.status, error_code = NULL, deployed_at = excluded.deployed_at,
-				performed_at = excluded.performed_at, resent_at = NULL, sent_at = NULL, delivered_at = NULL, acked_at = NULL,
-				fetched_at = NULL`, args...)
-			if err != nil {
-				return fmt.Errorf("record deployments: %w", err)
-			}
+		type row struct {
+			G string `json:"g"`
+			D string `json:"d"`
+			V string `json:"v"`
+			P string `json:"p"`
+		}
+		rows := make([]row, len(deps))
+		for i, d := range deps {
+			rows[i] = row{d.GatewayID, d.DeploymentID, d.Vhost, flag(d.DisplayOnDevportal)}
+		}
+		set, err := jsonRows(rows)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO deployments (api_id, gateway_id, deployment_id, revision_id, vhost,
+			display_on_devportal, state, status, deployed_at, performed_at)
+			SELECT CAST($1 AS TEXT), j.g, j.d, CAST($2 AS TEXT), j.v, j.p = '1', CAST($3 AS TEXT), CAST($4 AS TEXT),
+			CAST($5 AS TEXT), CAST($5 AS TEXT) FROM `+tx.rowSet(6, "g", "d", "v", "p")+`
+			WHERE true ORDER BY j.g
+			ON CONFLICT (api_id, gateway_id) DO UPDATE SET deployment_id = excluded.deployment_id,
+			revision_id = excluded.revision_id, vhost = excluded.vhost, display_on_devportal = excluded.display_on_devportal,
+			state = excluded.state, status = excluded.status, error_code = NULL, deployed_at = excluded.deployed_at,
+			performed_at = excluded.performed_at, resent_at = NULL, sent_at = NULL, delivered_at = NULL, acked_at = NULL,
+			fetched_at = NULL`, apiID, rev.ID, StateDeployed, StatusPending, formatTime(now), set); err != nil {
+			return fmt.Errorf("record deployments: %w", err)
 		}
 		change = tx.record(&Change{Kind: ChangeDeployed, Deployments: deps})
 		return nil
@@ -231,10 +232,6 @@ func after(now time.Time, last ...time.Time) time.Time {
 	}
 	return stamp
 }
-
-// upsertChunk is how many deployment rows one INSERT carries (3 bound
-// parameters each, well under the limits of SQLite and PostgreSQL).
-const upsertChunk = 200
 
 // inChunk is how many values one IN (...) list holds, well under SQLite's
 // and PostgreSQL's limits on bound parameters.
@@ -300,18 +297,37 @@ func inChunks(ctx context.Context, tx *Tx, ids []string, args []any, query func(
 }
 
 // gatewayVhosts returns the vhost of each listed gateway of the
-// organization, in a few queries rather than one per gateway.
+// organization, in one query whatever their number (rowSet).
 func gatewayVhosts(ctx context.Context, tx *Tx, orgID string, ids []string) (map[string]string, error) {
+	type row struct {
+		G string `json:"g"`
+	}
+	set := make([]row, len(ids))
+	for i, id := range ids {
+		set[i].G = id
+	}
+	js, err := jsonRows(set)
+	if err != nil {
+		return nil, err
+	}
+	// The set first: SQLite joins in the order written with CROSS JOIN,
+	// and would otherwise read the whole set for each of the
+	// organization's gateways.
+	rows, err := tx.QueryContext(ctx, `SELECT g.id, g.vhost FROM `+tx.rowSet(2, "g")+` CROSS JOIN gateways g
+		WHERE g.id = j.g AND g.organization_id = $1`, orgID, js)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
 	out := make(map[string]string, len(ids))
-	err := inChunks(ctx, tx, ids, []any{orgID}, func(in string) string {
-		return `SELECT id, vhost FROM gateways WHERE organization_id = $1 AND id IN (` + in + `)`
-	}, func(rows *sql.Rows) error {
+	for rows.Next() {
 		var id, vhost string
-		err := rows.Scan(&id, &vhost)
+		if err := rows.Scan(&id, &vhost); err != nil {
+			return nil, err
+		}
 		out[id] = vhost
-		return err
-	})
-	return out, err
+	}
+	return out, rows.Err()
 }
 
 func insertRevision(ctx context.Context, tx *Tx, a *API, now time.Time) (*Revision, error) {
@@ -330,6 +346,9 @@ func insertRevision(ctx context.Context, tx *Tx, a *API, now time.Time) (*Revisi
 		return nil, fmt.Errorf("insert revision: %w", err)
 	}
 	if err := copyOpenAPIToRevision(ctx, tx, a.ID, rev.ID); err != nil {
+		return nil, err
+	}
+	if err := setRevisionSecretRefs(ctx, tx, rev); err != nil {
 		return nil, err
 	}
 	return rev, nil
@@ -371,7 +390,7 @@ func (db *DB) Undeploy(ctx context.Context, orgID, apiID, gatewayID string) (*Ch
 		if _, err := findAPIRow(ctx, tx, orgID, apiID); err != nil {
 			return err
 		}
-		now, err := nextStamp(ctx, tx, apiID, db.Now())
+		now, err := nextStamp(ctx, tx, apiID, db.clock())
 		if err != nil {
 			return err
 		}
@@ -529,7 +548,7 @@ func (db *DB) ResendState(ctx context.Context, gatewayID string) (*GatewayState,
 			WHERE gateway_id = $1 AND acked_at IS NULL`, gatewayID).Scan(dbTime{&performed}, dbTime{&resent}); err != nil {
 			return err
 		}
-		stamp := after(db.Now(), performed, resent)
+		stamp := after(db.clock(), performed, resent)
 		if _, err := tx.ExecContext(ctx, `UPDATE deployments SET resent_at = $1 WHERE gateway_id = $2 AND acked_at IS NULL`,
 			formatTime(stamp), gatewayID); err != nil {
 			return err
@@ -590,7 +609,7 @@ func queryDeleted(ctx context.Context, tx *Tx, where string, args ...any) ([]*De
 // downloading after a deployment costs a few writes, not one per gateway.
 // A note only lands on a deployment still on the downloaded revision.
 func (db *DB) MarkFetched(gatewayID string, revisions map[string]string) {
-	now := db.Now().UTC()
+	now := db.clock().UTC()
 	db.fetchMu.Lock()
 	for api, rev := range revisions {
 		db.fetched[fetchKey{gatewayID, api, rev}] = now
@@ -625,24 +644,59 @@ func (db *DB) flushFetched(ctx context.Context) error {
 	}
 	db.fetched, db.seen = map[fetchKey]time.Time{}, map[string]time.Time{}
 	db.fetchMu.Unlock()
-	// Rows are updated in key order, the order every writer of several
-	// rows keeps: two transactions locking rows in opposite orders would
-	// deadlock on PostgreSQL (each costing deadlock_timeout, 1 s).
+	// One statement for every download and one for every gateway seen
+	// (rowSet). On PostgreSQL the rows are locked first in key order, the
+	// order every writer of several rows keeps: two transactions locking
+	// rows in opposite orders would deadlock (each costing
+	// deadlock_timeout, 1 s).
+	type fetchRow struct {
+		A string `json:"a"`
+		G string `json:"g"`
+		R string `json:"r"`
+		T string `json:"t"`
+	}
 	keys := slices.SortedFunc(maps.Keys(pending), func(a, b fetchKey) int {
 		return cmp.Or(strings.Compare(a.api, b.api), strings.Compare(a.gateway, b.gateway))
 	})
+	fetches := make([]fetchRow, len(keys))
+	for i, k := range keys {
+		fetches[i] = fetchRow{k.api, k.gateway, k.revision, formatTime(pending[k])}
+	}
 	gateways := slices.Sorted(maps.Keys(seen))
+	seens := make([]fetchRow, len(gateways))
+	for i, id := range gateways {
+		seens[i] = fetchRow{G: id, T: formatTime(seen[id])}
+	}
+	fset, err := jsonRows(fetches)
+	if err != nil {
+		return err
+	}
+	sset, err := jsonRows(seens)
+	if err != nil {
+		return err
+	}
 	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
-		for _, k := range keys {
-			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET fetched_at = $1
-				WHERE gateway_id = $2 AND api_id = $3 AND revision_id = $4`,
-				formatTime(pending[k]), k.gateway, k.api, k.revision); err != nil {
+		if len(fetches) > 0 {
+			if tx.dialect == dialectPostgres {
+				if _, err := tx.ExecContext(ctx, `SELECT 1 FROM deployments d JOIN `+tx.rowSet(1, "a", "g")+`
+					ON d.api_id = j.a AND d.gateway_id = j.g ORDER BY d.api_id, d.gateway_id FOR UPDATE OF d`, fset); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET fetched_at = j.t FROM `+tx.rowSet(1, "a", "g", "r", "t")+`
+				WHERE deployments.api_id = j.a AND deployments.gateway_id = j.g AND deployments.revision_id = j.r`, fset); err != nil {
 				return err
 			}
 		}
-		for _, id := range gateways {
-			if _, err := tx.ExecContext(ctx, `UPDATE gateways SET last_seen_at = $1
-				WHERE id = $2 AND (last_seen_at IS NULL OR last_seen_at < $1)`, formatTime(seen[id]), id); err != nil {
+		if len(seens) > 0 {
+			if tx.dialect == dialectPostgres {
+				if _, err := tx.ExecContext(ctx, `SELECT 1 FROM gateways g JOIN `+tx.rowSet(1, "g")+`
+					ON g.id = j.g ORDER BY g.id FOR UPDATE OF g`, sset); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE gateways SET last_seen_at = j.t FROM `+tx.rowSet(1, "g", "t")+`
+				WHERE gateways.id = j.g AND (gateways.last_seen_at IS NULL OR gateways.last_seen_at < j.t)`, sset); err != nil {
 				return err
 			}
 		}

@@ -99,10 +99,22 @@ type SyncEntry struct {
 	Vhost        string
 }
 
-// GatewaySync lists what a gateway runs or ran, changed after since (all
-// of it when since is zero), oldest change first.
+// SyncOverlap is how far before a startup sync's since its answer reaches
+// back. A change is stamped when its transaction takes the API's row lock,
+// and commits later, within the transaction's bound (10 s): a gateway that
+// synced in between, and holds a newer stamp of another API, would miss it
+// with since set to that stamp. Changes stamped within the overlap are
+// answered again; a gateway takes a row only when it is newer than what it
+// holds, so a repeat changes nothing.
+const SyncOverlap = txTimeout + time.Second
+
+// GatewaySync lists what a gateway runs or ran, changed after since less
+// SyncOverlap (all of it when since is zero), oldest change first.
 func (db *DB) GatewaySync(ctx context.Context, gatewayID string, since time.Time) ([]SyncEntry, error) {
 	out := []SyncEntry{}
+	if !since.IsZero() {
+		since = since.Add(-SyncOverlap)
+	}
 	err := db.readTx(ctx, func(tx *Tx) error {
 		deps, err := queryDeployments(ctx, tx, `WHERE d.gateway_id = $1 AND d.performed_at > $2`, gatewayID, formatTime(since))
 		if err != nil {
@@ -233,4 +245,26 @@ func (db *DB) SigningKey(ctx context.Context, kid string) (string, error) {
 		return "", notFound("no signing key %s", kid)
 	}
 	return pem, err
+}
+
+// Manifests returns the manifests of those of the gateways that reported
+// one (second generation), by gateway.
+func (db *DB) Manifests(ctx context.Context, gatewayIDs []string) (map[string]*Manifest, error) {
+	out := map[string]*Manifest{}
+	err := db.readTx(ctx, func(tx *Tx) error {
+		gws := make([]*Gateway, len(gatewayIDs))
+		for i, id := range gatewayIDs {
+			gws[i] = &Gateway{ID: id}
+		}
+		if err := fillManifests(ctx, tx, gws); err != nil {
+			return err
+		}
+		for _, g := range gws {
+			if g.Manifest != nil {
+				out[g.ID] = g.Manifest
+			}
+		}
+		return nil
+	})
+	return out, err
 }

@@ -47,6 +47,10 @@ type Config struct {
 	// Lease is how long a replica's connections count after its last
 	// renewal (PostgreSQL). 0 means DefaultLease.
 	Lease time.Duration
+	// Clock is this process's wall clock; nil means time.Now. On
+	// PostgreSQL it is not what rows are stamped with: the database's
+	// clock is (clock.go). Tests skew it.
+	Clock func() time.Time
 }
 
 // Defaults of Config.
@@ -123,7 +127,10 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if cfg.Lease <= 0 {
 		cfg.Lease = DefaultLease
 	}
-	db := &DB{Now: time.Now, sealer: cfg.Sealer, keep: cfg.KeepRevisions, maxGatewayAPIs: cfg.MaxGatewayCreatedAPIs, log: cfg.Log, prune: map[string]bool{},
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	db := &DB{Now: cfg.Clock, sealer: cfg.Sealer, keep: cfg.KeepRevisions, maxGatewayAPIs: cfg.MaxGatewayCreatedAPIs, log: cfg.Log, prune: map[string]bool{},
 		ackTimeout: cfg.AckTimeout, retention: cfg.TombstoneRetention, origin: uuid.NewString(),
 		replica: cfg.ReplicaID, lease: cfg.Lease, presence: map[string]int{}, held: map[string]int{},
 		fetched: map[fetchKey]time.Time{}, seen: map[string]time.Time{}, stopFlush: make(chan struct{}), flushDone: make(chan struct{})}
@@ -142,8 +149,8 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 			return nil, err
 		}
 	}
-	db.wstmts = newStmtCache(db.write, db.dialect == dialectSQLite)
-	db.rstmts = newStmtCache(db.read, db.dialect == dialectSQLite)
+	db.wstmts = newStmtCache(db.write, db.dialect == dialectSQLite, &db.statements)
+	db.rstmts = newStmtCache(db.read, db.dialect == dialectSQLite, &db.statements)
 	fail := func(err error) (*DB, error) {
 		db.closePools()
 		return nil, err
@@ -160,10 +167,17 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		return fail(err)
 	}
 	if db.dialect == dialectPostgres {
+		if err := db.readClock(ctx); err != nil {
+			return fail(fmt.Errorf("read the database's clock: %w", err))
+		}
+		if off := db.clockOffset(); off.Abs() > time.Second {
+			db.log.Warn("this replica's clock is off the database's; rows are stamped with the database's, but tokens' times and logs use this one",
+				"ahead", off.Round(time.Millisecond))
+		}
 		if err := db.registerReplica(ctx); err != nil {
 			return fail(err)
 		}
-		db.renewedAt = db.Now()
+		db.renewedAt = time.Now()
 		if err := db.startListener(ctx); err != nil {
 			return fail(err)
 		}

@@ -27,6 +27,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -275,6 +276,9 @@ type listener struct {
 	mu      sync.Mutex
 	pending map[string]*Change // this process's changes, by ID, until heard
 	conn    *pgx.Conn
+	// pid is the listening session's backend, named in this replica's row
+	// so that the others see it die with its process (liveReplica).
+	pid atomic.Int32
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -309,6 +313,20 @@ func (l *listener) connect(ctx context.Context) (*pgx.Conn, error) {
 			return nil, fmt.Errorf("listen for changes: %s", scrub(err.Error(), l.db.dsn))
 		}
 	}
+	// This session is the replica's sign of life besides its lease.
+	var pid int32
+	if err := conn.QueryRow(ctx, `UPDATE replicas SET listener_pid = pg_backend_pid() WHERE id = $1 RETURNING listener_pid`,
+		l.db.replica).Scan(&pid); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		conn.Close(ctx)
+		return nil, fmt.Errorf("name the listening session: %s", scrub(err.Error(), l.db.dsn))
+	}
+	if pid == 0 { // the row was swept (a stall): renewLease writes it back with the pid
+		if err := conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+			conn.Close(ctx)
+			return nil, fmt.Errorf("name the listening session: %s", scrub(err.Error(), l.db.dsn))
+		}
+	}
+	l.pid.Store(pid)
 	return conn, nil
 }
 
@@ -444,8 +462,21 @@ func (l *listener) dispatch(ctx context.Context, payload string) *readError {
 // changeFromNotice reads the change a notification of another process (or
 // of this one, forgotten) names.
 func (db *DB) changeFromNotice(ctx context.Context, n *notice) (*Change, error) {
+	db.resyncMu.Lock()
+	fault := db.readFault
+	db.resyncMu.Unlock()
+	if fault != nil {
+		if err := fault(n.Kind); err != nil {
+			return nil, err
+		}
+	}
 	c := &Change{ID: n.ID, Kind: n.Kind, Local: n.Origin == db.origin, Origin: n.Origin, GatewayID: n.Gateway,
 		TokenID: n.Token, APIIDs: n.APIs}
+	if n.Kind == ChangeConsumer {
+		var err error
+		c.Consumer, err = db.readConsumerEvents(ctx, n.ID)
+		return c, err
+	}
 	if n.API == "" {
 		return c, nil
 	}
@@ -470,6 +501,16 @@ func (db *DB) changeFromNotice(ctx context.Context, n *notice) (*Change, error) 
 		return err
 	})
 	return c, err
+}
+
+// SetChangeReadFault makes the listener's reads of other processes'
+// changes fail while fn returns an error: tests use it to stand for a
+// saturated pool or a lost read, which a running database seldom makes on
+// cue. Nil removes it.
+func (db *DB) SetChangeReadFault(fn func(ChangeKind) error) {
+	db.resyncMu.Lock()
+	db.readFault = fn
+	db.resyncMu.Unlock()
 }
 
 // Delivery reports across replicas. A replica that delivers another

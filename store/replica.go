@@ -37,6 +37,17 @@ func (db *DB) ReplicaID() string { return db.replica }
 // (PostgreSQL).
 func (db *DB) Replicated() bool { return db.dialect == dialectPostgres }
 
+// liveReplica is the SQL condition that the replica aliased r is live: its
+// lease is current (renewed after the parameter cutoff names) and the
+// session its listener holds, when it names one, is still open. A replica
+// that crashed is dead as soon as the database sees its connections close
+// (at once for a killed process; a host that vanished is noticed by the
+// database's TCP keepalives, or the lease expires first); one frozen, or
+// cut off without a word, keeps its sessions and is judged by its lease.
+func liveReplica(cutoff string) string {
+	return `r.renewed_at > ` + cutoff + ` AND (r.listener_pid IS NULL OR EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.listener_pid))`
+}
+
 // LiveReplicas returns the other replicas whose lease is current: those
 // that must hear a change before it holds everywhere.
 func (db *DB) LiveReplicas(ctx context.Context) (map[string]bool, error) {
@@ -45,8 +56,8 @@ func (db *DB) LiveReplicas(ctx context.Context) (map[string]bool, error) {
 		return out, nil
 	}
 	err := db.readTx(ctx, func(tx *Tx) error {
-		ids, err := queryStrings(ctx, tx, `SELECT id FROM replicas WHERE id <> $1 AND renewed_at > $2`,
-			db.replica, formatTime(db.Now().Add(-db.lease)))
+		ids, err := queryStrings(ctx, tx, `SELECT r.id FROM replicas r WHERE r.id <> $1 AND `+liveReplica("$2"),
+			db.replica, formatTime(db.clock().Add(-db.lease)))
 		for _, id := range ids {
 			out[id] = true
 		}
@@ -81,8 +92,10 @@ func (db *DB) registerReplica(ctx context.Context) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM replicas WHERE renewed_at < $1`, formatTime(now.Add(-2*db.lease))); err != nil {
 			return err
 		}
+		// Its listener names its session once it listens (setListenerPID).
 		_, err := tx.ExecContext(ctx, `INSERT INTO replicas (id, started_at, renewed_at) VALUES ($1, $2, $2)
-			ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at, renewed_at = excluded.renewed_at`,
+			ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at, renewed_at = excluded.renewed_at,
+			listener_pid = NULL`,
 			db.replica, formatTime(now))
 		if err == nil {
 			_, err = tx.ExecContext(ctx, `DELETE FROM gateway_connections WHERE replica_id = $1`, db.replica)
@@ -95,12 +108,18 @@ func (db *DB) registerReplica(ctx context.Context) error {
 // and removes the replicas whose lease expired long ago (their connection
 // rows go with them).
 func (db *DB) renewLease(ctx context.Context) error {
-	now := db.Now()
+	// When it is due is this process's business: its monotonic clock, which
+	// no step of the wall clock moves.
+	start := time.Now()
 	db.fetchMu.Lock()
-	due := now.Sub(db.renewedAt) >= db.lease/3
+	due := start.Sub(db.renewedAt) >= db.lease/3
 	db.fetchMu.Unlock()
 	if !due {
 		return nil
+	}
+	// The database's clock is read again with each renewal (clock.go).
+	if err := db.readClock(ctx); err != nil {
+		db.log.Warn("could not read the database's clock; carrying the last reading forward", "err", err)
 	}
 	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		res, err := tx.ExecContext(ctx, `UPDATE replicas SET renewed_at = $1 WHERE id = $2`, formatTime(now), db.replica)
@@ -110,8 +129,8 @@ func (db *DB) renewLease(ctx context.Context) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			// Taken for dead (this process was stalled past its lease):
 			// come back, with every connection it holds.
-			if _, err := tx.ExecContext(ctx, `INSERT INTO replicas (id, started_at, renewed_at) VALUES ($1, $2, $2)`,
-				db.replica, formatTime(now)); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO replicas (id, started_at, renewed_at, listener_pid) VALUES ($1, $2, $2, $3)`,
+				db.replica, formatTime(now), db.listenerPID()); err != nil {
 				return err
 			}
 			// Counts not written yet are newer than what was written (a
@@ -131,10 +150,22 @@ func (db *DB) renewLease(ctx context.Context) error {
 	})
 	if err == nil {
 		db.fetchMu.Lock()
-		db.renewedAt = now
+		db.renewedAt = start
 		db.fetchMu.Unlock()
 	}
 	return err
+}
+
+// listenerPID is the session of this replica's listener, for its row (nil
+// while it does not listen).
+func (db *DB) listenerPID() any {
+	if db.listener == nil {
+		return nil
+	}
+	if pid := db.listener.pid.Load(); pid != 0 {
+		return pid
+	}
+	return nil
 }
 
 // allPresenceLocked is every gateway this replica holds, to write again.
@@ -208,10 +239,10 @@ func (db *DB) RemotePresence(ctx context.Context, gatewayIDs []string) (map[stri
 		return out, nil
 	}
 	err := db.readTx(ctx, func(tx *Tx) error {
-		return inChunks(ctx, tx, gatewayIDs, []any{db.replica, formatTime(db.Now().Add(-db.lease))}, func(in string) string {
+		return inChunks(ctx, tx, gatewayIDs, []any{db.replica, formatTime(db.clock().Add(-db.lease))}, func(in string) string {
 			return `SELECT c.gateway_id, SUM(c.connections), MAX(r.renewed_at)
 				FROM gateway_connections c JOIN replicas r ON r.id = c.replica_id
-				WHERE c.replica_id <> $1 AND r.renewed_at > $2 AND c.gateway_id IN (` + in + `)
+				WHERE c.replica_id <> $1 AND ` + liveReplica("$2") + ` AND c.gateway_id IN (` + in + `)
 				GROUP BY c.gateway_id`
 		}, func(rows *sql.Rows) error {
 			var gw string
@@ -232,10 +263,10 @@ func (db *DB) ConnectionsByReplica(ctx context.Context, gatewayIDs []string) (ma
 		return out, nil
 	}
 	err := db.readTx(ctx, func(tx *Tx) error {
-		return inChunks(ctx, tx, gatewayIDs, []any{db.replica, formatTime(db.Now().Add(-db.lease))}, func(in string) string {
+		return inChunks(ctx, tx, gatewayIDs, []any{db.replica, formatTime(db.clock().Add(-db.lease))}, func(in string) string {
 			return `SELECT c.gateway_id, c.replica_id, c.connections
 				FROM gateway_connections c JOIN replicas r ON r.id = c.replica_id
-				WHERE c.replica_id <> $1 AND r.renewed_at > $2 AND c.gateway_id IN (` + in + `)`
+				WHERE c.replica_id <> $1 AND ` + liveReplica("$2") + ` AND c.gateway_id IN (` + in + `)`
 		}, func(rows *sql.Rows) error {
 			var gw, replica string
 			var n int
@@ -259,10 +290,10 @@ func (db *DB) ReplicasHolding(ctx context.Context, gatewayIDs []string) (map[str
 	}
 	err := db.readTx(ctx, func(tx *Tx) error {
 		var err error
-		out, err = idSet(ctx, tx, gatewayIDs, []any{db.replica, formatTime(db.Now().Add(-db.lease))}, func(in string) string {
+		out, err = idSet(ctx, tx, gatewayIDs, []any{db.replica, formatTime(db.clock().Add(-db.lease))}, func(in string) string {
 			return `SELECT DISTINCT c.replica_id FROM gateway_connections c
 				JOIN replicas r ON r.id = c.replica_id
-				WHERE c.replica_id <> $1 AND r.renewed_at > $2 AND c.gateway_id IN (` + in + `)`
+				WHERE c.replica_id <> $1 AND ` + liveReplica("$2") + ` AND c.gateway_id IN (` + in + `)`
 		})
 		return err
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"sync"
+	"sync/atomic"
 )
 
 // stmtCache keeps prepared statements by query text, so that a hot query is
@@ -21,12 +22,15 @@ type stmtCache struct {
 	mu      sync.Mutex
 	m       map[string]*sql.Stmt
 	queued  map[string]bool
+	// count counts the statements run through the cache and the
+	// transactions that use it (DB.Statements).
+	count *atomic.Int64
 }
 
 const maxCachedStmts = 256
 
-func newStmtCache(pool *sql.DB, enabled bool) *stmtCache {
-	return &stmtCache{pool: pool, enabled: enabled, m: map[string]*sql.Stmt{}, queued: map[string]bool{}}
+func newStmtCache(pool *sql.DB, enabled bool, count *atomic.Int64) *stmtCache {
+	return &stmtCache{pool: pool, enabled: enabled, m: map[string]*sql.Stmt{}, queued: map[string]bool{}, count: count}
 }
 
 // lookup returns the prepared statement for q, or nil after queueing q to be
@@ -102,6 +106,7 @@ func (c *stmtCache) close() {
 
 // QueryRowContext runs a one-row query on the pool with a cached statement.
 func (c *stmtCache) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	c.count.Add(1)
 	if s := c.get(ctx, q); s != nil {
 		return s.QueryRowContext(ctx, args...)
 	}
@@ -110,6 +115,7 @@ func (c *stmtCache) QueryRowContext(ctx context.Context, q string, args ...any) 
 
 // ExecContext runs a statement on the pool with a cached statement.
 func (c *stmtCache) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	c.count.Add(1)
 	if s := c.get(ctx, q); s != nil {
 		return s.ExecContext(ctx, args...)
 	}
@@ -176,6 +182,7 @@ func (t *Tx) record(c *Change) *Change {
 
 // ExecContext runs a statement in the transaction.
 func (t *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	t.stmts.count.Add(1)
 	if s := t.stmts.lookup(q); s != nil {
 		return t.Tx.StmtContext(ctx, s).ExecContext(ctx, args...)
 	}
@@ -184,6 +191,7 @@ func (t *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result
 
 // QueryContext runs a query in the transaction.
 func (t *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	t.stmts.count.Add(1)
 	if s := t.stmts.lookup(q); s != nil {
 		return t.Tx.StmtContext(ctx, s).QueryContext(ctx, args...)
 	}
@@ -192,8 +200,15 @@ func (t *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows
 
 // QueryRowContext runs a one-row query in the transaction.
 func (t *Tx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	t.stmts.count.Add(1)
 	if s := t.stmts.lookup(q); s != nil {
 		return t.Tx.StmtContext(ctx, s).QueryRowContext(ctx, args...)
 	}
 	return t.Tx.QueryRowContext(ctx, q, args...)
 }
+
+// Statements is how many SQL statements the store has run, in transactions
+// and on its pools (transactions' begin and commit not counted). Tests
+// count a write's statements with it; a set-based write runs as many for
+// one row as for thousands.
+func (db *DB) Statements() int64 { return db.statements.Load() }

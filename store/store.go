@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -109,9 +110,10 @@ type DB struct {
 	resyncMu  sync.Mutex
 	resync    func()
 	onReport  func(Report)
-	pgConfig  *pgx.ConnConfig // PostgreSQL: the parsed URL, for the listener
-	dsn       string          // PostgreSQL: the URL, to scrub from errors
-	channel   string          // PostgreSQL: the channel changes are notified on
+	readFault func(ChangeKind) error // guarded by resyncMu; see SetChangeReadFault
+	pgConfig  *pgx.ConnConfig        // PostgreSQL: the parsed URL, for the listener
+	dsn       string                 // PostgreSQL: the URL, to scrub from errors
+	channel   string                 // PostgreSQL: the channel changes are notified on
 	// origin names this process in the changes it makes, so that the
 	// listener tells its own changes from other replicas'.
 	origin string
@@ -132,8 +134,12 @@ type DB struct {
 	AfterCommit func()
 	wstmts      *stmtCache // prepared statements of the write pool
 	rstmts      *stmtCache // prepared statements of the read pool
-	// Now gives the time stamped on rows; tests may replace it.
-	Now func() time.Time
+	// Now is this replica's own clock (Config.Clock). What is written to
+	// rows and compared with them goes through clock(), the database's.
+	Now        func() time.Time
+	clockMu    sync.Mutex
+	clockAt    clockSample // the last reading of the database's clock (clock.go)
+	statements atomic.Int64
 
 	fetchMu sync.Mutex
 	fetched map[fetchKey]time.Time // downloads not yet written
@@ -144,6 +150,9 @@ type DB struct {
 	retention    time.Duration
 	expireAt     time.Time // when the oldest unacknowledged deployment times out; zero: none waits
 	tombstonesAt time.Time // when tombstones are next pruned
+	consumersAt  time.Time // when old consumer events are next pruned (PostgreSQL)
+	keysExpireAt time.Time // when the next API key expires, as known here; zero: none
+	keysCheckAt  time.Time // when the next expiry is read again (other replicas' keys)
 	stopFlush    chan struct{}
 	closeOnce    sync.Once
 	flushDone    chan struct{}
@@ -179,6 +188,8 @@ type Change struct {
 	GatewayID string
 	// APIIDs are the APIs whose statuses changed (ChangeStatus).
 	APIIDs []string
+	// Consumer are the events of a ChangeConsumer, in order.
+	Consumer []*ConsumerEvent
 }
 
 // ChangeKind says what a Change did.
@@ -193,6 +204,12 @@ const (
 	ChangeGatewayDeleted
 	ChangeManifest // a gateway reported its manifest
 	ChangeStatus   // deployment statuses of APIIDs changed (acknowledged, timed out)
+	// ChangeConsumer carries events about an API's consumers (keys,
+	// applications, ...) for second-generation gateways (consumers.go).
+	ChangeConsumer
+	// ChangeConsumersPulled: GatewayID's GET /apis/api-keys was answered,
+	// so its connections are sent what it cannot pull (consumers.go).
+	ChangeConsumersPulled
 )
 
 // SetPublisher sets the function that hears every committed change, in
@@ -275,7 +292,7 @@ func (db *DB) writeTxOnce(ctx context.Context, fn func(tx *Tx, now time.Time) er
 	t := &Tx{Tx: tx, stmts: db.wstmts, sealer: db.sealer, dialect: db.dialect, origin: db.origin}
 	// Truncated to what the timestamp columns keep, so a value returned
 	// before a read-back equals the one read back.
-	err = fn(t, db.Now().UTC().Truncate(time.Microsecond))
+	err = fn(t, db.clock().UTC().Truncate(time.Microsecond))
 	if err == nil && db.dialect == dialectPostgres && len(t.changes) > 0 {
 		err = db.notify(ctx, t)
 	}
@@ -459,6 +476,11 @@ func (db *DB) atStart(ctx context.Context) error {
 	if n > 0 {
 		db.log.Info("secrets sealed under the current encryption key", "definitions", n, "key", db.sealer.KeyID())
 	}
+	if n, err := db.resealConsumerValues(ctx); err != nil {
+		return fmt.Errorf("seal secret values and subscription tokens at rest: %w", err)
+	} else if n > 0 {
+		db.log.Info("secret values and subscription tokens sealed under the current encryption key", "values", n, "key", db.sealer.KeyID())
+	}
 	if err := db.pruneRevisions(ctx, ""); err != nil {
 		return fmt.Errorf("prune revisions: %w", err)
 	}
@@ -472,9 +494,9 @@ func (db *DB) atStart(ctx context.Context) error {
 		}
 	}
 	db.fetchMu.Lock()
-	db.tombstonesAt = db.Now().Add(tombstonesEvery)
+	db.tombstonesAt = db.clock().Add(tombstonesEvery)
 	db.fetchMu.Unlock()
-	return db.PruneTombstones(ctx, db.Now().Add(-db.retention))
+	return db.PruneTombstones(ctx, db.clock().Add(-db.retention))
 }
 
 // resetUnacknowledged returns every deployment waiting for an
@@ -499,7 +521,7 @@ const tombstonesEvery = time.Hour
 // server makes no queries.
 func (db *DB) expireDue(ctx context.Context) error {
 	db.fetchMu.Lock()
-	due := !db.expireAt.IsZero() && !db.Now().Before(db.expireAt)
+	due := !db.expireAt.IsZero() && !db.clock().Before(db.expireAt)
 	if due {
 		db.expireAt = time.Time{}
 	}
@@ -507,8 +529,8 @@ func (db *DB) expireDue(ctx context.Context) error {
 	if !due {
 		return nil
 	}
-	if err := db.ExpireAcks(ctx, db.Now().Add(-db.ackTimeout)); err != nil {
-		db.scheduleExpiry(db.Now())
+	if err := db.ExpireAcks(ctx, db.clock().Add(-db.ackTimeout)); err != nil {
+		db.scheduleExpiry(db.clock())
 		return err
 	}
 	var oldest *time.Time
@@ -547,11 +569,11 @@ func (db *DB) Sync(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	errs = append(errs, db.flushFetched(ctx), db.expireDue(ctx))
+	errs = append(errs, db.flushFetched(ctx), db.expireDue(ctx), db.expireKeysDue(ctx))
 	if db.dialect == dialectPostgres {
-		errs = append(errs, db.flushPresence(ctx), db.renewLease(ctx))
+		errs = append(errs, db.flushPresence(ctx), db.renewLease(ctx), db.pruneConsumerEvents(ctx))
 	}
-	now := db.Now()
+	now := db.clock()
 	db.fetchMu.Lock()
 	pruneTombstones := now.After(db.tombstonesAt)
 	if pruneTombstones {
@@ -573,7 +595,8 @@ func (db *DB) schedulePrune(apiID string) {
 
 // pruneRevisions deletes the revisions of an API (of every API when apiID
 // is empty) that are neither among its newest db.keep nor deployed to any
-// gateway. A rollback can go back as far as what is kept.
+// gateway, nor named by a rollout (what it deploys, or what its gateways
+// ran before it). A rollback can go back as far as what is kept.
 func (db *DB) pruneRevisions(ctx context.Context, apiID string) error {
 	cond, args := "", []any{db.keep}
 	if apiID != "" {
@@ -582,7 +605,10 @@ func (db *DB) pruneRevisions(ctx context.Context, apiID string) error {
 	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		_, err := tx.ExecContext(ctx, `DELETE FROM api_revisions WHERE `+cond+`number <=
 			(SELECT MAX(x.number) FROM api_revisions x WHERE x.api_id = api_revisions.api_id) - $1
-			AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.revision_id = api_revisions.id)`, args...)
+			AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.revision_id = api_revisions.id)
+			AND NOT EXISTS (SELECT 1 FROM rollouts ro WHERE ro.revision_id = api_revisions.id)
+			AND NOT EXISTS (SELECT 1 FROM rollout_targets rt WHERE rt.previous_revision_id = api_revisions.id
+				OR rt.revision_id = api_revisions.id)`, args...)
 		return err
 	})
 }
