@@ -46,6 +46,7 @@ type Config struct {
 	LogLevel           slog.Level    // PLATFORM_LOG_LEVEL: debug|info|warn|error; default info
 	LogFormat          string        // PLATFORM_LOG_FORMAT: text|json; default text
 	MaxBodyBytes       int64         // PLATFORM_MAX_BODY_BYTES: JSON body limit; default 1 MiB
+	MaxOpenAPIBytes    int64         // PLATFORM_MAX_OPENAPI_BYTES: imported OpenAPI document limit; default 10 MiB
 	CORSOrigins        []string      // PLATFORM_CORS_ORIGINS: allowed browser origins; default none
 	ShutdownTimeout    time.Duration // PLATFORM_SHUTDOWN_TIMEOUT: grace for in-flight work; default 15s
 
@@ -141,6 +142,14 @@ func settings() []setting {
 				return errors.New("want a whole number of bytes from 1024 to 67108864")
 			}
 			c.MaxBodyBytes = n
+			return nil
+		}},
+		{"PLATFORM_MAX_OPENAPI_BYTES", "max-openapi-bytes", "10485760", "largest OpenAPI document imported (POST /api/v1/apis/import-openapi and the other OpenAPI routes), in bytes", func(c *Config, v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 1024 || n > 64<<20 {
+				return errors.New("want a whole number of bytes from 1024 to 67108864")
+			}
+			c.MaxOpenAPIBytes = n
 			return nil
 		}},
 		{"PLATFORM_CORS_ORIGINS", "cors-origins", "", "comma-separated browser origins allowed by CORS, such as https://console.example.com (none when empty; * allows every origin, each answered with its own origin)", func(c *Config, v string) error {

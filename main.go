@@ -376,6 +376,7 @@ func serve(ctx context.Context, cfg *Config, stdout io.Writer, log *slog.Logger)
 
 		MaxDocumentAnswers:           cfg.MaxDocumentAnswers,
 		MaxDocumentAnswersPerGateway: cfg.MaxDocumentAnswersPerGateway,
+		MaxOpenAPIBytes:              cfg.MaxOpenAPIBytes,
 	})
 
 	srv := &http.Server{

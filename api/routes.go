@@ -6,9 +6,18 @@ import (
 	"platform-api/store"
 )
 
+// Mux is what routes are registered on: an *http.ServeMux, or a recorder
+// (Routes).
+type Mux interface {
+	Handle(pattern string, handler http.Handler)
+}
+
 // Register adds every route of the public API to m, in the contract's
-// order.
-func (s *Server) Register(m *http.ServeMux) {
+// order. Each is described in api/openapi.yaml (TestDescriptionComplete).
+func (s *Server) Register(m Mux) {
+	m.Handle("GET /api/v1/openapi.yaml", http.HandlerFunc(serveDescriptionYAML))
+	m.Handle("GET /api/v1/openapi.json", http.HandlerFunc(serveDescriptionJSON))
+
 	m.Handle("POST /api/v1/organizations", s.user(s.createOrganization))
 	m.Handle("GET /api/v1/organizations", s.user(s.getOrganization))
 
@@ -23,6 +32,11 @@ func (s *Server) Register(m *http.ServeMux) {
 	m.Handle("GET /api/v1/apis/{apiId}", s.user(s.getAPI))
 	m.Handle("PUT /api/v1/apis/{apiId}", s.user(s.updateAPI))
 	m.Handle("DELETE /api/v1/apis/{apiId}", s.user(s.deleteAPI))
+
+	m.Handle("POST /api/v1/apis/import-openapi", s.user(s.importOpenAPI))
+	m.Handle("POST /api/v1/apis/validate-openapi", s.user(s.validateOpenAPI))
+	m.Handle("GET /api/v1/apis/{apiId}/openapi", s.user(s.getOpenAPI))
+	m.Handle("PUT /api/v1/apis/{apiId}/openapi", s.user(s.updateOpenAPI))
 
 	m.Handle("POST /api/v1/apis/{apiId}/deploy-revision", s.user(s.deploy))
 	m.Handle("DELETE /api/v1/apis/{apiId}/deployments/{gatewayId}", s.user(s.undeploy))

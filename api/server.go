@@ -15,6 +15,7 @@ import (
 	"platform-api/fleet"
 	"platform-api/httpx"
 	"platform-api/metrics"
+	"platform-api/openapi"
 	"platform-api/rollout"
 	"platform-api/store"
 )
@@ -31,6 +32,8 @@ type Options struct {
 	Rollouts *rollout.Driver
 	// MaxBodyBytes limits JSON request bodies (413 above it).
 	MaxBodyBytes int64
+	// MaxOpenAPIBytes limits imported OpenAPI documents (0: 10 MiB).
+	MaxOpenAPIBytes int64
 }
 
 // Server holds the handlers of the public API.
@@ -43,15 +46,27 @@ type Server struct {
 	docs    *document.Source
 	apiJSON *apiJSONCache // APIs as answered, for pages of APIs
 	metrics *metrics.Registry
+	// maxOpenAPI limits imported OpenAPI documents; openAPISlots bounds
+	// how many are parsed at once (each holds several times its size).
+	maxOpenAPI   int64
+	openAPISlots chan struct{}
 	// rollouts drives the rollouts this replica holds.
 	rollouts *rollout.Driver
 }
 
 // New builds the public API's handlers.
 func New(o Options) *Server {
+	if o.MaxOpenAPIBytes <= 0 {
+		o.MaxOpenAPIBytes = openapi.DefaultMaxBytes
+	}
 	return &Server{store: o.Store, auth: o.Auth, log: o.Logger, maxBody: o.MaxBodyBytes, fleet: o.Fleet,
-		docs: o.Docs, apiJSON: newAPIJSONCache(apiJSONCacheBytes), metrics: o.Metrics, rollouts: o.Rollouts}
+		docs: o.Docs, apiJSON: newAPIJSONCache(apiJSONCacheBytes), metrics: o.Metrics,
+		maxOpenAPI: o.MaxOpenAPIBytes, openAPISlots: make(chan struct{}, openAPIParallel), rollouts: o.Rollouts}
 }
+
+// openAPIParallel is how many OpenAPI documents are parsed at once; more
+// wait their turn.
+const openAPIParallel = 2
 
 // userHandler is a handler of the public API, called with the verified caller.
 type userHandler func(w http.ResponseWriter, r *http.Request, p auth.Principal) error

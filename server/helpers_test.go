@@ -148,6 +148,12 @@ func (e *testEnv) send(req *http.Request) (int, []byte) {
 	e.t.Helper()
 	client := *e.client
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	var reqBody []byte
+	if req.GetBody != nil {
+		if rc, err := req.GetBody(); err == nil {
+			reqBody, _ = io.ReadAll(rc)
+		}
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
@@ -157,6 +163,7 @@ func (e *testEnv) send(req *http.Request) (int, []byte) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	checkDescribed(e.t, req.Method, req.URL.RequestURI(), reqBody, resp.StatusCode, resp.Header.Get("Content-Type"), data)
 	return resp.StatusCode, data
 }
 

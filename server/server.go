@@ -33,6 +33,8 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxBodyBytes limits JSON request bodies (413 above it).
 	MaxBodyBytes int64
+	// MaxOpenAPIBytes limits imported OpenAPI documents (0: 10 MiB).
+	MaxOpenAPIBytes int64
 	// CORSOrigins are the browser origins allowed to call the API; none by
 	// default. "*" allows any origin.
 	CORSOrigins []string
@@ -110,7 +112,7 @@ func New(o Options) *Server {
 	s.docs = document.NewSource(o.Store, document.CacheBytes)
 	s.rollouts = rollout.New(rollout.Options{Store: o.Store, Fleet: s.fleet, Log: s.log})
 	s.public = api.New(api.Options{Store: o.Store, Auth: o.Auth, Fleet: s.fleet, Docs: s.docs, Metrics: s.metrics,
-		Logger: s.log, MaxBodyBytes: o.MaxBodyBytes, Rollouts: s.rollouts})
+		Logger: s.log, MaxBodyBytes: o.MaxBodyBytes, MaxOpenAPIBytes: o.MaxOpenAPIBytes, Rollouts: s.rollouts})
 	s.routes(
 		s.public,
 		gatewayapi.New(gatewayapi.Options{Store: o.Store, Fleet: s.fleet, Docs: s.docs, Metrics: s.metrics,

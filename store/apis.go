@@ -641,6 +641,13 @@ func eachConfig(ctx context.Context, tx *Tx, query string, args []any, add func(
 // and replaces the stored row and children in one transaction. It returns
 // the API as stored.
 func (db *DB) UpdateAPI(ctx context.Context, orgID, id string, change func(*API) error) (*API, error) {
+	return db.updateAPI(ctx, orgID, id, change, nil)
+}
+
+// updateAPI is UpdateAPI with one more step in its transaction, after the
+// API is written (nil: none).
+func (db *DB) updateAPI(ctx context.Context, orgID, id string, change func(*API) error,
+	then func(ctx context.Context, tx *Tx, now time.Time) error) (*API, error) {
 	var updated *API
 	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
 		if err := tx.lockRow(ctx, "apis", id); err != nil {
@@ -691,7 +698,13 @@ func (db *DB) UpdateAPI(ctx context.Context, orgID, id string, change func(*API)
 		if err := insertAPIChildren(ctx, tx, a); err != nil {
 			return err
 		}
-		return setAPISecretRefs(ctx, tx, a, true)
+		if err := setAPISecretRefs(ctx, tx, a, true); err != nil {
+			return err
+		}
+		if then != nil {
+			return then(ctx, tx, now)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err

@@ -345,6 +345,9 @@ func insertRevision(ctx context.Context, tx *Tx, a *API, now time.Time) (*Revisi
 	if err != nil {
 		return nil, fmt.Errorf("insert revision: %w", err)
 	}
+	if err := copyOpenAPIToRevision(ctx, tx, a.ID, rev.ID); err != nil {
+		return nil, err
+	}
 	if err := setRevisionSecretRefs(ctx, tx, rev); err != nil {
 		return nil, err
 	}
