@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"platform-api/hub"
 	"platform-api/store"
 )
 
@@ -44,16 +43,7 @@ func TestConsumerEvents(t *testing.T) {
 	if err := f.ReportManifest(ctx, gw.ID, org.ID, &store.Manifest{Version: "1.2.0", FunctionalityType: "regular"}); err != nil {
 		t.Fatal(err)
 	}
-	tr := newMemTransport()
-	served := make(chan struct{})
-	go func() {
-		f.Hub().Serve(ctx, tr, hub.Identity{GatewayID: gw.ID, OrganizationID: org.ID, TokenID: "t"})
-		close(served)
-	}()
-	t.Cleanup(func() { tr.Close(hub.CloseNormal, time.Time{}); <-served })
-	if ev := tr.next(t); ev["type"] != "connection.ack" {
-		t.Fatalf("first frame %v", ev)
-	}
+	tr := serveMem(t, f, org, gw)
 	record := func(typ, apiID, user string) {
 		t.Helper()
 		ev, err := store.NewConsumerEvent(typ, org.ID, apiID, user, map[string]string{"n": typ})

@@ -64,6 +64,23 @@ type memTransport struct {
 	closed chan struct{}
 }
 
+// serveMem connects gw to f over a memTransport, served until the test
+// ends, and reads its connection.ack.
+func serveMem(t *testing.T, f *Fleet, org *store.Organization, gw *store.Gateway) *memTransport {
+	t.Helper()
+	tr := newMemTransport()
+	served := make(chan struct{})
+	go func() {
+		f.Hub().Serve(context.Background(), tr, hub.Identity{GatewayID: gw.ID, OrganizationID: org.ID, TokenID: "t"})
+		close(served)
+	}()
+	t.Cleanup(func() { tr.Close(hub.CloseNormal, time.Time{}); <-served })
+	if ev := tr.next(t); ev["type"] != "connection.ack" {
+		t.Fatalf("first frame %v", ev)
+	}
+	return tr
+}
+
 func newMemTransport() *memTransport {
 	return &memTransport{frames: make(chan []byte, 64), closed: make(chan struct{})}
 }
@@ -103,16 +120,7 @@ func TestDeployToAJoiningConnection(t *testing.T) {
 			const grace = time.Second // long enough that the deploy surely comes within it
 			f := New(Options{Store: db, GenerationGrace: grace})
 			t.Cleanup(f.Close)
-			tr := newMemTransport()
-			served := make(chan struct{})
-			go func() {
-				f.Hub().Serve(ctx, tr, hub.Identity{GatewayID: gw.ID, OrganizationID: org.ID, TokenID: "t"})
-				close(served)
-			}()
-			t.Cleanup(func() { tr.Close(hub.CloseNormal, time.Time{}); <-served })
-			if ev := tr.next(t); ev["type"] != "connection.ack" {
-				t.Fatalf("first frame %v", ev)
-			}
+			tr := serveMem(t, f, org, gw)
 			if gen2 {
 				// The manifest comes while the deploy waits for it.
 				time.AfterFunc(100*time.Millisecond, func() {

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"platform-api/hub"
 	"platform-api/store"
 )
 
@@ -14,20 +13,10 @@ import (
 // memory, past its connection.ack.
 func connectedFixture(t *testing.T) (*store.DB, *Fleet, *memTransport, *store.Organization, *store.Gateway, *store.API) {
 	t.Helper()
-	ctx := context.Background()
 	db, org, gw, a := newFixture(t)
 	f := New(Options{Store: db, GenerationGrace: time.Millisecond})
 	t.Cleanup(f.Close)
-	tr := newMemTransport()
-	served := make(chan struct{})
-	go func() {
-		f.Hub().Serve(ctx, tr, hub.Identity{GatewayID: gw.ID, OrganizationID: org.ID, TokenID: "t"})
-		close(served)
-	}()
-	t.Cleanup(func() { tr.Close(hub.CloseNormal, time.Time{}); <-served })
-	if ev := tr.next(t); ev["type"] != "connection.ack" {
-		t.Fatalf("first frame %v", ev)
-	}
+	tr := serveMem(t, f, org, gw)
 	for _, c := range f.Hub().Conns(gw.ID) {
 		<-c.GenerationKnown() // the grace has passed: a deploy reaches it directly
 	}
