@@ -233,14 +233,6 @@ func (s *Server) artifactsExist(w http.ResponseWriter, r *http.Request, g *store
 	return nil
 }
 
-// notSupported answers a feature second-generation gateways ask for that
-// this server does not have yet: 404, which they log and go on.
-func notSupported(what string) gatewayHandler {
-	return func(w http.ResponseWriter, r *http.Request, g *store.GatewayIdentity) error {
-		return httpx.Errorf(http.StatusNotFound, "%s are not supported yet by this control plane", what)
-	}
-}
-
 // NotRouted words the 404 of an unknown gateway-facing path: an
 // artifact kind's api-keys are the one gateways are known to ask for.
 func NotRouted(path string) string {
