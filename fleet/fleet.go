@@ -92,6 +92,7 @@ type Fleet struct {
 
 	acks      acks
 	consumers consumers
+	served    served
 }
 
 // report is what delivering one change did, by gateway.
@@ -161,6 +162,7 @@ func New(o Options) *Fleet {
 		followUps: make(chan followUp, 1024), stopped: make(chan struct{})}
 	f.acks.init(f)
 	f.consumers.init(f, o.Consumers)
+	f.served.init(o.Store != nil && !o.Store.Replicated())
 	go f.followUpLoop()
 	hc := o.Hub
 	hc.OnConnect = f.initialState
@@ -197,6 +199,7 @@ func (f *Fleet) Close() {
 // calls it in commit order, one change at a time; it never blocks (the hub
 // queues or drops, the ack table is in memory).
 func (f *Fleet) publish(c *store.Change) {
+	f.served.apply(c) // before the events, for the downloads they cause
 	switch c.Kind {
 	case store.ChangeDeployed, store.ChangeUndeployed, store.ChangeAPIDeleted:
 		rep := f.deliverAll(c.Deployments, c.Kind)

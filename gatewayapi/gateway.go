@@ -98,7 +98,7 @@ func (s *Server) gatewayAPI(w http.ResponseWriter, r *http.Request, g *store.Gat
 	if !httpx.IsID(apiID) {
 		return httpx.Errorf(http.StatusNotFound, "API %s not found: %s", apiID, httpx.IDDescription)
 	}
-	d, gen2, err := s.store.DeployedRevision(r.Context(), g.GatewayID, apiID)
+	d, gen2, err := s.fleet.DeployedRevision(r.Context(), g.GatewayID, apiID)
 	if err != nil {
 		return err
 	}
