@@ -69,7 +69,8 @@ func ParseToken(tok string) (id string, secret []byte, ok bool) {
 	if err != nil || len(secret) != tokenSecretLen {
 		return "", nil, false
 	}
-	return fmt.Sprintf("%s-%s-%s-%s-%s", h[0:8], h[8:12], h[12:16], h[16:20], h[20:32]), secret, true
+	// Concatenated, not formatted: every gateway request parses its token.
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32], secret, true
 }
 
 func formatToken(id string, secret []byte) string {
