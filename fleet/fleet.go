@@ -369,6 +369,9 @@ func (f *Fleet) awaitReport(ctx context.Context, c *store.Change, expected map[s
 	f.mu.Unlock()
 	timer := time.NewTimer(f.wait)
 	defer timer.Stop()
+	// ready is p.ready until it is closed, then nil: once applied here, only
+	// the other replicas' reports (wake) are waited for, not spun on.
+	ready := p.ready
 wait:
 	for {
 		f.mu.Lock()
@@ -379,10 +382,11 @@ wait:
 			if done {
 				break wait
 			}
+			ready = nil
 		default:
 		}
 		select {
-		case <-p.ready:
+		case <-ready:
 		case <-p.wake:
 		case <-timer.C:
 			f.log.Warn("a change was not reported in time by every replica; a deploy answers the gateways not reported PENDING",
