@@ -11,8 +11,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/websocket"
@@ -188,18 +190,83 @@ func (c *closeWatcher) Write(p []byte) (int, error) {
 	return c.w.Write(p)
 }
 
-// activityReader records the time of every successful read.
-type activityReader struct {
-	r io.Reader
-	t *wsTransport
+// idleReader is what the connection's read buffer reads from. It records
+// the time of every successful read, and, once the handshake is done, waits
+// for the socket to become readable before reading (waitReadable): an idle
+// gateway's reading goroutine then sleeps at a shallow depth, in a stack
+// the runtime can shrink, instead of deep in crypto/tls's record reader.
+type idleReader struct {
+	conn    net.Conn
+	t       *wsTransport
+	pending []byte // what the client sent right after its upgrade request
+	// sock is the socket under conn (nil where it cannot be reached or
+	// waited on: then reads just block); above is set when conn buffers
+	// what it read from sock (TLS).
+	sock  syscall.RawConn
+	above bool
+	wait  atomic.Bool // set after the handshake
 }
 
-func (a activityReader) Read(p []byte) (int, error) {
-	n, err := a.r.Read(p)
+func (r *idleReader) Read(p []byte) (int, error) {
+	if len(r.pending) > 0 {
+		n := copy(p, r.pending)
+		if r.pending = r.pending[n:]; len(r.pending) == 0 {
+			r.pending = nil
+		}
+		r.t.touch()
+		return n, nil
+	}
+	if r.sock != nil && r.wait.Load() {
+		if r.above {
+			// TLS may hold bytes already read from the socket (the rest
+			// of a record, or a whole record that came with the last): a
+			// read that may not wait for the socket returns them.
+			r.conn.SetReadDeadline(expired)
+			n, err := r.conn.Read(p)
+			r.conn.SetReadDeadline(time.Time{})
+			if n > 0 {
+				r.t.touch()
+				return n, nil
+			}
+			if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				return 0, err
+			}
+		}
+		if err := waitReadable(r.sock); err != nil {
+			return 0, err
+		}
+	}
+	n, err := r.conn.Read(p)
 	if n > 0 {
-		a.t.touch()
+		r.t.touch()
 	}
 	return n, err
+}
+
+// expired is a deadline long past.
+var expired = time.Unix(1, 0)
+
+// socketOf is the socket under c, reached through crypto/tls and through
+// wrappers that have a NetConn method, and whether anything above it may
+// buffer (c is not the socket itself).
+func socketOf(c net.Conn) (syscall.RawConn, bool) {
+	above := false
+	for {
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c, above = u.NetConn(), true
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, false
+	}
+	return rc, above
 }
 
 // hijacked is the ResponseWriter the websocket library sees: its Hijack
@@ -225,6 +292,10 @@ const handshakeTimeout = 10 * time.Second
 // upgrade takes the connection from net/http, then performs the WebSocket
 // handshake and runs serve on a goroutine of its own, and returns at once.
 //
+// An idle connection holds its reading goroutine, parked until the socket
+// is readable (idleReader), and its small buffers: no writer goroutine, no
+// timer.
+//
 // Returning lets net/http release what it holds for the request (its 4 KiB
 // read and write buffers, the response, the request goroutine's grown
 // stack), which would otherwise stay alive as long as the gateway is
@@ -242,13 +313,16 @@ func upgrade(w http.ResponseWriter, r *http.Request, serve func(Transport)) erro
 	conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	t := &wsTransport{raw: conn}
 	t.touch()
-	var src io.Reader = conn
+	src := &idleReader{conn: conn, t: t}
+	if canWait {
+		src.sock, src.above = socketOf(conn)
+	}
 	if n := buf.Reader.Buffered(); n > 0 {
 		pending, _ := buf.Reader.Peek(n)
-		src = io.MultiReader(bytes.NewReader(bytes.Clone(pending)), conn)
+		src.pending = bytes.Clone(pending)
 	}
 	watcher := &closeWatcher{w: conn, t: t}
-	rw := bufio.NewReadWriter(bufio.NewReaderSize(activityReader{src, t}, connBufferSize),
+	rw := bufio.NewReadWriter(bufio.NewReaderSize(src, connBufferSize),
 		bufio.NewWriterSize(watcher, connBufferSize))
 	req := slimRequest(r)
 	go func() {
@@ -260,6 +334,7 @@ func upgrade(w http.ResponseWriter, r *http.Request, serve func(Transport)) erro
 			Handler: func(ws *websocket.Conn) {
 				watcher.frames.Store(true) // the 101 answer has been flushed
 				conn.SetDeadline(time.Time{})
+				src.wait.Store(true)
 				ws.MaxPayloadBytes = maxMessageBytes
 				t.ws = ws
 				serve(t)
