@@ -250,6 +250,7 @@ type Hub struct {
 	closing  bool
 	changed  chan struct{} // closed and replaced on every register and unregister
 	ticking  bool          // the ticker goroutine runs (while total > 0)
+	tickStop chan struct{} // closed to stop it
 
 	wg sync.WaitGroup // one per connection, done when all its goroutines are
 
@@ -332,7 +333,8 @@ func (h *Hub) register(c *Conn) error {
 	h.notifyLocked()
 	if !h.ticking {
 		h.ticking = true
-		go h.tickLoop()
+		h.tickStop = make(chan struct{})
+		go h.tickLoop(h.tickStop)
 	}
 	return nil
 }
@@ -386,6 +388,10 @@ func (h *Hub) unregister(c *Conn) {
 		delete(h.orgs, c.Identity.OrganizationID)
 	}
 	h.total--
+	if h.total == 0 && h.ticking {
+		h.ticking = false
+		close(h.tickStop)
+	}
 	h.notifyLocked()
 }
 
@@ -1037,20 +1043,19 @@ func (c *Conn) finish() {
 // PingInterval and closes those silent for longer than Timeout. Ticking
 // every Timeout/6 (5 s with the defaults) drops a silent connection between
 // Timeout and 7/6 of it, before a gateway's own 35 s limit, without waking
-// every connection every second. It returns when no connection is left (the
-// next registration starts it again).
-func (h *Hub) tickLoop() {
+// every connection every second. It returns when no connection is left
+// (stop; the next registration starts it again).
+func (h *Hub) tickLoop(stop <-chan struct{}) {
 	tick := time.NewTicker(min(h.cfg.PingInterval, h.cfg.Timeout/6))
 	defer tick.Stop()
 	var idle []*Conn
-	for now := range tick.C {
-		h.mu.Lock()
-		if h.total == 0 {
-			h.ticking = false
-			h.mu.Unlock()
+	for {
+		var now time.Time
+		select {
+		case <-stop:
 			return
+		case now = <-tick.C:
 		}
-		h.mu.Unlock()
 		idle = idle[:0]
 		h.gateways.Range(func(_, v any) bool {
 			for _, c := range v.(*connSet).conns {

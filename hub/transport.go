@@ -3,7 +3,6 @@ package hub
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -65,6 +64,7 @@ const maxMessageBytes = 4 << 10
 // before the raw connection is closed.
 type wsTransport struct {
 	ws     *websocket.Conn
+	br     *bufio.Reader // what ws reads from
 	raw    net.Conn
 	last   atomic.Int64 // unix nanoseconds of the last read
 	closed atomic.Bool
@@ -114,6 +114,24 @@ func (t *wsTransport) send(f rawFrame, deadline time.Time) error {
 }
 
 func (t *wsTransport) Receive() ([]byte, error) {
+	// Pongs (the answers to our pings) are read off here, not by the
+	// library, which would look for the next frame at once, blocking deep
+	// in its frame reader: between frames the goroutine waits here, at a
+	// shallow depth, and the runtime can shrink its stack.
+	for t.br != nil {
+		hdr, err := t.br.Peek(2)
+		if err != nil {
+			return nil, err
+		}
+		// A final, masked pong of at most 125 bytes; anything else is the
+		// library's to read (and refuse).
+		if hdr[0] != 0x80|websocket.PongFrame || hdr[1]&0x80 == 0 || hdr[1]&0x7f > 125 {
+			break
+		}
+		if _, err := t.br.Discard(2 + 4 + int(hdr[1]&0x7f)); err != nil {
+			return nil, err
+		}
+	}
 	var msg []byte
 	err := websocket.Message.Receive(t.ws, &msg)
 	if errors.Is(err, websocket.ErrFrameTooLarge) {
@@ -326,6 +344,7 @@ func upgrade(w http.ResponseWriter, r *http.Request, serve func(Transport)) erro
 		bufio.NewWriterSize(watcher, connBufferSize))
 	req := slimRequest(r)
 	go func() {
+		handshaken := false
 		srv := websocket.Server{
 			// Gateways are not browsers and send no Origin header, which
 			// websocket.Handler would refuse; any origin is fine here since
@@ -333,18 +352,37 @@ func upgrade(w http.ResponseWriter, r *http.Request, serve func(Transport)) erro
 			Handshake: func(*websocket.Config, *http.Request) error { return nil },
 			Handler: func(ws *websocket.Conn) {
 				watcher.frames.Store(true) // the 101 answer has been flushed
-				conn.SetDeadline(time.Time{})
-				src.wait.Store(true)
 				ws.MaxPayloadBytes = maxMessageBytes
 				t.ws = ws
-				serve(t)
+				handshaken = true
 			},
 		}
-		// Closes conn when the handler returns, or after a failed handshake.
-		srv.ServeHTTP(hijacked{conn, rw}, req)
+		// The library closes the connection it was handed when the handler
+		// returns: it gets one whose Close does nothing, so that the
+		// connection outlives this goroutine.
+		srv.ServeHTTP(hijacked{keepOpen{conn}, rw}, req)
+		if !handshaken {
+			conn.Close()
+			return
+		}
+		// The websocket.Conn keeps its request; nothing reads it after the
+		// handshake.
+		*req = http.Request{}
+		conn.SetDeadline(time.Time{})
+		t.br = rw.Reader
+		src.wait.Store(true)
+		// The connection is served on a goroutine of its own: this one's
+		// stack grew in the handshake (its TLS write), and an idle
+		// connection should keep a small one.
+		go serve(t)
 	}()
 	return nil
 }
+
+// keepOpen is a connection whose Close does nothing.
+type keepOpen struct{ net.Conn }
+
+func (keepOpen) Close() error { return nil }
 
 // slimRequest copies what the handshake reads from r. The websocket.Conn
 // keeps its request for its whole life, and a gateway connection should not
@@ -357,9 +395,7 @@ func slimRequest(r *http.Request) *http.Request {
 			s.Header[k] = v
 		}
 	}
-	// The request's context ends when the HTTP handler returns, which is at
-	// once: the connection lives on without it.
-	return s.WithContext(context.WithoutCancel(r.Context()))
+	return s
 }
 
 // CanUpgrade reports whether r is a WebSocket upgrade request this server
