@@ -198,6 +198,8 @@ type Conn struct {
 	room chan struct{}
 	// lastPing is when the hub's ticker last pinged (its goroutine only).
 	lastPing time.Time
+	// initial is closed when the initial state has been handed over.
+	initial chan struct{}
 	// live records, by API, the sequence number of the last live event
 	// queued for it, so that a state read before that event (the initial
 	// state, a resynchronization) does not send an older view of it.
@@ -871,12 +873,25 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 // has verified the gateway token and checked CanUpgrade.
 func (h *Hub) Accept(w http.ResponseWriter, r *http.Request, id Identity) error {
 	ctx := context.WithoutCancel(r.Context())
-	return upgrade(w, r, func(t Transport) { h.Serve(ctx, t, id) })
+	return upgrade(w, r, func(t Transport) func() {
+		if c := h.start(ctx, t, id); c != nil {
+			return c.read
+		}
+		return nil
+	})
 }
 
 // Serve runs one connection on t until it ends: register (or refuse with an
 // error frame), ack, initial state, then events and heartbeats.
 func (h *Hub) Serve(ctx context.Context, t Transport, id Identity) {
+	if c := h.start(ctx, t, id); c != nil {
+		c.read()
+	}
+}
+
+// start registers the connection (or refuses it with an error frame, and
+// returns nil), and starts its ack and initial state on their way.
+func (h *Hub) start(ctx context.Context, t Transport, id Identity) *Conn {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c := &Conn{
 		ID:          uuid.NewString(),
@@ -913,17 +928,21 @@ func (h *Hub) Serve(ctx context.Context, t Transport, id Identity) {
 		deadline := time.Now().Add(h.cfg.WriteTimeout)
 		t.Send(frame, deadline)
 		t.Close(ClosePolicy, deadline)
-		return
+		return nil
 	}
-	defer h.wg.Done()
-	defer h.unregister(c)
 	h.Accepted.Add(1)
 	c.logger().Info("gateway connected")
-
 	go c.writeLoop() // the ack; c.writing was set with it
-	initial := make(chan struct{})
-	go func() { defer close(initial); c.sendInitialState() }()
+	c.initial = make(chan struct{})
+	go func() { defer close(c.initial); c.sendInitialState() }()
+	return c
+}
 
+// read reads the connection until it ends, then cleans up after it.
+func (c *Conn) read() {
+	h, t := c.hub, c.t
+	defer h.wg.Done()
+	defer h.unregister(c)
 	// This goroutine reads: the frames a gateway sends (acknowledgements)
 	// go to OnMessage; reading is also how pongs are consumed (and
 	// timestamped) and how a close is noticed.
@@ -943,7 +962,7 @@ func (h *Hub) Serve(ctx context.Context, t Transport, id Identity) {
 	}
 	c.end()
 	<-c.finished
-	<-initial
+	<-c.initial
 	if h.cfg.OnDisconnect != nil {
 		h.cfg.OnDisconnect(c)
 	}

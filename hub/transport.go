@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -159,16 +160,29 @@ func (t *wsTransport) Close(code int, deadline time.Time) error {
 // frame headers, to note when a close frame goes out: RFC 6455 allows one
 // close frame per side, and the library writes its own for some protocol
 // errors without telling its caller.
+//
+// Once frames flow it also gathers each frame and writes it whole, in one
+// TLS record, when its last byte comes: the library's write buffer can then
+// be a few bytes (see upgrade), and an idle connection holds none; the
+// frame is gathered in a buffer taken from a pool for the time of the
+// write.
 type closeWatcher struct {
 	w      io.Writer
 	t      *wsTransport
 	frames atomic.Bool // set after the handshake's HTTP answer: frames from now on
 	hdr    []byte      // the header read so far of the frame being written
 	skip   int64       // payload bytes of the current frame still to pass
+	out    *[]byte     // what was written of frames not yet complete
 }
 
+// framePool holds the buffers frames are gathered in.
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
 func (c *closeWatcher) Write(p []byte) (int, error) {
-	for rest := p; len(rest) > 0 && c.frames.Load(); {
+	if !c.frames.Load() {
+		return c.w.Write(p)
+	}
+	for rest := p; len(rest) > 0; {
 		if c.skip > 0 {
 			n := min(int64(len(rest)), c.skip)
 			c.skip -= n
@@ -205,7 +219,24 @@ func (c *closeWatcher) Write(p []byte) (int, error) {
 		}
 		c.hdr, c.skip = c.hdr[:0], length
 	}
-	return c.w.Write(p)
+	if c.out == nil {
+		if len(c.hdr) == 0 && c.skip == 0 {
+			return c.w.Write(p) // whole frames: nothing to gather
+		}
+		c.out = framePool.Get().(*[]byte)
+	}
+	*c.out = append(*c.out, p...)
+	if len(c.hdr) > 0 || c.skip > 0 {
+		return len(p), nil // the frame is not complete yet
+	}
+	_, err := c.w.Write(*c.out)
+	if cap(*c.out) <= 64<<10 {
+		*c.out = (*c.out)[:0]
+		framePool.Put(c.out)
+	}
+	c.out = nil
+	c.hdr = nil
+	return len(p), err
 }
 
 // idleReader is what the connection's read buffer reads from. It records
@@ -301,8 +332,14 @@ func (h hijacked) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return h.conn, h.rw, nil
 }
 
-// connBufferSize is the read and write buffer of a gateway connection.
-const connBufferSize = 512
+// connBufferSize is the read and write buffer of a gateway connection in
+// its handshake; after it, the read buffer is readBufferSize and the write
+// buffer writeBufferSize (the frame is gathered by closeWatcher).
+const (
+	connBufferSize  = 512
+	readBufferSize  = 128
+	writeBufferSize = 16
+)
 
 // handshakeTimeout bounds the WebSocket handshake after the hijack.
 const handshakeTimeout = 10 * time.Second
@@ -321,7 +358,7 @@ const handshakeTimeout = 10 * time.Second
 // (activityReader) and the buffers are small ones of our own. Bytes the
 // client sent right after its upgrade request are kept. The caller must
 // have checked CanUpgrade.
-func upgrade(w http.ResponseWriter, r *http.Request, serve func(Transport)) error {
+func upgrade(w http.ResponseWriter, r *http.Request, serve func(Transport) (read func())) error {
 	conn, buf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return err
@@ -368,13 +405,25 @@ func upgrade(w http.ResponseWriter, r *http.Request, serve func(Transport)) erro
 		// The websocket.Conn keeps its request; nothing reads it after the
 		// handshake.
 		*req = http.Request{}
+		// The library keeps pointers to the buffers it was given: they are
+		// replaced in place by smaller ones. Nothing was read ahead (the
+		// handshake reads the request, not the buffer); a frame is written
+		// whole by closeWatcher, whatever the write buffer's size.
+		if rw.Reader.Buffered() == 0 {
+			*rw.Reader = *bufio.NewReaderSize(src, readBufferSize)
+		}
+		if rw.Writer.Buffered() == 0 {
+			*rw.Writer = *bufio.NewWriterSize(watcher, writeBufferSize)
+		}
 		conn.SetDeadline(time.Time{})
 		t.br = rw.Reader
 		src.wait.Store(true)
-		// The connection is served on a goroutine of its own: this one's
-		// stack grew in the handshake (its TLS write), and an idle
-		// connection should keep a small one.
-		go serve(t)
+		// The connection is set up here, then read on a goroutine of its
+		// own: this one's stack grew in the handshake (its TLS write) and
+		// the setup, and an idle connection should keep a small one.
+		if read := serve(t); read != nil {
+			go read()
+		}
 	}()
 	return nil
 }
