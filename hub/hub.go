@@ -243,9 +243,9 @@ type Hub struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex // serializes every change of gateways, tokens, orgs and total
-	gateways sync.Map   // gateway ID -> *connSet (immutable)
-	tokens   map[string]map[*Conn]bool
+	mu       sync.Mutex           // serializes every change of gateways, tokens, orgs and total
+	gateways sync.Map             // gateway ID -> *connSet (immutable)
+	tokens   map[string][]*Conn   // a slice, not a set: a token has a connection or two
 	orgs     map[string]int       // organization ID -> live connections
 	revoked  map[string]time.Time // "t:"+token or "g:"+gateway ID -> when
 	total    int
@@ -290,7 +290,7 @@ func New(cfg Config, log *slog.Logger) *Hub {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Hub{cfg: cfg, log: log, tokens: map[string]map[*Conn]bool{}, orgs: map[string]int{}, revoked: map[string]time.Time{},
+	return &Hub{cfg: cfg, log: log, tokens: map[string][]*Conn{}, orgs: map[string]int{}, revoked: map[string]time.Time{},
 		changed: make(chan struct{})}
 }
 
@@ -325,10 +325,7 @@ func (h *Hub) register(c *Conn) error {
 	conns := make([]*Conn, len(old), len(old)+1)
 	copy(conns, old)
 	h.gateways.Store(id, &connSet{append(conns, c)})
-	if h.tokens[c.Identity.TokenID] == nil {
-		h.tokens[c.Identity.TokenID] = map[*Conn]bool{}
-	}
-	h.tokens[c.Identity.TokenID][c] = true
+	h.tokens[c.Identity.TokenID] = append(h.tokens[c.Identity.TokenID], c)
 	h.orgs[c.Identity.OrganizationID]++
 	h.total++
 	h.wg.Add(1)
@@ -380,11 +377,10 @@ func (h *Hub) unregister(c *Conn) {
 	} else {
 		h.gateways.Store(id, &connSet{conns})
 	}
-	if m := h.tokens[c.Identity.TokenID]; m != nil {
-		delete(m, c)
-		if len(m) == 0 {
-			delete(h.tokens, c.Identity.TokenID)
-		}
+	if cs := slices.DeleteFunc(h.tokens[c.Identity.TokenID], func(x *Conn) bool { return x == c }); len(cs) > 0 {
+		h.tokens[c.Identity.TokenID] = cs
+	} else {
+		delete(h.tokens, c.Identity.TokenID)
 	}
 	if h.orgs[c.Identity.OrganizationID]--; h.orgs[c.Identity.OrganizationID] <= 0 {
 		delete(h.orgs, c.Identity.OrganizationID)
@@ -498,8 +494,19 @@ func (c *Conn) credit(apiID string) {
 		// the connection is alive, even if the ping behind the event
 		// waits for the gateway to finish.
 		c.t.Touch()
-		<-c.window
+		<-c.slots()
 	}
+}
+
+// slots is the initial-state window, made when first used: an idle
+// connection keeps none unless it had initial state to pace.
+func (c *Conn) slots() chan struct{} {
+	c.inflightMu.Lock()
+	defer c.inflightMu.Unlock()
+	if c.window == nil {
+		c.window = make(chan struct{}, c.hub.cfg.InitialWindow)
+	}
+	return c.window
 }
 
 // acquire takes a slot of the initial-state window for apiID, waiting for
@@ -508,10 +515,14 @@ func (c *Conn) credit(apiID string) {
 func (c *Conn) acquire(apiID string) bool {
 	timer := time.NewTimer(c.hub.cfg.CreditTimeout)
 	defer timer.Stop()
+	window := c.slots()
 	for {
 		select {
-		case c.window <- struct{}{}:
+		case window <- struct{}{}:
 			c.inflightMu.Lock()
+			if c.inflight == nil {
+				c.inflight = map[string]time.Time{}
+			}
 			c.inflight[apiID] = time.Now()
 			c.inflightMu.Unlock()
 			return true
@@ -602,6 +613,9 @@ func (c *Conn) enqueue(apiID string, frame []byte) bool {
 	if apiID != "" {
 		c.liveMu.Lock()
 		c.liveSeq++
+		if c.live == nil {
+			c.live = map[string]uint64{}
+		}
 		c.live[apiID] = c.liveSeq
 		c.liveMu.Unlock()
 	}
@@ -792,10 +806,7 @@ func (h *Hub) revokedLocked(key string) bool {
 func (h *Hub) CloseToken(tokenID string) {
 	h.mu.Lock()
 	h.revoked["t:"+tokenID] = time.Now()
-	var cs []*Conn
-	for c := range h.tokens[tokenID] {
-		cs = append(cs, c)
-	}
+	cs := slices.Clone(h.tokens[tokenID])
 	h.mu.Unlock()
 	for _, c := range cs {
 		c.close(ClosePolicy)
@@ -902,10 +913,7 @@ func (h *Hub) start(ctx context.Context, t Transport, id Identity) *Conn {
 		ctx:         ctx,
 		cancel:      cancel,
 		finished:    make(chan struct{}),
-		live:        map[string]uint64{},
 		genKnown:    make(chan struct{}),
-		window:      make(chan struct{}, h.cfg.InitialWindow),
-		inflight:    map[string]time.Time{},
 	}
 	c.lastPing = time.Now()
 	if h.cfg.OnConnect == nil {
