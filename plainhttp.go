@@ -83,3 +83,8 @@ func (c *sniffConn) answerPlain() {
 	io.Copy(io.Discard, io.LimitReader(c.Conn, 64<<10))
 	c.Conn.Close()
 }
+
+// NetConn is the connection c wraps: the gateway hub reaches the socket
+// through it, to wait for an idle connection to become readable without a
+// read buffer in use.
+func (c *sniffConn) NetConn() net.Conn { return c.Conn }

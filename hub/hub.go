@@ -8,11 +8,17 @@
 // removed from a snapshot by identity, so a late cleanup can never remove a
 // newer connection.
 //
-// Each connection has two goroutines: the one that accepted it reads (only
-// to notice activity and close), and a writer that is the only goroutine
-// writing to the socket. The writer drains a bounded queue, sends pings on a
-// ticker and sets a deadline on every write. A full queue disconnects the
-// gateway instead of blocking the publisher.
+// An idle connection has one goroutine, the one that accepted it, which
+// reads (only to notice activity, acknowledgements and close). A writer
+// goroutine exists only while the connection has something to write: it is
+// started when a frame is queued and none runs, and returns once the queue
+// is empty. At most one goroutine writes to a socket at a time (the
+// connection's write role, taken under its mutex), with a deadline on every
+// write. The queue is bounded: a full queue disconnects the gateway instead
+// of blocking the publisher. One goroutine of the hub pings every
+// connection and closes the silent ones; an idle connection's ping is
+// written by a short-lived worker of that tick, not by a goroutine of its
+// own.
 package hub
 
 import (
@@ -164,19 +170,42 @@ type Conn struct {
 
 	t      Transport
 	hub    *Hub
-	queue  chan []byte     // live frames, written before the initial state
-	paced  chan pacedFrame // initial-state frames, written when queue is empty
 	ctx    context.Context
 	cancel context.CancelFunc
 	// closeCode is the close frame the writer sends when ctx ends.
 	closeCode atomic.Int32
+
+	// wmu guards the write side: the queue, what waits to be written and
+	// who writes.
+	wmu sync.Mutex
+	// queue holds live frames, written before the initial state; at most
+	// QueueSize, and nil when empty, so an idle connection keeps no array.
+	queue [][]byte
+	// paced holds initial-state frames offered to the writer, taken when
+	// the queue is empty.
+	paced []*pacedFrame
+	// pingDue asks the writer for a ping.
+	pingDue bool
+	// writing is set while a goroutine holds the write role: a writer
+	// goroutine, or a ping worker of the hub's ticker.
+	writing bool
+	// finishing is set once the writer has taken the close; finished is
+	// closed once the socket is closed.
+	finishing bool
+	finished  chan struct{}
+	// room, when not nil, is closed when a frame leaves a full queue
+	// (SendWait waits on it).
+	room chan struct{}
+	// lastPing is when the hub's ticker last pinged (its goroutine only).
+	lastPing time.Time
+	// initial is closed when the initial state has been handed over.
+	initial chan struct{}
 	// live records, by API, the sequence number of the last live event
 	// queued for it, so that a state read before that event (the initial
 	// state, a resynchronization) does not send an older view of it.
 	liveMu  sync.Mutex
 	live    map[string]uint64
 	liveSeq uint64
-	log     *slog.Logger
 
 	gen      atomic.Int32
 	genKnown chan struct{} // closed when gen is set
@@ -214,14 +243,16 @@ type Hub struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex // serializes every change of gateways, tokens, orgs and total
-	gateways sync.Map   // gateway ID -> *connSet (immutable)
-	tokens   map[string]map[*Conn]bool
+	mu       sync.Mutex           // serializes every change of gateways, tokens, orgs and total
+	gateways sync.Map             // gateway ID -> *connSet (immutable)
+	tokens   map[string][]*Conn   // a slice, not a set: a token has a connection or two
 	orgs     map[string]int       // organization ID -> live connections
 	revoked  map[string]time.Time // "t:"+token or "g:"+gateway ID -> when
 	total    int
 	closing  bool
 	changed  chan struct{} // closed and replaced on every register and unregister
+	ticking  bool          // the ticker goroutine runs (while total > 0)
+	tickStop chan struct{} // closed to stop it
 
 	wg sync.WaitGroup // one per connection, done when all its goroutines are
 
@@ -259,7 +290,7 @@ func New(cfg Config, log *slog.Logger) *Hub {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Hub{cfg: cfg, log: log, tokens: map[string]map[*Conn]bool{}, orgs: map[string]int{}, revoked: map[string]time.Time{},
+	return &Hub{cfg: cfg, log: log, tokens: map[string][]*Conn{}, orgs: map[string]int{}, revoked: map[string]time.Time{},
 		changed: make(chan struct{})}
 }
 
@@ -294,14 +325,16 @@ func (h *Hub) register(c *Conn) error {
 	conns := make([]*Conn, len(old), len(old)+1)
 	copy(conns, old)
 	h.gateways.Store(id, &connSet{append(conns, c)})
-	if h.tokens[c.Identity.TokenID] == nil {
-		h.tokens[c.Identity.TokenID] = map[*Conn]bool{}
-	}
-	h.tokens[c.Identity.TokenID][c] = true
+	h.tokens[c.Identity.TokenID] = append(h.tokens[c.Identity.TokenID], c)
 	h.orgs[c.Identity.OrganizationID]++
 	h.total++
 	h.wg.Add(1)
 	h.notifyLocked()
+	if !h.ticking {
+		h.ticking = true
+		h.tickStop = make(chan struct{})
+		go h.tickLoop(h.tickStop)
+	}
 	return nil
 }
 
@@ -344,16 +377,19 @@ func (h *Hub) unregister(c *Conn) {
 	} else {
 		h.gateways.Store(id, &connSet{conns})
 	}
-	if m := h.tokens[c.Identity.TokenID]; m != nil {
-		delete(m, c)
-		if len(m) == 0 {
-			delete(h.tokens, c.Identity.TokenID)
-		}
+	if cs := slices.DeleteFunc(h.tokens[c.Identity.TokenID], func(x *Conn) bool { return x == c }); len(cs) > 0 {
+		h.tokens[c.Identity.TokenID] = cs
+	} else {
+		delete(h.tokens, c.Identity.TokenID)
 	}
 	if h.orgs[c.Identity.OrganizationID]--; h.orgs[c.Identity.OrganizationID] <= 0 {
 		delete(h.orgs, c.Identity.OrganizationID)
 	}
 	h.total--
+	if h.total == 0 && h.ticking {
+		h.ticking = false
+		close(h.tickStop)
+	}
 	h.notifyLocked()
 }
 
@@ -458,8 +494,19 @@ func (c *Conn) credit(apiID string) {
 		// the connection is alive, even if the ping behind the event
 		// waits for the gateway to finish.
 		c.t.Touch()
-		<-c.window
+		<-c.slots()
 	}
+}
+
+// slots is the initial-state window, made when first used: an idle
+// connection keeps none unless it had initial state to pace.
+func (c *Conn) slots() chan struct{} {
+	c.inflightMu.Lock()
+	defer c.inflightMu.Unlock()
+	if c.window == nil {
+		c.window = make(chan struct{}, c.hub.cfg.InitialWindow)
+	}
+	return c.window
 }
 
 // acquire takes a slot of the initial-state window for apiID, waiting for
@@ -468,10 +515,14 @@ func (c *Conn) credit(apiID string) {
 func (c *Conn) acquire(apiID string) bool {
 	timer := time.NewTimer(c.hub.cfg.CreditTimeout)
 	defer timer.Stop()
+	window := c.slots()
 	for {
 		select {
-		case c.window <- struct{}{}:
+		case window <- struct{}{}:
 			c.inflightMu.Lock()
+			if c.inflight == nil {
+				c.inflight = map[string]time.Time{}
+			}
 			c.inflight[apiID] = time.Now()
 			c.inflightMu.Unlock()
 			return true
@@ -555,26 +606,49 @@ func (e *eventCounts) get(typ string) *eventCount {
 
 func (c *Conn) enqueue(apiID string, frame []byte) bool {
 	// An ended connection (still registered until its cleanup is done)
-	// takes nothing; the select below would pick at random.
+	// takes nothing.
 	if c.ctx.Err() != nil {
 		return false
 	}
 	if apiID != "" {
 		c.liveMu.Lock()
 		c.liveSeq++
+		if c.live == nil {
+			c.live = map[string]uint64{}
+		}
 		c.live[apiID] = c.liveSeq
 		c.liveMu.Unlock()
 	}
-	select {
-	case <-c.ctx.Done():
+	c.wmu.Lock()
+	switch {
+	case c.ctx.Err() != nil:
+		c.wmu.Unlock()
 		return false
-	case c.queue <- frame:
-		return true
-	default:
+	case len(c.queue) >= c.hub.cfg.QueueSize:
+		c.wmu.Unlock()
 		c.hub.Dropped.Add(1)
-		c.log.Warn("gateway is not reading: queue full, disconnecting")
+		c.logger().Warn("gateway is not reading: queue full, disconnecting")
 		c.close(ClosePolicy)
 		return false
+	}
+	c.queue = append(c.queue, frame)
+	c.kickLocked()
+	c.wmu.Unlock()
+	return true
+}
+
+// logger is the connection's logger. It is made when something is logged,
+// not kept: most connections log twice in their life.
+func (c *Conn) logger() *slog.Logger {
+	return c.hub.log.With("gateway", c.Identity.GatewayID, "connection", c.ID)
+}
+
+// kickLocked starts a writer if none holds the write role. c.wmu must be
+// held.
+func (c *Conn) kickLocked() {
+	if !c.writing {
+		c.writing = true
+		go c.writeLoop()
 	}
 }
 
@@ -614,7 +688,7 @@ func (c *Conn) encodeAlone(ev *Event) ([]byte, *eventCount, bool) {
 	count := c.hub.events.get(e.Type)
 	frame, err := e.Encode()
 	if err != nil {
-		c.log.Error("encode event", "type", e.Type, "err", err)
+		c.logger().Error("encode event", "type", e.Type, "err", err)
 		count.dropped.Add(1)
 		return nil, nil, false
 	}
@@ -631,15 +705,34 @@ func (c *Conn) SendWait(ev *Event) bool {
 	}
 	timer := time.NewTimer(c.hub.cfg.WriteTimeout)
 	defer timer.Stop()
-	select {
-	case c.queue <- frame:
-		count.queued.Add(1)
-		return true
-	case <-c.ctx.Done():
-	case <-timer.C:
-		c.hub.Dropped.Add(1)
-		c.log.Warn("gateway is not reading: queue full, disconnecting")
-		c.close(ClosePolicy)
+	for {
+		c.wmu.Lock()
+		if c.ctx.Err() != nil {
+			c.wmu.Unlock()
+			break
+		}
+		if len(c.queue) < c.hub.cfg.QueueSize {
+			c.queue = append(c.queue, frame)
+			c.kickLocked()
+			c.wmu.Unlock()
+			count.queued.Add(1)
+			return true
+		}
+		if c.room == nil {
+			c.room = make(chan struct{})
+		}
+		room := c.room
+		c.wmu.Unlock()
+		select {
+		case <-room:
+			continue
+		case <-c.ctx.Done():
+		case <-timer.C:
+			c.hub.Dropped.Add(1)
+			c.logger().Warn("gateway is not reading: queue full, disconnecting")
+			c.close(ClosePolicy)
+		}
+		break
 	}
 	count.dropped.Add(1)
 	return false
@@ -652,7 +745,7 @@ func (c *Conn) Drop(reason string) {
 		return
 	}
 	c.hub.Dropped.Add(1)
-	c.log.Warn("disconnecting gateway", "reason", reason)
+	c.logger().Warn("disconnecting gateway", "reason", reason)
 	c.close(ClosePolicy)
 }
 
@@ -677,7 +770,17 @@ func (c *Conn) hadLiveEvent(apiID string, mark uint64) bool {
 // close ends the connection with a close code (the first code wins).
 func (c *Conn) close(code int) {
 	c.closeCode.CompareAndSwap(0, int32(code))
+	c.end()
+}
+
+// end cancels the connection's context and makes sure a writer runs to
+// send the close frame and close the socket (finish), which ends the
+// reader.
+func (c *Conn) end() {
 	c.cancel()
+	c.wmu.Lock()
+	c.kickLocked()
+	c.wmu.Unlock()
 }
 
 // revokedFor is how long a revoked token or deleted gateway is remembered:
@@ -703,10 +806,7 @@ func (h *Hub) revokedLocked(key string) bool {
 func (h *Hub) CloseToken(tokenID string) {
 	h.mu.Lock()
 	h.revoked["t:"+tokenID] = time.Now()
-	var cs []*Conn
-	for c := range h.tokens[tokenID] {
-		cs = append(cs, c)
-	}
+	cs := slices.Clone(h.tokens[tokenID])
 	h.mu.Unlock()
 	for _, c := range cs {
 		c.close(ClosePolicy)
@@ -727,7 +827,7 @@ func (h *Hub) Trim(gatewayID string, n int) {
 	cs = slices.Clone(cs)
 	slices.SortFunc(cs, func(a, b *Conn) int { return b.ConnectedAt.Compare(a.ConnectedAt) })
 	for _, c := range cs[:min(n, len(cs))] {
-		c.log.Warn("gateway connection closed: over its cap of connections across replicas", "cap", h.cfg.MaxPerGateway)
+		c.logger().Warn("gateway connection closed: over its cap of connections across replicas", "cap", h.cfg.MaxPerGateway)
 		h.RefusedLimit.Add(1)
 		c.close(ClosePolicy)
 	}
@@ -784,12 +884,25 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 // has verified the gateway token and checked CanUpgrade.
 func (h *Hub) Accept(w http.ResponseWriter, r *http.Request, id Identity) error {
 	ctx := context.WithoutCancel(r.Context())
-	return upgrade(w, r, func(t Transport) { h.Serve(ctx, t, id) })
+	return upgrade(w, r, func(t Transport) func() {
+		if c := h.start(ctx, t, id); c != nil {
+			return c.read
+		}
+		return nil
+	})
 }
 
 // Serve runs one connection on t until it ends: register (or refuse with an
 // error frame), ack, initial state, then events and heartbeats.
 func (h *Hub) Serve(ctx context.Context, t Transport, id Identity) {
+	if c := h.start(ctx, t, id); c != nil {
+		c.read()
+	}
+}
+
+// start registers the connection (or refuses it with an error frame, and
+// returns nil), and starts its ack and initial state on their way.
+func (h *Hub) start(ctx context.Context, t Transport, id Identity) *Conn {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c := &Conn{
 		ID:          uuid.NewString(),
@@ -797,46 +910,47 @@ func (h *Hub) Serve(ctx context.Context, t Transport, id Identity) {
 		ConnectedAt: time.Now().UTC(),
 		t:           t,
 		hub:         h,
-		queue:       make(chan []byte, h.cfg.QueueSize),
-		paced:       make(chan pacedFrame),
 		ctx:         ctx,
 		cancel:      cancel,
-		live:        map[string]uint64{},
+		finished:    make(chan struct{}),
 		genKnown:    make(chan struct{}),
-		window:      make(chan struct{}, h.cfg.InitialWindow),
-		inflight:    map[string]time.Time{},
 	}
-	c.log = h.log.With("gateway", id.GatewayID, "connection", c.ID)
+	c.lastPing = time.Now()
 	if h.cfg.OnConnect == nil {
 		c.SetGeneration(Gen1) // nothing will tell it otherwise
 	}
 	// The ack is the first frame: it is queued before the connection is
 	// registered, so no event can overtake it (nor fill the queue first).
+	// The writer starts once the connection is registered.
 	ack, _ := json.Marshal(map[string]string{"type": "connection.ack", "gatewayId": id.GatewayID,
 		"connectionId": c.ID, "timestamp": c.ConnectedAt.Format(time.RFC3339Nano)})
-	c.queue <- ack
+	c.queue = [][]byte{ack}
+	c.writing = true
 	if err := h.register(c); err != nil {
 		cancel()
 		if errors.Is(err, ErrLimit) {
 			h.RefusedLimit.Add(1)
 		}
-		c.log.Warn("gateway connection refused", "reason", err)
+		c.logger().Warn("gateway connection refused", "reason", err)
 		frame, _ := json.Marshal(map[string]string{"type": "error", "message": err.Error()})
 		deadline := time.Now().Add(h.cfg.WriteTimeout)
 		t.Send(frame, deadline)
 		t.Close(ClosePolicy, deadline)
-		return
+		return nil
 	}
+	h.Accepted.Add(1)
+	c.logger().Info("gateway connected")
+	go c.writeLoop() // the ack; c.writing was set with it
+	c.initial = make(chan struct{})
+	go func() { defer close(c.initial); c.sendInitialState() }()
+	return c
+}
+
+// read reads the connection until it ends, then cleans up after it.
+func (c *Conn) read() {
+	h, t := c.hub, c.t
 	defer h.wg.Done()
 	defer h.unregister(c)
-	h.Accepted.Add(1)
-	c.log.Info("gateway connected")
-
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); c.writeLoop() }()
-	go func() { defer wg.Done(); c.sendInitialState() }()
-
 	// This goroutine reads: the frames a gateway sends (acknowledgements)
 	// go to OnMessage; reading is also how pongs are consumed (and
 	// timestamped) and how a close is noticed.
@@ -849,81 +963,98 @@ func (h *Hub) Serve(ctx context.Context, t Transport, id Identity) {
 			continue
 		}
 		if errors.Is(err, errTooBig) {
-			c.log.Warn("gateway sent an oversized frame", "limit", maxMessageBytes)
+			c.logger().Warn("gateway sent an oversized frame", "limit", maxMessageBytes)
 			c.close(CloseTooBig)
 		}
 		break
 	}
-	c.cancel()
-	wg.Wait()
+	c.end()
+	<-c.finished
+	<-c.initial
 	if h.cfg.OnDisconnect != nil {
 		h.cfg.OnDisconnect(c)
 	}
 	// A close code was set when the server ended the connection.
-	c.log.Info("gateway disconnected", "byServer", c.closeCode.Load() != 0, "code", c.closeCode.Load())
+	c.logger().Info("gateway disconnected", "byServer", c.closeCode.Load() != 0, "code", c.closeCode.Load())
 }
 
-// writeLoop is the only writer of the socket.
+// writeLoop holds the write role until nothing is left to write: live
+// frames first, then a ping, then the initial state. It returns the role
+// when there is nothing to do, and closes the socket once the connection
+// has ended.
 func (c *Conn) writeLoop() {
-	h := c.hub
-	// One ticker serves both the pings and the silence check. Ticking every
-	// Timeout/6 (5 s with the defaults) drops a silent connection between
-	// Timeout and 7/6 of it, before a gateway's own 35 s limit, without
-	// waking every idle connection every second.
-	tick := time.NewTicker(min(h.cfg.PingInterval, h.cfg.Timeout/6))
-	defer tick.Stop()
-	lastPing := time.Now()
-	write := func(f []byte) bool {
-		if err := c.t.Send(f, time.Now().Add(h.cfg.WriteTimeout)); err != nil {
-			c.log.Info("write to gateway failed", "err", err)
-			c.close(CloseServerFailure)
-			return false
-		}
-		return true
-	}
 	for {
-		// Live frames first; the initial state only when no live frame and
-		// no tick waits.
-		var f []byte
-		select {
-		case <-c.ctx.Done():
-			c.finish()
-			return
-		case f = <-c.queue:
-		default:
-			select {
-			case <-c.ctx.Done():
-				c.finish()
-				return
-			case f = <-c.queue:
-			case p := <-c.paced:
-				// Checked here, in the writer, where the order of frames is
-				// decided: a live event for the API already written (or
-				// queued) is newer than the initial state's view of it.
-				if c.hadLiveEvent(p.apiID, p.mark) {
-					continue
-				}
-				f = p.frame
-			case now := <-tick.C:
-				if now.Sub(lastPing) >= h.cfg.PingInterval {
-					lastPing = now
-					if err := c.t.Ping(now.Add(h.cfg.WriteTimeout)); err != nil {
-						c.close(CloseServerFailure)
-					}
-				}
-				if now.Sub(c.t.LastActivity()) > h.cfg.Timeout {
-					h.TimedOut.Add(1)
-					c.log.Info("gateway silent past the timeout, closing", "timeout", h.cfg.Timeout)
-					c.close(ClosePolicy)
-				}
+		f, ping, p := c.next()
+		switch {
+		case f != nil:
+		case ping:
+			if err := c.t.Ping(time.Now().Add(c.hub.cfg.WriteTimeout)); err != nil {
+				c.close(CloseServerFailure)
+			}
+			continue
+		case p != nil:
+			// Checked here, in the writer, where the order of frames is
+			// decided: a live event for the API already written (or
+			// queued) is newer than the initial state's view of it.
+			if c.hadLiveEvent(p.apiID, p.mark) {
 				continue
 			}
+			f = p.frame
+		default:
+			return // the role was given back, or the socket closed
 		}
-		if !write(f) {
-			c.finish()
-			return
+		if err := c.t.Send(f, time.Now().Add(c.hub.cfg.WriteTimeout)); err != nil {
+			c.logger().Info("write to gateway failed", "err", err)
+			c.close(CloseServerFailure)
 		}
 	}
+}
+
+// next takes the writer's next piece of work. Once the connection has
+// ended it closes the socket instead (once) and returns nothing; with
+// nothing to do it gives the write role back and returns nothing.
+func (c *Conn) next() (frame []byte, ping bool, p *pacedFrame) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.ctx.Err() != nil {
+		if !c.finishing {
+			c.finishing = true // keeps the role: no writer starts again
+			c.queue, c.paced = nil, nil
+			c.wmu.Unlock()
+			c.finish()
+			c.wmu.Lock()
+			close(c.finished)
+		}
+		return nil, false, nil
+	}
+	switch {
+	case len(c.queue) > 0:
+		frame = c.queue[0]
+		c.queue[0] = nil
+		c.queue = c.queue[1:]
+		if len(c.queue) == 0 {
+			c.queue = nil // an idle connection keeps no array
+		}
+		if c.room != nil {
+			close(c.room)
+			c.room = nil
+		}
+		return frame, false, nil
+	case c.pingDue:
+		c.pingDue = false
+		return nil, true, nil
+	case len(c.paced) > 0:
+		p = c.paced[0]
+		c.paced[0] = nil
+		c.paced = c.paced[1:]
+		if len(c.paced) == 0 {
+			c.paced = nil
+		}
+		close(p.taken)
+		return nil, false, p
+	}
+	c.writing = false
+	return nil, false, nil
 }
 
 // finish sends the close frame and closes the socket, which ends the reader.
@@ -935,12 +1066,134 @@ func (c *Conn) finish() {
 	c.t.Close(code, time.Now().Add(min(c.hub.cfg.WriteTimeout, time.Second)))
 }
 
+// tickLoop is the hub's one ticker: it pings every connection every
+// PingInterval and closes those silent for longer than Timeout. Ticking
+// every Timeout/6 (5 s with the defaults) drops a silent connection between
+// Timeout and 7/6 of it, before a gateway's own 35 s limit, without waking
+// every connection every second. It returns when no connection is left
+// (stop; the next registration starts it again).
+func (h *Hub) tickLoop(stop <-chan struct{}) {
+	tick := time.NewTicker(min(h.cfg.PingInterval, h.cfg.Timeout/6))
+	defer tick.Stop()
+	var idle []*Conn
+	for {
+		var now time.Time
+		select {
+		case <-stop:
+			return
+		case now = <-tick.C:
+		}
+		idle = idle[:0]
+		h.gateways.Range(func(_, v any) bool {
+			for _, c := range v.(*connSet).conns {
+				if c.tick(now) {
+					idle = append(idle, c)
+				}
+			}
+			return true
+		})
+		h.pingIdle(slices.Clone(idle))
+		clear(idle)
+	}
+}
+
+// tick checks c's silence and asks for its ping when one is due. It
+// reports whether the caller must write the ping itself: no writer runs,
+// and the caller now holds the write role.
+func (c *Conn) tick(now time.Time) bool {
+	h := c.hub
+	if c.ctx.Err() != nil {
+		return false
+	}
+	if now.Sub(c.t.LastActivity()) > h.cfg.Timeout {
+		h.TimedOut.Add(1)
+		c.logger().Info("gateway silent past the timeout, closing", "timeout", h.cfg.Timeout)
+		c.close(ClosePolicy)
+		return false
+	}
+	if now.Sub(c.lastPing) < h.cfg.PingInterval {
+		return false
+	}
+	c.lastPing = now
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.writing {
+		c.pingDue = true // the writer sends it
+		return false
+	}
+	c.writing = true
+	return true
+}
+
+// pingWorkers bounds the goroutines that write one tick's pings: a gateway
+// whose socket does not take the ping holds one of them up to the write
+// timeout, not the ticker.
+const pingWorkers = 8
+
+// pingIdle writes the pings of connections that have no writer, on a few
+// goroutines that return once done. Each holds the connection's write role
+// for its ping, then hands it to a writer if frames came meanwhile.
+func (h *Hub) pingIdle(conns []*Conn) {
+	if len(conns) == 0 {
+		return
+	}
+	var next atomic.Int64
+	for range min(len(conns), pingWorkers) {
+		go func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(conns) {
+					return
+				}
+				c := conns[i]
+				if err := c.t.Ping(time.Now().Add(h.cfg.WriteTimeout)); err != nil {
+					c.close(CloseServerFailure) // the writer started below closes
+				}
+				c.wmu.Lock()
+				if len(c.queue) > 0 || c.pingDue || len(c.paced) > 0 || c.ctx.Err() != nil {
+					go c.writeLoop() // keeps the role
+				} else {
+					c.writing = false
+				}
+				c.wmu.Unlock()
+			}
+		}()
+	}
+}
+
 // pacedFrame is an initial-state frame, the API it concerns, and the live
-// mark of the state it comes from.
+// mark of the state it comes from; taken is closed when the writer takes
+// it.
 type pacedFrame struct {
 	apiID string
 	frame []byte
 	mark  uint64
+	taken chan struct{}
+}
+
+// offer hands p to the writer and waits until the writer takes it (true)
+// or the connection ends (false).
+func (c *Conn) offer(p *pacedFrame) bool {
+	p.taken = make(chan struct{})
+	c.wmu.Lock()
+	if c.ctx.Err() != nil {
+		c.wmu.Unlock()
+		return false
+	}
+	c.paced = append(c.paced, p)
+	c.kickLocked()
+	c.wmu.Unlock()
+	select {
+	case <-p.taken:
+		return true
+	case <-c.ctx.Done():
+		select {
+		case <-p.taken: // taken as the connection ended
+			return true
+		default:
+			return false
+		}
+	}
 }
 
 // Resync sends every live connection its gateway's state again, as on
@@ -988,15 +1241,13 @@ func (c *Conn) sendInitialState() {
 		if ev.Await && !c.acquire(ev.APIID) {
 			return
 		}
-		select {
-		case c.paced <- pacedFrame{ev.APIID, frame, mark}:
-			count.queued.Add(1)
-			if ev.Sent != nil {
-				ev.Sent(c)
-			}
-		case <-c.ctx.Done():
+		if !c.offer(&pacedFrame{apiID: ev.APIID, frame: frame, mark: mark}) {
 			count.dropped.Add(1)
 			return
+		}
+		count.queued.Add(1)
+		if ev.Sent != nil {
+			ev.Sent(c)
 		}
 	}
 	if done != nil {

@@ -3,7 +3,6 @@ package hub
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -11,8 +10,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/websocket"
@@ -63,6 +65,7 @@ const maxMessageBytes = 4 << 10
 // before the raw connection is closed.
 type wsTransport struct {
 	ws     *websocket.Conn
+	br     *bufio.Reader // what ws reads from
 	raw    net.Conn
 	last   atomic.Int64 // unix nanoseconds of the last read
 	closed atomic.Bool
@@ -112,6 +115,24 @@ func (t *wsTransport) send(f rawFrame, deadline time.Time) error {
 }
 
 func (t *wsTransport) Receive() ([]byte, error) {
+	// Pongs (the answers to our pings) are read off here, not by the
+	// library, which would look for the next frame at once, blocking deep
+	// in its frame reader: between frames the goroutine waits here, at a
+	// shallow depth, and the runtime can shrink its stack.
+	for t.br != nil {
+		hdr, err := t.br.Peek(2)
+		if err != nil {
+			return nil, err
+		}
+		// A final, masked pong of at most 125 bytes; anything else is the
+		// library's to read (and refuse).
+		if hdr[0] != 0x80|websocket.PongFrame || hdr[1]&0x80 == 0 || hdr[1]&0x7f > 125 {
+			break
+		}
+		if _, err := t.br.Discard(2 + 4 + int(hdr[1]&0x7f)); err != nil {
+			return nil, err
+		}
+	}
 	var msg []byte
 	err := websocket.Message.Receive(t.ws, &msg)
 	if errors.Is(err, websocket.ErrFrameTooLarge) {
@@ -139,16 +160,29 @@ func (t *wsTransport) Close(code int, deadline time.Time) error {
 // frame headers, to note when a close frame goes out: RFC 6455 allows one
 // close frame per side, and the library writes its own for some protocol
 // errors without telling its caller.
+//
+// Once frames flow it also gathers each frame and writes it whole, in one
+// TLS record, when its last byte comes: the library's write buffer can then
+// be a few bytes (see upgrade), and an idle connection holds none; the
+// frame is gathered in a buffer taken from a pool for the time of the
+// write.
 type closeWatcher struct {
 	w      io.Writer
 	t      *wsTransport
 	frames atomic.Bool // set after the handshake's HTTP answer: frames from now on
 	hdr    []byte      // the header read so far of the frame being written
 	skip   int64       // payload bytes of the current frame still to pass
+	out    *[]byte     // what was written of frames not yet complete
 }
 
+// framePool holds the buffers frames are gathered in.
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
 func (c *closeWatcher) Write(p []byte) (int, error) {
-	for rest := p; len(rest) > 0 && c.frames.Load(); {
+	if !c.frames.Load() {
+		return c.w.Write(p)
+	}
+	for rest := p; len(rest) > 0; {
 		if c.skip > 0 {
 			n := min(int64(len(rest)), c.skip)
 			c.skip -= n
@@ -185,21 +219,103 @@ func (c *closeWatcher) Write(p []byte) (int, error) {
 		}
 		c.hdr, c.skip = c.hdr[:0], length
 	}
-	return c.w.Write(p)
+	if c.out == nil {
+		if len(c.hdr) == 0 && c.skip == 0 {
+			return c.w.Write(p) // whole frames: nothing to gather
+		}
+		c.out = framePool.Get().(*[]byte)
+	}
+	*c.out = append(*c.out, p...)
+	if len(c.hdr) > 0 || c.skip > 0 {
+		return len(p), nil // the frame is not complete yet
+	}
+	_, err := c.w.Write(*c.out)
+	if cap(*c.out) <= 64<<10 {
+		*c.out = (*c.out)[:0]
+		framePool.Put(c.out)
+	}
+	c.out = nil
+	c.hdr = nil
+	return len(p), err
 }
 
-// activityReader records the time of every successful read.
-type activityReader struct {
-	r io.Reader
-	t *wsTransport
+// idleReader is what the connection's read buffer reads from. It records
+// the time of every successful read, and, once the handshake is done, waits
+// for the socket to become readable before reading (waitReadable): an idle
+// gateway's reading goroutine then sleeps at a shallow depth, in a stack
+// the runtime can shrink, instead of deep in crypto/tls's record reader.
+type idleReader struct {
+	conn    net.Conn
+	t       *wsTransport
+	pending []byte // what the client sent right after its upgrade request
+	// sock is the socket under conn (nil where it cannot be reached or
+	// waited on: then reads just block); above is set when conn buffers
+	// what it read from sock (TLS).
+	sock  syscall.RawConn
+	above bool
+	wait  atomic.Bool // set after the handshake
 }
 
-func (a activityReader) Read(p []byte) (int, error) {
-	n, err := a.r.Read(p)
+func (r *idleReader) Read(p []byte) (int, error) {
+	if len(r.pending) > 0 {
+		n := copy(p, r.pending)
+		if r.pending = r.pending[n:]; len(r.pending) == 0 {
+			r.pending = nil
+		}
+		r.t.touch()
+		return n, nil
+	}
+	if r.sock != nil && r.wait.Load() {
+		if r.above {
+			// TLS may hold bytes already read from the socket (the rest
+			// of a record, or a whole record that came with the last): a
+			// read that may not wait for the socket returns them.
+			r.conn.SetReadDeadline(expired)
+			n, err := r.conn.Read(p)
+			r.conn.SetReadDeadline(time.Time{})
+			if n > 0 {
+				r.t.touch()
+				return n, nil
+			}
+			if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				return 0, err
+			}
+		}
+		if err := waitReadable(r.sock); err != nil {
+			return 0, err
+		}
+	}
+	n, err := r.conn.Read(p)
 	if n > 0 {
-		a.t.touch()
+		r.t.touch()
 	}
 	return n, err
+}
+
+// expired is a deadline long past.
+var expired = time.Unix(1, 0)
+
+// socketOf is the socket under c, reached through crypto/tls and through
+// wrappers that have a NetConn method, and whether anything above it may
+// buffer (c is not the socket itself).
+func socketOf(c net.Conn) (syscall.RawConn, bool) {
+	above := false
+	for {
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c, above = u.NetConn(), true
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, false
+	}
+	return rc, above
 }
 
 // hijacked is the ResponseWriter the websocket library sees: its Hijack
@@ -216,14 +332,24 @@ func (h hijacked) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return h.conn, h.rw, nil
 }
 
-// connBufferSize is the read and write buffer of a gateway connection.
-const connBufferSize = 512
+// connBufferSize is the read and write buffer of a gateway connection in
+// its handshake; after it, the read buffer is readBufferSize and the write
+// buffer writeBufferSize (the frame is gathered by closeWatcher).
+const (
+	connBufferSize  = 512
+	readBufferSize  = 128
+	writeBufferSize = 16
+)
 
 // handshakeTimeout bounds the WebSocket handshake after the hijack.
 const handshakeTimeout = 10 * time.Second
 
 // upgrade takes the connection from net/http, then performs the WebSocket
 // handshake and runs serve on a goroutine of its own, and returns at once.
+//
+// An idle connection holds its reading goroutine, parked until the socket
+// is readable (idleReader), and its small buffers: no writer goroutine, no
+// timer.
 //
 // Returning lets net/http release what it holds for the request (its 4 KiB
 // read and write buffers, the response, the request goroutine's grown
@@ -232,7 +358,7 @@ const handshakeTimeout = 10 * time.Second
 // (activityReader) and the buffers are small ones of our own. Bytes the
 // client sent right after its upgrade request are kept. The caller must
 // have checked CanUpgrade.
-func upgrade(w http.ResponseWriter, r *http.Request, serve func(Transport)) error {
+func upgrade(w http.ResponseWriter, r *http.Request, serve func(Transport) (read func())) error {
 	conn, buf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return err
@@ -242,16 +368,20 @@ func upgrade(w http.ResponseWriter, r *http.Request, serve func(Transport)) erro
 	conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	t := &wsTransport{raw: conn}
 	t.touch()
-	var src io.Reader = conn
+	src := &idleReader{conn: conn, t: t}
+	if canWait {
+		src.sock, src.above = socketOf(conn)
+	}
 	if n := buf.Reader.Buffered(); n > 0 {
 		pending, _ := buf.Reader.Peek(n)
-		src = io.MultiReader(bytes.NewReader(bytes.Clone(pending)), conn)
+		src.pending = bytes.Clone(pending)
 	}
 	watcher := &closeWatcher{w: conn, t: t}
-	rw := bufio.NewReadWriter(bufio.NewReaderSize(activityReader{src, t}, connBufferSize),
+	rw := bufio.NewReadWriter(bufio.NewReaderSize(src, connBufferSize),
 		bufio.NewWriterSize(watcher, connBufferSize))
 	req := slimRequest(r)
 	go func() {
+		handshaken := false
 		srv := websocket.Server{
 			// Gateways are not browsers and send no Origin header, which
 			// websocket.Handler would refuse; any origin is fine here since
@@ -259,17 +389,49 @@ func upgrade(w http.ResponseWriter, r *http.Request, serve func(Transport)) erro
 			Handshake: func(*websocket.Config, *http.Request) error { return nil },
 			Handler: func(ws *websocket.Conn) {
 				watcher.frames.Store(true) // the 101 answer has been flushed
-				conn.SetDeadline(time.Time{})
 				ws.MaxPayloadBytes = maxMessageBytes
 				t.ws = ws
-				serve(t)
+				handshaken = true
 			},
 		}
-		// Closes conn when the handler returns, or after a failed handshake.
-		srv.ServeHTTP(hijacked{conn, rw}, req)
+		// The library closes the connection it was handed when the handler
+		// returns: it gets one whose Close does nothing, so that the
+		// connection outlives this goroutine.
+		srv.ServeHTTP(hijacked{keepOpen{conn}, rw}, req)
+		if !handshaken {
+			conn.Close()
+			return
+		}
+		// The websocket.Conn keeps its request; nothing reads it after the
+		// handshake.
+		*req = http.Request{}
+		// The library keeps pointers to the buffers it was given: they are
+		// replaced in place by smaller ones. Nothing was read ahead (the
+		// handshake reads the request, not the buffer); a frame is written
+		// whole by closeWatcher, whatever the write buffer's size.
+		if rw.Reader.Buffered() == 0 {
+			*rw.Reader = *bufio.NewReaderSize(src, readBufferSize)
+		}
+		if rw.Writer.Buffered() == 0 {
+			*rw.Writer = *bufio.NewWriterSize(watcher, writeBufferSize)
+		}
+		conn.SetDeadline(time.Time{})
+		t.br = rw.Reader
+		src.wait.Store(true)
+		// The connection is set up here, then read on a goroutine of its
+		// own: this one's stack grew in the handshake (its TLS write) and
+		// the setup, and an idle connection should keep a small one.
+		if read := serve(t); read != nil {
+			go read()
+		}
 	}()
 	return nil
 }
+
+// keepOpen is a connection whose Close does nothing.
+type keepOpen struct{ net.Conn }
+
+func (keepOpen) Close() error { return nil }
 
 // slimRequest copies what the handshake reads from r. The websocket.Conn
 // keeps its request for its whole life, and a gateway connection should not
@@ -282,9 +444,7 @@ func slimRequest(r *http.Request) *http.Request {
 			s.Header[k] = v
 		}
 	}
-	// The request's context ends when the HTTP handler returns, which is at
-	// once: the connection lives on without it.
-	return s.WithContext(context.WithoutCancel(r.Context()))
+	return s
 }
 
 // CanUpgrade reports whether r is a WebSocket upgrade request this server
