@@ -376,6 +376,24 @@ func TestSecretResources(t *testing.T) {
 		wantError(t, code, data, 400, "name")
 	})
 
+	t.Run("DeployReferringToAMissingSecretIs400", func(t *testing.T) {
+		e.must(200, "PUT", "/api/v1/apis/"+f.api, f.tok, map[string]any{"description": `password: {{ secret "no-such" }}`}, nil)
+		items := []map[string]any{{"gatewayId": f.gws[0].ID, "vhost": "api.example.com"}}
+		code, data := e.do("POST", "/api/v1/apis/"+f.api+"/deploy-revision", f.tok, items)
+		wantError(t, code, data, 400, `"no-such"`)
+		if !strings.Contains(string(data), "description") {
+			t.Fatalf("the refusal does not name the field: %s", data)
+		}
+		rows, err := e.dbRead(`SELECT api_id FROM deployments`)
+		if err != nil || len(rows) != 0 {
+			t.Fatalf("deployments after the refusal: %q, %v", rows, err)
+		}
+		rows, err = e.dbRead(`SELECT id FROM api_revisions`)
+		if err != nil || len(rows) != 0 {
+			t.Fatalf("revisions after the refusal: %q, %v", rows, err)
+		}
+	})
+
 	// The API refers to the secret, and is deployed to gateway 0 only.
 	e.must(200, "PUT", "/api/v1/apis/"+f.api, f.tok, map[string]any{"description": `password: {{ secret "backend-pass" }}`}, nil)
 	f.deploy(t, "", 0)
