@@ -4,6 +4,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"regexp"
 	"time"
@@ -48,6 +49,10 @@ type planRequest struct {
 	Status           *string `json:"status"`
 	creating         bool
 	expires          *time.Time // ExpiresAt, parsed
+	// nulls are the fields a PUT gives as JSON null: requestCount and
+	// timeUnit null clear the limit, expiresAt null the expiry (a field
+	// left out is left alone).
+	nulls map[string]bool
 }
 
 func (p *planRequest) Validate(context.Context) error {
@@ -106,6 +111,15 @@ func (p *planRequest) apply(plan *store.Plan) error {
 	if p.expires != nil {
 		plan.ExpiresAt = p.expires
 	}
+	if p.nulls["requestCount"] {
+		plan.RequestCount = nil
+	}
+	if p.nulls["timeUnit"] {
+		plan.TimeUnit = ""
+	}
+	if p.nulls["expiresAt"] {
+		plan.ExpiresAt = nil
+	}
 	if p.Status != nil {
 		plan.Status = *p.Status
 	}
@@ -158,7 +172,25 @@ func (s *Server) getPlan(w http.ResponseWriter, r *http.Request, p auth.Principa
 
 func (s *Server) updatePlan(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	var req planRequest
-	if err := httpx.Decode(w, r, s.maxBody, &req); err != nil {
+	if err := httpx.CheckJSONContentType(r); err != nil {
+		return err
+	}
+	data, err := httpx.ReadBody(w, r, s.maxBody)
+	if err != nil {
+		return err
+	}
+	if err := httpx.DecodeJSON(data, &req, true); err != nil {
+		return err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return httpx.JSONError(err)
+	}
+	req.nulls = map[string]bool{}
+	for k, v := range fields {
+		req.nulls[k] = string(v) == "null"
+	}
+	if err := req.Validate(r.Context()); err != nil {
 		return err
 	}
 	plan, err := s.store.UpdatePlan(r.Context(), p.OrganizationID, r.PathValue("planId"), req.apply)

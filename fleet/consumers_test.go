@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -110,5 +111,49 @@ func TestConsumerEvents(t *testing.T) {
 	record("test.org2", "", "")
 	if ev := tr.next(t); ev["type"] != "test.org2" {
 		t.Fatalf("got %v after the undeploy, want only the organization's event", ev)
+	}
+}
+
+// TestDeleteAPITellsApplications: deleting an API whose key an application
+// owns sends that application's new complete key set (application.updated,
+// here empty) to the gateways the API ran on, after api.deleted.
+func TestDeleteAPITellsApplications(t *testing.T) {
+	ctx := context.Background()
+	db, org, gw, a := newFixture(t)
+	f := New(Options{Store: db, GenerationGrace: time.Second, Consumers: []ConsumerSource{store.ConsumerKeySource{DB: db}}})
+	t.Cleanup(f.Close)
+	if err := f.ReportManifest(ctx, gw.ID, org.ID, &store.Manifest{Version: "1.2.0", FunctionalityType: "regular"}); err != nil {
+		t.Fatal(err)
+	}
+	app := &store.Application{OrganizationID: org.ID, Name: "shop", DisplayName: "Shop"}
+	if err := db.CreateApplication(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+	k := &store.ConsumerKey{OrganizationID: org.ID, APIID: a.ID, Name: "k1", DisplayName: "k1", ApplicationID: &app.ID,
+		Hash: strings.Repeat("a", 64), MaskedAPIKey: "aaaa****", CreatedBy: "alice"}
+	if err := db.CreateConsumerKey(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	tr := serveMem(t, f, org, gw)
+	if err := f.ConsumersPulled(ctx, gw.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Deploy(ctx, org.ID, a.ID, "", []store.DeployTarget{{GatewayID: gw.ID}}, func(*store.Revision) error { return nil }, 0); err != nil {
+		t.Fatal(err)
+	}
+	for ev := tr.next(t); ev["type"] != EventDeployed; ev = tr.next(t) {
+	}
+	if err := f.DeleteAPI(ctx, org.ID, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	for ev := tr.next(t); ev["type"] != EventDeleted; ev = tr.next(t) {
+	}
+	ev := tr.next(t)
+	if ev["type"] != store.EventApplicationUpdated {
+		t.Fatalf("got %v after api.deleted, want application.updated", ev)
+	}
+	p, _ := ev["payload"].(map[string]any)
+	if m, ok := p["mappings"].([]any); p["applicationUuid"] != app.ID || !ok || len(m) != 0 {
+		t.Fatalf("application.updated %v, want %s with no key", ev, app.ID)
 	}
 }

@@ -73,6 +73,26 @@ func TestSubscriptionPlans(t *testing.T) {
 			t.Fatalf("after a refused rename: %v", got)
 		}
 	})
+	t.Run("NullClearsLimitAndExpiry", func(t *testing.T) {
+		var got map[string]any
+		e.must(200, "PUT", path, f.tok, map[string]any{"requestCount": 7, "timeUnit": "hour", "expiresAt": "2099-01-01T00:00:00Z"}, &got)
+		if got["requestCount"] != 7.0 || got["expiresAt"] == nil {
+			t.Fatalf("updated %v", got)
+		}
+		code, data := e.do("PUT", path, f.tok, `{"requestCount":null}`)
+		wantError(t, code, data, 400, "timeUnit")
+		got = nil // decoding into a map keeps the keys an answer leaves out
+		e.must(200, "PUT", path, f.tok, `{"requestCount":null,"timeUnit":null,"expiresAt":null}`, &got)
+		if _, ok := got["requestCount"]; ok || got["timeUnit"] != nil || got["expiresAt"] != nil || got["name"] != "gold" {
+			t.Fatalf("after clearing: %v", got)
+		}
+		got = nil
+		e.must(200, "GET", path, f.tok, nil, &got)
+		if got["requestCount"] != nil || got["expiresAt"] != nil {
+			t.Fatalf("stored after clearing: %v", got)
+		}
+		e.must(200, "PUT", path, f.tok, map[string]any{"requestCount": 5, "timeUnit": "day"}, &got)
+	})
 	t.Run("OtherOrganizationIs404", func(t *testing.T) {
 		for _, m := range []string{"GET", "PUT", "DELETE"} {
 			code, data := e.do(m, path, otherTok, map[string]any{"displayName": "x"})
@@ -354,6 +374,24 @@ func TestSecretResources(t *testing.T) {
 		}
 		code, data := e.do("PUT", "/api/v1/secrets/unused", f.tok, map[string]any{"name": "renamed", "value": "x"})
 		wantError(t, code, data, 400, "name")
+	})
+
+	t.Run("DeployReferringToAMissingSecretIs400", func(t *testing.T) {
+		e.must(200, "PUT", "/api/v1/apis/"+f.api, f.tok, map[string]any{"description": `password: {{ secret "no-such" }}`}, nil)
+		items := []map[string]any{{"gatewayId": f.gws[0].ID, "vhost": "api.example.com"}}
+		code, data := e.do("POST", "/api/v1/apis/"+f.api+"/deploy-revision", f.tok, items)
+		wantError(t, code, data, 400, `"no-such"`)
+		if !strings.Contains(string(data), "description") {
+			t.Fatalf("the refusal does not name the field: %s", data)
+		}
+		rows, err := e.dbRead(`SELECT api_id FROM deployments`)
+		if err != nil || len(rows) != 0 {
+			t.Fatalf("deployments after the refusal: %q, %v", rows, err)
+		}
+		rows, err = e.dbRead(`SELECT id FROM api_revisions`)
+		if err != nil || len(rows) != 0 {
+			t.Fatalf("revisions after the refusal: %q, %v", rows, err)
+		}
 	})
 
 	// The API refers to the secret, and is deployed to gateway 0 only.

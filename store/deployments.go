@@ -784,6 +784,14 @@ func (db *DB) DeleteAPI(ctx context.Context, orgID, id string) (*Change, error) 
 			vhost = excluded.vhost, state = excluded.state, deleted_at = excluded.deleted_at, delivered_at = NULL`, formatTime(now), id); err != nil {
 			return err
 		}
+		// The applications owning the API's keys lose them with it: their
+		// gateways, and those the API ran on, get each one's new complete
+		// key set (application.updated) after the deletion.
+		apps, err := queryStrings(ctx, tx, `SELECT DISTINCT application_id FROM api_keys
+			WHERE api_id = $1 AND application_id IS NOT NULL`, id)
+		if err != nil {
+			return err
+		}
 		if err := deleteAPI(ctx, tx, orgID, id); err != nil {
 			return err
 		}
@@ -794,7 +802,22 @@ func (db *DB) DeleteAPI(ctx context.Context, orgID, id string) (*Change, error) 
 		if len(deps) > 0 {
 			change = tx.record(&Change{Kind: ChangeAPIDeleted, Deployments: deps})
 		}
-		return nil
+		evs, err := applicationEvents(ctx, tx, orgID, now, nil, ptrs(apps)...)
+		if err != nil {
+			return err
+		}
+		var ran []*string
+		for _, d := range deps {
+			if d.State == StateDeployed {
+				ran = append(ran, &d.GatewayID)
+			}
+		}
+		for _, ev := range evs {
+			if ev.Gateways = sortedUnique(append(ptrs(ev.Gateways), ran...)); ev.Gateways == nil {
+				ev.Gateways = []string{} // nil would mean every gateway of the organization
+			}
+		}
+		return tx.recordConsumer(ctx, now, evs...)
 	})
 	return change, err
 }

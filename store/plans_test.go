@@ -25,12 +25,12 @@ func TestConsumerValuesResealedOnRotation(t *testing.T) {
 	if a, err = db.CreateAPI(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	g := mustGateway(t, db, o.ID, "gw")
-	if _, _, err := db.Deploy(ctx, o.ID, a.ID, "", []DeployTarget{{GatewayID: g.ID}}, func(*Revision) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
 	sec := &Secret{OrganizationID: o.ID, Name: "db-pass"}
 	if err := db.CreateSecret(ctx, sec, "PLAIN-SECRET-VALUE"); err != nil {
+		t.Fatal(err)
+	}
+	g := mustGateway(t, db, o.ID, "gw")
+	if _, _, err := db.Deploy(ctx, o.ID, a.ID, "", []DeployTarget{{GatewayID: g.ID}}, func(*Revision) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	sub := &Subscription{OrganizationID: o.ID, APIID: a.ID, Status: ConsumerActive}

@@ -276,8 +276,13 @@ func setAPISecretRefs(ctx context.Context, tx *Tx, a *API, replace bool) error {
 	return insertSecretRefs(ctx, tx, `INSERT INTO api_secret_refs (api_id, name) VALUES `, a.ID, a)
 }
 
-// setRevisionSecretRefs records the secrets a new revision refers to.
+// setRevisionSecretRefs records the secrets a new revision refers to. A
+// reference to a secret the organization does not hold is refused (400
+// naming the secret and the field): a gateway could not resolve it.
 func setRevisionSecretRefs(ctx context.Context, tx *Tx, rev *Revision) error {
+	if err := checkSecretsExist(ctx, tx, rev.API); err != nil {
+		return err
+	}
 	return insertSecretRefs(ctx, tx, `INSERT INTO revision_secret_refs (revision_id, name) VALUES `, rev.ID, rev.API)
 }
 
@@ -341,4 +346,76 @@ func (db *DB) resealConsumerValues(ctx context.Context) (int, error) {
 		return nil
 	})
 	return n, err
+}
+
+// checkSecretsExist refuses a definition that refers to a secret its
+// organization does not hold, naming the first such secret and the field
+// (a JSON path into the definition) that refers to it.
+func checkSecretsExist(ctx context.Context, tx *Tx, a *API) error {
+	names, err := SecretRefs(a)
+	if err != nil || len(names) == 0 {
+		return err
+	}
+	for _, n := range names {
+		var one int
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM secrets WHERE organization_id = $1 AND name = $2`, a.OrganizationID, n).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return invalid("%s: refers to the secret %q, which the organization does not hold; create it first (POST /api/v1/secrets)",
+				secretRefField(a, n), n)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// secretRefField is the path of the first field (in key order) of a's
+// definition that refers to the secret name.
+func secretRefField(a *API, name string) string {
+	b, err := json.Marshal(a)
+	if err != nil {
+		return "definition"
+	}
+	var doc any
+	if json.Unmarshal(b, &doc) != nil {
+		return "definition"
+	}
+	var find func(v any, path string) string
+	find = func(v any, path string) string {
+		switch v := v.(type) {
+		case string:
+			for _, m := range secretRefPattern.FindAllStringSubmatch(v, -1) {
+				if m[1] == name {
+					return path
+				}
+			}
+		case []any:
+			for i, x := range v {
+				if p := find(x, fmt.Sprintf("%s[%d]", path, i)); p != "" {
+					return p
+				}
+			}
+		case map[string]any:
+			keys := make([]string, 0, len(v))
+			for k := range v {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			for _, k := range keys {
+				p := k
+				if path != "" {
+					p = path + "." + k
+				}
+				if p = find(v[k], p); p != "" {
+					return p
+				}
+			}
+		}
+		return ""
+	}
+	if p := find(doc, ""); p != "" {
+		return p
+	}
+	return "definition"
 }
