@@ -187,7 +187,7 @@ func btoi(b bool) int {
 // its return instead of timing out.
 func (f *Fleet) onDisconnect(c *hub.Conn) {
 	gw := c.Identity.GatewayID
-	f.store.MarkSeen(gw, c.LastActivity())
+	f.store.MarkSeen(gw, f.store.ClockAt(c.LastActivity()))
 	f.store.NotePresence(gw, f.liveConns(gw))
 	owed := f.acks.owes(c)
 	f.acks.gone(c)

@@ -930,7 +930,7 @@ func (f *Fleet) Presence(ctx context.Context, gatewayIDs []string) (map[string]P
 	out := map[string]Presence{}
 	for _, gw := range gatewayIDs {
 		if n, last := f.hub.Presence(gw); n > 0 {
-			out[gw] = Presence{Connections: n, LastSeen: last}
+			out[gw] = Presence{Connections: n, LastSeen: f.store.ClockAt(last)}
 		}
 	}
 	remote, err := f.store.RemotePresence(ctx, gatewayIDs)

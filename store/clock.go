@@ -50,6 +50,17 @@ func (db *DB) clock() time.Time {
 	return s.db.Add(now.Sub(s.local))
 }
 
+// ClockAt is t, a moment read on this process's clock (time.Now, as the
+// hub stamps a connection's activity), on the database's clock: the
+// database's clock now less the time elapsed since t, so a replica's wall
+// clock off by any amount does not move it. The zero time stays zero.
+func (db *DB) ClockAt(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return db.clock().Add(-time.Since(t))
+}
+
 // readClock reads the database server's clock, and keeps the reading if it
 // is at least as good as the one held (or that one is old).
 func (db *DB) readClock(ctx context.Context) error {

@@ -217,3 +217,30 @@ func mustAPI(t *testing.T, db *DB, orgID string) string {
 	}
 	return a.ID
 }
+
+// TestLastSeenOnTheDatabaseClock: a gateway's lastSeen took its token's
+// last use as stamped by the verifying replica's own clock, so a replica
+// 20 s behind showed a gateway it had just verified as seen 20 s ago. The
+// stamp is on the database's clock now (as is the end of a connection,
+// through ClockAt).
+func TestLastSeenOnTheDatabaseClock(t *testing.T) {
+	ctx := context.Background()
+	rs := skewedReplicas(t, 10*time.Second, map[string]time.Duration{"observer": 0, "behind": -20 * time.Second})
+	observer, behind := rs["observer"], rs["behind"]
+	o := mustOrg(t, observer)
+	gw := mustGateway(t, observer, o.ID, "edge").ID
+	tok, err := observer.IssueToken(ctx, o.ID, gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := behind.VerifyToken(ctx, tok.Token); err != nil {
+		t.Fatal(err)
+	}
+	list, _, err := observer.GatewayStatuses(ctx, o.ID, gw, Page{Limit: 1})
+	if err != nil || len(list) != 1 || list[0].LastSeen == nil {
+		t.Fatalf("status: %+v, %v", list, err)
+	}
+	if lag := observer.clock().Sub(*list[0].LastSeen); lag > 5*time.Second || lag < -5*time.Second {
+		t.Fatalf("lastSeen is %v off the database's clock, want within 5 s", lag)
+	}
+}

@@ -223,7 +223,7 @@ func (db *DB) VerifyToken(ctx context.Context, tok string) (*GatewayIdentity, er
 	if !ok {
 		return nil, bad
 	}
-	if ident, ok := db.tokens.get(id, secret, db.Now()); ok {
+	if ident, ok := db.tokens.get(id, secret, db.clock()); ok {
 		return ident, nil
 	}
 	epoch := db.tokens.begin()
@@ -243,7 +243,7 @@ func (db *DB) VerifyToken(ctx context.Context, tok string) (*GatewayIdentity, er
 	if subtle.ConstantTimeCompare(hashSecret(salt, secret), hash) != 1 {
 		return nil, bad
 	}
-	now := db.Now().UTC()
+	now := db.clock().UTC() // the database's clock: last_used_at feeds a gateway's lastSeen
 	if lastUsed == nil || now.Sub(*lastUsed) >= lastUsedEvery {
 		// Best effort: a failed write must not fail the verification.
 		db.wstmts.ExecContext(ctx, `UPDATE gateway_tokens SET last_used_at = $1 WHERE id = $2`, formatTime(now), id)
