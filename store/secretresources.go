@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -231,6 +232,16 @@ var secretRefPattern = regexp.MustCompile(`\{\{\s*secret\s+"([^"]*)"\s*\}\}`)
 // each: every {{ secret "name" }} in any string of its definition (policy
 // parameters included).
 func SecretRefs(a *API) ([]string, error) {
+	refs, err := secretRefs(a)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Sorted(maps.Keys(refs)), nil
+}
+
+// secretRefs maps each secret name a refers to to the path of the first
+// field (in key order, as JSON names it) that refers to it.
+func secretRefs(a *API) (map[string]string, error) {
 	b, err := json.Marshal(a)
 	if err != nil {
 		return nil, err
@@ -242,27 +253,32 @@ func SecretRefs(a *API) ([]string, error) {
 	if err := json.Unmarshal(b, &doc); err != nil {
 		return nil, err
 	}
-	var names []string
-	var walk func(v any)
-	walk = func(v any) {
+	refs := map[string]string{}
+	var walk func(v any, path string)
+	walk = func(v any, path string) {
 		switch v := v.(type) {
 		case string:
 			for _, m := range secretRefPattern.FindAllStringSubmatch(v, -1) {
-				names = append(names, m[1])
+				if _, seen := refs[m[1]]; !seen {
+					refs[m[1]] = path
+				}
 			}
 		case []any:
-			for _, x := range v {
-				walk(x)
+			for i, x := range v {
+				walk(x, fmt.Sprintf("%s[%d]", path, i))
 			}
 		case map[string]any:
-			for _, x := range v {
-				walk(x)
+			for _, k := range slices.Sorted(maps.Keys(v)) {
+				p := k
+				if path != "" {
+					p = path + "." + k
+				}
+				walk(v[k], p)
 			}
 		}
 	}
-	walk(doc)
-	slices.Sort(names)
-	return slices.Compact(names), nil
+	walk(doc, "")
+	return refs, nil
 }
 
 // setAPISecretRefs records the secrets the current definition of a refers
@@ -352,70 +368,20 @@ func (db *DB) resealConsumerValues(ctx context.Context) (int, error) {
 // organization does not hold, naming the first such secret and the field
 // (a JSON path into the definition) that refers to it.
 func checkSecretsExist(ctx context.Context, tx *Tx, a *API) error {
-	names, err := SecretRefs(a)
-	if err != nil || len(names) == 0 {
+	refs, err := secretRefs(a)
+	if err != nil {
 		return err
 	}
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(refs)) {
 		var one int
 		err := tx.QueryRowContext(ctx, `SELECT 1 FROM secrets WHERE organization_id = $1 AND name = $2`, a.OrganizationID, n).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {
 			return invalid("%s: refers to the secret %q, which the organization does not hold; create it first (POST /api/v1/secrets)",
-				secretRefField(a, n), n)
+				refs[n], n)
 		}
 		if err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// secretRefField is the path of the first field (in key order) of a's
-// definition that refers to the secret name.
-func secretRefField(a *API, name string) string {
-	b, err := json.Marshal(a)
-	if err != nil {
-		return "definition"
-	}
-	var doc any
-	if json.Unmarshal(b, &doc) != nil {
-		return "definition"
-	}
-	var find func(v any, path string) string
-	find = func(v any, path string) string {
-		switch v := v.(type) {
-		case string:
-			for _, m := range secretRefPattern.FindAllStringSubmatch(v, -1) {
-				if m[1] == name {
-					return path
-				}
-			}
-		case []any:
-			for i, x := range v {
-				if p := find(x, fmt.Sprintf("%s[%d]", path, i)); p != "" {
-					return p
-				}
-			}
-		case map[string]any:
-			keys := make([]string, 0, len(v))
-			for k := range v {
-				keys = append(keys, k)
-			}
-			slices.Sort(keys)
-			for _, k := range keys {
-				p := k
-				if path != "" {
-					p = path + "." + k
-				}
-				if p = find(v[k], p); p != "" {
-					return p
-				}
-			}
-		}
-		return ""
-	}
-	if p := find(doc, ""); p != "" {
-		return p
-	}
-	return "definition"
 }
