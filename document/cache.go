@@ -18,6 +18,13 @@ type Entry struct {
 	deflated []byte
 	crc      uint32
 	Modified time.Time // when the revision was made
+
+	// zip is the entry alone in a zip, made once by Zip: what a
+	// first-generation gateway downloads after each api.deployed.
+	zipOnce sync.Once
+	zipName string
+	zip     []byte
+	zipErr  error
 }
 
 // Key names one rendered document.
@@ -45,7 +52,43 @@ func NewEntry(doc []byte, modified time.Time) (*Entry, error) {
 	return &Entry{YAML: doc, deflated: bytes.Clone(b.Bytes()), crc: crc32.ChecksumIEEE(doc), Modified: modified}, nil
 }
 
-func (e *Entry) size() int { return len(e.YAML) + len(e.deflated) }
+// size is what the entry holds, its zip (Zip) counted whether made yet or
+// not: the deflated form again, and the zip's headers around it.
+func (e *Entry) size() int { return len(e.YAML) + 2*len(e.deflated) + zipOverhead }
+
+// zipOverhead bounds a one-entry zip's headers for a name like
+// "api-<uuid>.yaml" (local and central headers with the name twice, the
+// end record).
+const zipOverhead = 256
+
+// Zip returns a zip holding only this entry under name, made on the first
+// call and kept: a fleet downloading a revision is answered with copies of
+// one archive instead of an archive written per gateway. An entry belongs
+// to one API, so its callers name it the same way each time; another name
+// gets a zip of its own, not kept.
+func (e *Entry) Zip(name string) ([]byte, error) {
+	e.zipOnce.Do(func() {
+		e.zipName = name
+		e.zip, e.zipErr = e.zipAs(name)
+	})
+	if name != e.zipName {
+		return e.zipAs(name)
+	}
+	return e.zip, e.zipErr
+}
+
+func (e *Entry) zipAs(name string) ([]byte, error) {
+	var b bytes.Buffer
+	b.Grow(len(e.deflated) + zipOverhead)
+	z := NewZipWriter(&b)
+	if err := z.Add(name, e); err != nil {
+		return nil, err
+	}
+	if err := z.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
 
 // Cache keeps rendered documents by key, up to a total size, dropping the
 // least recently used. Get renders a missing document once: concurrent

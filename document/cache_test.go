@@ -93,3 +93,37 @@ func TestZipHoldsTheDocuments(t *testing.T) {
 		}
 	}
 }
+
+// TestOneEntryZipIsMadeOnce: the archive a first-generation gateway
+// downloads after each api.deployed is made once per document and served
+// as the same bytes to the whole fleet; it is a valid zip of the document
+// under the name asked for, and another name gets its own archive.
+func TestOneEntryZipIsMadeOnce(t *testing.T) {
+	e, _ := NewEntry(bytes.Repeat([]byte("kind: http/rest\n"), 300), time.Now())
+	first, err := e.Zip("api-a.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := e.Zip("api-a.yaml")
+	if &first[0] != &again[0] {
+		t.Fatal("the second download made the archive again")
+	}
+	other, _ := e.Zip("api-b.yaml")
+	for name, b := range map[string][]byte{"api-a.yaml": first, "api-b.yaml": other} {
+		zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(zr.File) != 1 || zr.File[0].Name != name {
+			t.Fatalf("%s: entries %v", name, zr.File)
+		}
+		rc, err := zr.File[0].Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		if err != nil || !bytes.Equal(got, e.YAML) {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+}

@@ -2,9 +2,10 @@ package httpx
 
 import (
 	"bufio"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
@@ -34,10 +35,13 @@ func BearerToken(r *http.Request) (string, bool) {
 	return tok, tok != ""
 }
 
-// NewRequestID is a random id for X-Request-Id and the access log.
+// NewRequestID is a random id for X-Request-Id and the access log. It
+// only tells requests apart, so it comes from the runtime's fast generator,
+// not crypto/rand (a system call's worth per request, 2% of a fleet's
+// downloads).
 func NewRequestID() string {
 	var b [8]byte
-	rand.Read(b[:])
+	binary.BigEndian.PutUint64(b[:], rand.Uint64())
 	return hex.EncodeToString(b[:])
 }
 
