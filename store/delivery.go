@@ -83,11 +83,20 @@ func (db *DB) recordDeliveries(ctx context.Context, ds []Delivery, publish bool)
 				return err
 			}
 		}
-		rs, err := tx.QueryContext(ctx, `UPDATE deployments SET status = j.s, delivered_at = $1,
+		update := `UPDATE deployments SET status = j.s, delivered_at = $1,
 			sent_at = CASE WHEN j.w = '1' THEN $1 ELSE deployments.sent_at END
-			FROM `+tx.rowSet(2, "a", "g", "d", "s", "t", "w")+`
+			FROM ` + tx.rowSet(2, "a", "g", "d", "s", "t", "w") + `
 			WHERE deployments.api_id = j.a AND deployments.gateway_id = j.g AND deployments.deployment_id = j.d
-			AND deployments.state = j.t AND deployments.acked_at IS NULL
+			AND deployments.state = j.t AND deployments.acked_at IS NULL`
+		// Which rows changed matters only to publish them, or to note the
+		// acknowledgements owed (PostgreSQL). Otherwise (a deployment's
+		// own deliveries on SQLite) the rows need not come back: scanning
+		// them cost as much as updating them.
+		if !publish && (!waits || tx.dialect != dialectPostgres) {
+			_, err := tx.ExecContext(ctx, update, formatTime(now), set)
+			return err
+		}
+		rs, err := tx.QueryContext(ctx, update+`
 			RETURNING deployments.api_id, deployments.gateway_id, deployments.deployment_id, deployments.status`, formatTime(now), set)
 		if err != nil {
 			return err
