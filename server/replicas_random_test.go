@@ -32,11 +32,13 @@ const (
 // replica's reads of changes stalling past its lease, a replica frozen
 // (its database sessions held silent, open, past twice its lease: no
 // renewal, no query, no notification, then everything at once), and
-// gateways reconnecting to another replica. In the end every connected
-// gateway's last applied event for each API is the stored state (and no
-// deleted API is left running), no deployment waits (PENDING, DEPLOYING,
-// UNDEPLOYING) or is FAILED on a gateway that applied it, and no replica
-// holds a connection of a revoked token or a deleted gateway.
+// gateways reconnecting to another replica. The fleet: six
+// second-generation gateways (revoked and deleted ones replaced) and two
+// first-generation ones. In the end every second-generation gateway's last
+// applied event for each API is the stored state (and no deleted API is
+// left running), no deployment waits (PENDING, DEPLOYING, UNDEPLOYING) or
+// is FAILED on a connected gateway, and no replica holds a connection of a
+// revoked token or a deleted gateway.
 func TestReplicasRandomized(t *testing.T) {
 	steps := randomStepsDefault
 	if v := os.Getenv(randomStepsEnv); v != "" {
@@ -96,6 +98,26 @@ func TestReplicasRandomized(t *testing.T) {
 	for i := range gs {
 		start(i, rs[i%len(rs)], f.keys[i], f.gws[i].ID)
 	}
+	// Two first-generation gateways: no manifest, no acknowledgement, a
+	// delivery is all their rows record.
+	g1 := make([]*gen1Gateway, 2)
+	for i := range g1 {
+		gw := rs[0].newGateway(f.tok, fmt.Sprintf("gen1-%d", i))
+		var issued struct{ ID, Token string }
+		rs[0].must(201, "POST", "/api/v1/gateways/"+gw.ID+"/tokens", f.tok, nil, &issued)
+		g1[i] = &gen1Gateway{t: t, id: gw.ID, key: issued.Token}
+		g1[i].connect(rs[(i+1)%len(rs)])
+	}
+	ids := func() []string { // every gateway's id
+		var out []string
+		for _, g := range gs {
+			out = append(out, g.id)
+		}
+		for _, g := range g1 {
+			out = append(out, g.id)
+		}
+		return out
+	}
 	// A stalled listener: replica 2's reads of changes hang for longer than
 	// its lease while stall is set.
 	var stallMu sync.Mutex
@@ -120,9 +142,9 @@ func TestReplicasRandomized(t *testing.T) {
 		case n < 6:
 			op = "deploy"
 			var some []map[string]any
-			for _, g := range gs {
+			for _, id := range ids() {
 				if rnd.IntN(2) == 0 {
-					some = append(some, map[string]any{"gatewayId": g.id, "vhost": "api.example.com"})
+					some = append(some, map[string]any{"gatewayId": id, "vhost": "api.example.com"})
 				}
 			}
 			if len(some) == 0 {
@@ -133,7 +155,8 @@ func TestReplicasRandomized(t *testing.T) {
 			}
 		case n < 10:
 			op = "undeploy"
-			gw := gs[rnd.IntN(gateways)].id
+			all := ids()
+			gw := all[rnd.IntN(len(all))]
 			if code, body := r.do("DELETE", "/api/v1/apis/"+a+"/deployments/"+gw, f.tok, nil); code != 204 && code != 404 {
 				t.Fatalf("step %d: undeploy: %d %s", step, code, body)
 			}
@@ -147,6 +170,10 @@ func TestReplicasRandomized(t *testing.T) {
 			stallMu.Unlock()
 		case n < 14:
 			op = "reconnect"
+			if k := rnd.IntN(gateways + len(g1)); k >= gateways {
+				g1[k-gateways].connect(pick())
+				break
+			}
 			g := gs[rnd.IntN(gateways)]
 			g.mu.Lock()
 			c := g.c
@@ -250,14 +277,14 @@ func TestReplicasRandomized(t *testing.T) {
 	for {
 		var waiting []string
 		for _, a := range apis {
-			for _, g := range gs {
-				d := deploymentStatus(t, rs[0], f.tok, a, g.id)
+			for _, id := range ids() {
+				d := deploymentStatus(t, rs[0], f.tok, a, id)
 				if d == nil {
 					continue
 				}
 				switch d["status"] {
 				case store.StatusPending, store.StatusDeploying, store.StatusUndeploying, store.StatusFailed:
-					waiting = append(waiting, fmt.Sprintf("API %s on gateway %s: %v %v", a, g.id, d["status"], d["errorCode"]))
+					waiting = append(waiting, fmt.Sprintf("API %s on gateway %s: %v %v", a, id, d["status"], d["errorCode"]))
 				}
 			}
 		}
@@ -316,4 +343,28 @@ func createAPI(t *testing.T, e *testEnv, tok, project string, n *int) string {
 	body["name"] = fmt.Sprintf("Payments API %d", *n)
 	body["context"] = fmt.Sprintf("/payments%d", *n)
 	return asMap(t, e.must(201, "POST", "/api/v1/apis", tok, body, nil))["id"].(string)
+}
+
+// gen1Gateway plays a first-generation gateway: it connects, answers pings
+// and reads every event, and sends nothing.
+type gen1Gateway struct {
+	t       *testing.T
+	id, key string
+	c       *wsClient
+}
+
+// connect opens a new connection to e, closing the one it had.
+func (g *gen1Gateway) connect(e *testEnv) {
+	if g.c != nil {
+		g.c.conn.Close()
+	}
+	c, _ := mustDial(g.t, e.srv.URL, g.key)
+	g.c = c
+	go func() {
+		for {
+			if _, err := c.tryNext(time.Hour); err != nil {
+				return
+			}
+		}
+	}()
 }
