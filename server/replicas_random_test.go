@@ -20,7 +20,7 @@ import (
 const (
 	randomStepsEnv     = "PLATFORM_TEST_RANDOM_STEPS"
 	randomSeedEnv      = "PLATFORM_TEST_RANDOM_SEED"
-	randomStepsDefault = 60
+	randomStepsDefault = 40
 )
 
 // TestReplicasRandomized: three replicas, their clocks skewed (one 2 s
@@ -133,12 +133,58 @@ func TestReplicasRandomized(t *testing.T) {
 		return nil
 	})
 
+	// race makes deploys and undeploys of one API through several replicas
+	// at once, while a gateway reconnects: their stamps must follow their
+	// commits.
+	race := func(step int, a string, n int) {
+		type call struct {
+			e            *testEnv
+			method, path string
+			body         any
+		}
+		var calls []call
+		for range n {
+			if rnd.IntN(3) == 0 {
+				all := ids()
+				calls = append(calls, call{pick(), "DELETE", "/api/v1/apis/" + a + "/deployments/" + all[rnd.IntN(len(all))], nil})
+				continue
+			}
+			var every []map[string]any
+			for _, id := range ids() {
+				every = append(every, map[string]any{"gatewayId": id, "vhost": "api.example.com"})
+			}
+			calls = append(calls, call{pick(), "POST", "/api/v1/apis/" + a + "/deploy-revision", every})
+		}
+		g, to := gs[rnd.IntN(gateways)], pick()
+		var wg sync.WaitGroup
+		for _, c := range calls {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if code, body := c.e.do(c.method, c.path, f.tok, c.body); code != 200 && code != 204 && code != 404 {
+					t.Errorf("step %d: %s %s: %d %s", step, c.method, c.path, code, body)
+				}
+			}()
+		}
+		g.mu.Lock()
+		old := g.c
+		g.mu.Unlock()
+		old.conn.Close()
+		g.e = to
+		g.connect()
+		go g.handleAll()
+		wg.Wait()
+		if t.Failed() {
+			t.FailNow()
+		}
+	}
+
 	ops := map[string]int{}
 	for step := range steps {
 		r := pick()
 		a := apis[rnd.IntN(len(apis))]
 		var op string
-		switch n := rnd.IntN(20); {
+		switch n := rnd.IntN(21); {
 		case n < 6:
 			op = "deploy"
 			var some []map[string]any
@@ -247,6 +293,9 @@ func TestReplicasRandomized(t *testing.T) {
 				frozen = -1
 			})
 			frozenMu.Unlock()
+		case n == 20:
+			op = "race"
+			race(step, a, 3)
 		default:
 			op = "reconnect elsewhere, old connection left to the server"
 			// A gateway opens a new connection on another replica before
@@ -269,6 +318,10 @@ func TestReplicasRandomized(t *testing.T) {
 		frozen = -1
 	}
 	frozenMu.Unlock()
+	// The last step races on every API, so that the end state is a race's.
+	for _, a := range apis {
+		race(steps, a, 6)
+	}
 	t.Logf("steps taken: %v; APIs live %d, deleted %d; gateways deleted %d; tokens revoked %d",
 		ops, len(apis), len(deletedAPIs), len(deletedGWs), len(revoked))
 
