@@ -62,7 +62,8 @@ func TestFollowUpOverflowResendsState(t *testing.T) {
 // TestDeliveryRecordedWhenTheClientLeaves: a deploy whose client went away
 // before the answer left its first-generation deliveries PENDING although
 // they were delivered: the report was abandoned with the request's
-// context. What was delivered is recorded whether the client stays or not.
+// context. What was delivered is recorded whether the client stays or not,
+// for an undeploy too.
 func TestDeliveryRecordedWhenTheClientLeaves(t *testing.T) {
 	db, f, tr, org, gw, a := connectedFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -81,5 +82,23 @@ func TestDeliveryRecordedWhenTheClientLeaves(t *testing.T) {
 	}
 	if got := st[gw.ID].Status; got != store.StatusDelivered {
 		t.Fatalf("deployment %s after the client left, want %s", got, store.StatusDelivered)
+	}
+
+	// An undeploy whose client leaves as early.
+	ctx, cancel = context.WithCancel(context.Background())
+	db.AfterCommit = cancel
+	err = f.Undeploy(ctx, org.ID, a.ID, gw.ID)
+	db.AfterCommit = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := tr.next(t); ev["type"] != "api.undeployed" {
+		t.Fatalf("undeploy event %v", ev)
+	}
+	if st, err = db.DeploymentStatuses(context.Background(), a.ID, []string{gw.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if got := st[gw.ID].Status; got != store.StatusUndeployed {
+		t.Fatalf("undeployment %s after the client left, want %s", got, store.StatusUndeployed)
 	}
 }

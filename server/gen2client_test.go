@@ -11,6 +11,7 @@ import (
 	"platform-api/httpx"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,10 +41,14 @@ type gen2Gateway struct {
 	// noDownload skips the download of what it deploys (a race may have
 	// undeployed it meanwhile, and only the order of events is checked).
 	noDownload bool
-	// dropsConns: the test closes its connections at will, so an
+	// dropsConns: the test closes its connections at will (or has the
+	// server close them: a revoked token, a deleted gateway), so an
 	// acknowledgement written on a closed one is lost, as a real gateway's
 	// would be.
 	dropsConns bool
+	// patient: handleAll waits for events as long as the connection lasts,
+	// not 10 s at most (a long run may leave a gateway quiet for longer).
+	patient bool
 }
 
 func newGen2(t testing.TB, e *testEnv, key, gatewayID string) *gen2Gateway {
@@ -98,9 +103,13 @@ func (g *gen2Gateway) next(timeout time.Duration) map[string]any {
 func (g *gen2Gateway) handleAll() {
 	g.mu.Lock()
 	c := g.c // a reconnect replaces it; this loop ends with its connection
+	quiet := 10 * time.Second
+	if g.patient {
+		quiet = time.Hour
+	}
 	g.mu.Unlock()
 	for {
-		ev, err := c.tryNext(10 * time.Second)
+		ev, err := c.tryNext(quiet)
 		if err != nil {
 			return
 		}
@@ -165,9 +174,15 @@ func (g *gen2Gateway) ack(dep, api, action, status, code, performedAt string) {
 	g.mu.Lock()
 	c := g.c
 	g.mu.Unlock()
-	if err := c.writeFrame(opText, frame); err != nil && !(g.dropsConns && errors.Is(err, net.ErrClosed)) {
+	if err := c.writeFrame(opText, frame); err != nil && !(g.dropsConns && connGone(err)) {
 		g.t.Errorf("ack: %v", err)
 	}
+}
+
+// connGone is whether a write failed because the connection was closed,
+// by this end or the server's.
+func connGone(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // downloadRestAPI fetches the API's zip and checks it holds a RestApi.

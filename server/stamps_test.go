@@ -3,9 +3,12 @@ package server
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"platform-api/httpx"
 )
 
 // TestStampsFollowCommitOrder: a deploy's performedAt was taken before the
@@ -95,35 +98,56 @@ func checkLastApplied(t *testing.T, e *testEnv, f *testFleet, gs []*gen2Gateway)
 // checkLastAppliedWithin is checkLastApplied waiting at most wait.
 func checkLastAppliedWithin(t *testing.T, e *testEnv, f *testFleet, gs []*gen2Gateway, wait time.Duration) {
 	t.Helper()
+	checkAppliedWithin(t, e, f.tok, []string{f.api}, nil, gs, wait)
+}
+
+// checkAppliedWithin waits at most wait until, for every gateway, the last
+// event it applied for each API is the stored state (api.deployed of the
+// stored deployment, api.undeployed, or nothing where nothing is stored),
+// and, for each deleted API, is not api.deployed; it fails naming those
+// that diverged.
+func checkAppliedWithin(t *testing.T, e *testEnv, tok string, apis, deleted []string, gs []*gen2Gateway, wait time.Duration) {
+	t.Helper()
 	var diverged []string
 	deadline := time.Now().Add(wait)
 	for {
-		stored := map[string]map[string]any{}
-		for _, g := range gs {
-			stored[g.id] = deploymentStatus(t, e, f.tok, f.api, g.id)
+		stored := map[string]map[string]map[string]any{} // API -> gateway -> row
+		for _, a := range apis {
+			stored[a] = map[string]map[string]any{}
+			var l httpx.List[map[string]any]
+			e.must(200, "GET", "/api/v1/apis/"+a+"/deployments", tok, nil, &l)
+			for _, d := range l.List {
+				stored[a][d["gatewayId"].(string)] = d
+			}
 		}
 		diverged = nil
 		for _, g := range gs {
-			want, dep := "none", ""
-			if d := stored[g.id]; d != nil {
-				dep, _ = d["deploymentId"].(string)
-				want = "api.deployed"
-				if s := d["status"]; s == "UNDEPLOYING" || s == "UNDEPLOYED" {
-					want = "api.undeployed"
-				}
-			}
-			got, gotDep := "none", ""
+			got, gotDep := map[string]string{}, map[string]string{}
 			g.mu.Lock()
 			for _, ev := range g.applied {
 				p, _ := ev["payload"].(map[string]any)
-				if p["apiId"] == f.api {
-					got, _ = ev["type"].(string)
-					gotDep, _ = p["deploymentId"].(string)
-				}
+				a, _ := p["apiId"].(string)
+				got[a], _ = ev["type"].(string)
+				gotDep[a], _ = p["deploymentId"].(string)
 			}
 			g.mu.Unlock()
-			if got != want || (want == "api.deployed" && gotDep != dep) {
-				diverged = append(diverged, fmt.Sprintf("%s: applied %s %s, stored %s %s", g.id, got, gotDep, want, dep))
+			for _, a := range apis {
+				want, dep := "", ""
+				if d := stored[a][g.id]; d != nil {
+					dep, _ = d["deploymentId"].(string)
+					want = "api.deployed"
+					if s := d["status"]; s == "UNDEPLOYING" || s == "UNDEPLOYED" {
+						want = "api.undeployed"
+					}
+				}
+				if got[a] != want || (want == "api.deployed" && gotDep[a] != dep) {
+					diverged = append(diverged, fmt.Sprintf("gateway %s, API %s: applied %q %s, stored %q %s", g.id, a, got[a], gotDep[a], want, dep))
+				}
+			}
+			for _, a := range deleted {
+				if got[a] == "api.deployed" {
+					diverged = append(diverged, fmt.Sprintf("gateway %s runs API %s, which was deleted", g.id, a))
+				}
 			}
 		}
 		if len(diverged) == 0 || time.Now().After(deadline) {
@@ -132,6 +156,6 @@ func checkLastAppliedWithin(t *testing.T, e *testEnv, f *testFleet, gs []*gen2Ga
 		time.Sleep(50 * time.Millisecond)
 	}
 	if len(diverged) > 0 {
-		t.Fatalf("%d of %d gateways diverged from the stored state:\n%v", len(diverged), len(gs), diverged)
+		t.Fatalf("%d gateway-API pairs diverged from the stored state:\n%s", len(diverged), strings.Join(diverged, "\n"))
 	}
 }

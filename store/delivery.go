@@ -69,7 +69,7 @@ func (db *DB) recordDeliveries(ctx context.Context, ds []Delivery, publish bool)
 	if err != nil {
 		return err
 	}
-	return db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+	record := func(tx *Tx, now time.Time) error {
 		if waits {
 			db.scheduleExpiry(now)
 		}
@@ -143,7 +143,23 @@ func (db *DB) recordDeliveries(ctx context.Context, ds []Delivery, publish bool)
 			tx.record(&Change{Kind: ChangeStatus, APIIDs: changed})
 		}
 		return nil
-	})
+	}
+	err = db.writeTx(ctx, record)
+	if pgConstraint(err) == "ack_waits_replica_id_fkey" {
+		// This replica was taken for dead and its row swept (it stalled
+		// past twice its lease): its wait for an acknowledgement has no
+		// replica to name, and the deliveries were refused with it. It
+		// comes back first, as its next lease renewal would (its row and
+		// its connections written again), then records them.
+		db.fetchMu.Lock()
+		db.renewedAt = time.Time{}
+		db.fetchMu.Unlock()
+		if err := db.renewLease(ctx); err != nil {
+			return err
+		}
+		err = db.writeTx(ctx, record)
+	}
+	return err
 }
 
 // MarkDeletedDelivered records that the deletion of APIs reached gateways

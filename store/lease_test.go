@@ -202,3 +202,75 @@ func TestCrashedReplicaStopsCountingAtOnce(t *testing.T) {
 		t.Fatalf("the observer's listener session: %v (%v)", pid, err)
 	}
 }
+
+// TestSweptReplicaRecordsDeliveries: a replica stalled past twice its lease
+// is swept by the others. Back, it delivered the changes it had heard
+// before it renewed its lease, and recording them failed: the wait for a
+// second-generation gateway's acknowledgement names the replica, whose row
+// was gone (a foreign key), so the whole batch was refused, the
+// first-generation deliveries in it too, and the rows stayed PENDING
+// although delivered. Found by TestReplicasRandomized with a frozen
+// replica. The replica comes back first (its row and connections written
+// again), then records them.
+func TestSweptReplicaRecordsDeliveries(t *testing.T) {
+	if !pgtest.Postgres() {
+		t.Skip("PostgreSQL: replicas share a database only there")
+	}
+	ctx := context.Background()
+	dsn := freshDSN(t)
+	open := func(id string) *DB {
+		cfg := testConfig(dsn)
+		cfg.ReplicaID, cfg.Lease = id, 10*time.Second
+		db, err := Open(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	swept, observer := open("swept"), open("observer")
+	o := mustOrg(t, observer)
+	gen1, gen2 := mustGateway(t, observer, o.ID, "gen1").ID, mustGateway(t, observer, o.ID, "gen2").ID
+	api := mustAPI(t, observer, o.ID)
+	_, c, err := observer.Deploy(ctx, o.ID, api, "", []DeployTarget{{GatewayID: gen1}, {GatewayID: gen2}}, func(*Revision) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	swept.NotePresence(gen1, 1)
+	swept.NotePresence(gen2, 1)
+	if err := swept.flushPresence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := observer.write.ExecContext(ctx, `DELETE FROM replicas WHERE id = 'swept'`); err != nil {
+		t.Fatal(err)
+	}
+	var ds []Delivery
+	for _, d := range c.Deployments {
+		status := StatusDelivered
+		if d.GatewayID == gen2 {
+			status = StatusDeploying
+		}
+		ds = append(ds, Delivery{APIID: d.APIID, GatewayID: d.GatewayID, DeploymentID: d.DeploymentID, Status: status})
+	}
+	if err := swept.RecordDeliveries(ctx, ds); err != nil {
+		t.Fatalf("the swept replica's deliveries: %v", err)
+	}
+	st, err := observer.DeploymentStatuses(ctx, api, []string{gen1, gen2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st[gen1].Status != StatusDelivered || st[gen2].Status != StatusDeploying {
+		t.Fatalf("after the swept replica delivered: gen1 %s, gen2 %s; want %s and %s",
+			st[gen1].Status, st[gen2].Status, StatusDelivered, StatusDeploying)
+	}
+	// It is back, with its connections (written with its next round).
+	if err := swept.flushPresence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if live, err := observer.LiveReplicas(ctx); err != nil || !live["swept"] {
+		t.Fatalf("live replicas seen by the observer: %v, %v; want the swept one back", live, err)
+	}
+	if p, err := observer.RemotePresence(ctx, []string{gen1, gen2}); err != nil || p[gen1].Connections != 1 || p[gen2].Connections != 1 {
+		t.Fatalf("the swept replica's connections seen by the observer: %+v, %v; want 1 each", p, err)
+	}
+}

@@ -108,6 +108,10 @@ func (db *DB) registerReplica(ctx context.Context) error {
 // and removes the replicas whose lease expired long ago (their connection
 // rows go with them).
 func (db *DB) renewLease(ctx context.Context) error {
+	// One renewal at a time: the background loop's, or one a write that
+	// found this replica swept asks for (recordDeliveries).
+	db.leaseMu.Lock()
+	defer db.leaseMu.Unlock()
 	// When it is due is this process's business: its monotonic clock, which
 	// no step of the wall clock moves.
 	start := time.Now()

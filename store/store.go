@@ -142,6 +142,7 @@ type DB struct {
 	statements atomic.Int64
 
 	fetchMu sync.Mutex
+	leaseMu sync.Mutex             // renewLease, one at a time
 	fetched map[fetchKey]time.Time // downloads not yet written
 	seen    map[string]time.Time   // gateway last-seen times not yet written
 	prune   map[string]bool        // APIs whose old revisions are to be pruned

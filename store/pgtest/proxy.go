@@ -1,7 +1,6 @@
 package pgtest
 
 import (
-	"io"
 	"net"
 	"net/url"
 	"sync"
@@ -10,7 +9,9 @@ import (
 
 // Proxy forwards TCP connections to the PostgreSQL server of a URL, and can
 // cut them all and refuse new ones for a while: a database lost, then back,
-// for one test, without stopping the server other tests use.
+// for one test, without stopping the server other tests use. It can also
+// freeze them: nothing passes either way, and nothing is closed, until it
+// thaws, as the database sees a process that is stopped.
 type Proxy struct {
 	t      testing.TB
 	target string
@@ -19,6 +20,9 @@ type Proxy struct {
 	ln    net.Listener
 	addr  string
 	conns map[net.Conn]bool
+	// frozen, while set, is closed when the proxy thaws; every byte and
+	// every close waits for it.
+	frozen chan struct{}
 }
 
 // NewProxy starts a proxy to the server of dsn and returns it with dsn
@@ -31,7 +35,7 @@ func NewProxy(t testing.TB, dsn string) (*Proxy, string) {
 	}
 	p := &Proxy{t: t, target: u.Host, conns: map[net.Conn]bool{}}
 	p.listen("127.0.0.1:0")
-	t.Cleanup(p.Cut)
+	t.Cleanup(func() { p.Thaw(); p.Cut() })
 	u.Host = p.addr
 	return p, u.String()
 }
@@ -64,9 +68,59 @@ func (p *Proxy) forward(c net.Conn) {
 	p.mu.Lock()
 	p.conns[c], p.conns[up] = true, true
 	p.mu.Unlock()
-	go func() { io.Copy(up, c); up.Close() }()
-	io.Copy(c, up)
-	c.Close()
+	go p.pipe(up, c)
+	p.pipe(c, up)
+}
+
+// pipe copies src to dst, holding each write, and the close of dst when
+// src ends, while the proxy is frozen.
+func (p *Proxy) pipe(dst, src net.Conn) {
+	defer func() {
+		p.waitThaw()
+		dst.Close()
+	}()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.waitThaw()
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *Proxy) waitThaw() {
+	p.mu.Lock()
+	ch := p.frozen
+	p.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}
+
+// Freeze holds everything the forwarded connections carry, new ones'
+// included, until Thaw: the database sees their sessions open and silent.
+func (p *Proxy) Freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.frozen == nil {
+		p.frozen = make(chan struct{})
+	}
+}
+
+// Thaw lets what Freeze held through.
+func (p *Proxy) Thaw() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.frozen != nil {
+		close(p.frozen)
+		p.frozen = nil
+	}
 }
 
 // Cut closes every forwarded connection and refuses new ones.
