@@ -35,7 +35,11 @@ const clockSampleMaxAge = time.Minute
 // the last reading of the server's clock carried forward, on SQLite db.Now.
 // Every time written to a row or compared with one goes through it.
 func (db *DB) clock() time.Time {
-	now := db.Now()
+	return db.clockFrom(db.Now())
+}
+
+// clockFrom is the database's clock at now, a reading of db.Now.
+func (db *DB) clockFrom(now time.Time) time.Time {
 	if db.dialect != dialectPostgres {
 		return now
 	}
@@ -54,11 +58,23 @@ func (db *DB) clock() time.Time {
 // hub stamps a connection's activity), on the database's clock: the
 // database's clock now less the time elapsed since t, so a replica's wall
 // clock off by any amount does not move it. The zero time stays zero.
+//
+// One moment converts to the same time on every call while the clock
+// reading is the same: "now" is read once and serves as both this process's
+// clock and the replica's (unless the replica's is set apart, as a test's
+// skewed clock is), so it cancels out. Read twice, it was off by the tens
+// of nanoseconds between the readings, and a gateway's lastSeenAt, shown
+// live and then stored on disconnect, went back a microsecond now and then.
 func (db *DB) ClockAt(t time.Time) time.Time {
 	if t.IsZero() {
 		return t
 	}
-	return db.clock().Add(-time.Since(t))
+	now := time.Now().Round(0) // wall readings only, as t (time.Unix) is
+	local := db.Now().Round(0)
+	if d := local.Sub(now); d > -time.Millisecond && d < time.Millisecond {
+		local = now
+	}
+	return db.clockFrom(local).Add(-now.Sub(t))
 }
 
 // readClock reads the database server's clock, and keeps the reading if it

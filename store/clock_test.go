@@ -244,3 +244,24 @@ func TestLastSeenOnTheDatabaseClock(t *testing.T) {
 		t.Fatalf("lastSeen is %v off the database's clock, want within 5 s", lag)
 	}
 }
+
+// TestClockAtIsStable: ClockAt read the clock twice (the replica's, then
+// the process's for the time elapsed), so one moment converted to times
+// tens of nanoseconds apart from call to call; truncated to the
+// microsecond as rows are, a gateway's lastSeenAt shown live went back a
+// microsecond once the connection closed and the same moment was stored.
+// (A replica clock set apart, as skewedReplicas' are, is still read twice:
+// only tests have one.)
+func TestClockAtIsStable(t *testing.T) {
+	db := MustOpen(t)
+	at := time.Unix(0, time.Now().Add(-time.Second).UnixNano()) // as the hub stamps activity
+	first := db.ClockAt(at)
+	if lag := db.clock().Sub(first); lag < time.Second || lag > time.Second+100*time.Millisecond {
+		t.Fatalf("a moment a second ago converts to %v before the database's clock now", lag)
+	}
+	for range 10000 {
+		if got := db.ClockAt(at); !got.Equal(first) {
+			t.Fatalf("ClockAt of one moment gave %v, then %v", first, got)
+		}
+	}
+}
