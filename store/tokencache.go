@@ -3,6 +3,7 @@ package store
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"slices"
 	"sync"
 	"time"
 )
@@ -18,6 +19,11 @@ import (
 type tokenCache struct {
 	mu sync.Mutex
 	m  map[string]cachedToken // by token id
+	// byGateway holds the ids in m of each gateway's tokens (at most a
+	// few), so that a deleted gateway's are found without a walk of m: a
+	// walk under mu took about a millisecond at 100,000 entries for each
+	// gateway deleted, and held up every verification meanwhile.
+	byGateway map[string][]string
 	// epoch counts forgets: a verification that read the database before
 	// a revocation was forgotten does not cache what it read.
 	epoch uint64
@@ -61,7 +67,10 @@ func (c *tokenCache) put(epoch uint64, id string, secret []byte, ident GatewayId
 		return // something was forgotten since: what was read may be stale
 	}
 	if c.m == nil || len(c.m) >= maxCachedTokens {
-		c.m = map[string]cachedToken{}
+		c.m, c.byGateway = map[string]cachedToken{}, map[string][]string{}
+	}
+	if _, ok := c.m[id]; !ok { // a token's gateway never changes
+		c.byGateway[ident.GatewayID] = append(c.byGateway[ident.GatewayID], id)
 	}
 	c.m[id] = cachedToken{digest: sha256.Sum256(secret), ident: ident, at: now}
 }
@@ -74,20 +83,30 @@ func (c *tokenCache) forget(ch *Change) {
 	c.epoch++
 	switch ch.Kind {
 	case ChangeTokenRevoked:
-		delete(c.m, ch.TokenID)
-	case ChangeGatewayDeleted:
-		for id, e := range c.m {
-			if e.ident.GatewayID == ch.GatewayID {
-				delete(c.m, id)
-			}
+		e, ok := c.m[ch.TokenID]
+		if !ok {
+			return
 		}
+		delete(c.m, ch.TokenID)
+		gw := e.ident.GatewayID
+		ids := slices.DeleteFunc(c.byGateway[gw], func(id string) bool { return id == ch.TokenID })
+		if len(ids) == 0 {
+			delete(c.byGateway, gw)
+		} else {
+			c.byGateway[gw] = ids
+		}
+	case ChangeGatewayDeleted:
+		for _, id := range c.byGateway[ch.GatewayID] {
+			delete(c.m, id)
+		}
+		delete(c.byGateway, ch.GatewayID)
 	}
 }
 
 // clear forgets every token.
 func (c *tokenCache) clear() {
 	c.mu.Lock()
-	c.m = nil
+	c.m, c.byGateway = nil, nil
 	c.epoch++
 	c.mu.Unlock()
 }
