@@ -126,6 +126,12 @@ func (s *Server) writeMetrics(b *bytes.Buffer) {
 	metrics.Sample(b, "platform_replica_changes_overflowed_total", "", float64(s.fleet.Overflowed.Load()))
 	metrics.Family(b, "platform_gateway_ack_write_retries_total", "counter", "Writes of acknowledgements tried again because the database was unavailable.")
 	metrics.Sample(b, "platform_gateway_ack_write_retries_total", "", float64(s.fleet.AckRetries()))
+	if s.store != nil {
+		deadlocks, serialization := s.store.Aborts()
+		metrics.Family(b, "platform_db_transactions_aborted_total", "counter", "Write transactions PostgreSQL aborted and that were run again, by cause (deadlock, serialization).")
+		metrics.Sample(b, "platform_db_transactions_aborted_total", metrics.Labels("cause", "deadlock"), float64(deadlocks))
+		metrics.Sample(b, "platform_db_transactions_aborted_total", metrics.Labels("cause", "serialization"), float64(serialization))
+	}
 
 	m.WriteHTTP(b)
 }

@@ -140,6 +140,9 @@ type DB struct {
 	clockMu    sync.Mutex
 	clockAt    clockSample // the last reading of the database's clock (clock.go)
 	statements atomic.Int64
+	// deadlocks and serializationFailures count write transactions
+	// PostgreSQL aborted for those and that were run again (Retries).
+	deadlocks, serializationFailures atomic.Int64
 
 	fetchMu sync.Mutex
 	leaseMu sync.Mutex             // renewLease, one at a time
@@ -238,6 +241,15 @@ func (db *DB) resyncNow() {
 	}
 }
 
+// Aborts reports how many write transactions PostgreSQL aborted for a
+// deadlock, and for a serialization failure, since the store opened (each
+// was run again, up to maxTxAttempts). A deadlock costs its victim
+// deadlock_timeout (1 s by default): writers that take rows in one order
+// have none.
+func (db *DB) Aborts() (deadlocks, serializationFailures int64) {
+	return db.deadlocks.Load(), db.serializationFailures.Load()
+}
+
 // txTimeout bounds one transaction, so that a database that stopped
 // answering makes a request fail (503) rather than hang.
 const txTimeout = 10 * time.Second
@@ -260,6 +272,12 @@ var errRetry = errors.New("retry the transaction")
 func (db *DB) writeTx(ctx context.Context, fn func(tx *Tx, now time.Time) error) error {
 	for attempt := 1; ; attempt++ {
 		err := db.writeTxOnce(ctx, fn)
+		switch pgCode(err) {
+		case "40P01":
+			db.deadlocks.Add(1)
+		case "40001":
+			db.serializationFailures.Add(1)
+		}
 		if attempt < maxTxAttempts && retryable(err) {
 			time.Sleep(time.Duration(attempt*attempt) * time.Millisecond * time.Duration(1+mathrand.IntN(4)))
 			continue
