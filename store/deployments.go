@@ -648,7 +648,10 @@ func (db *DB) flushFetched(ctx context.Context) error {
 	// (rowSet). On PostgreSQL the rows are locked first in key order, the
 	// order every writer of several rows keeps: two transactions locking
 	// rows in opposite orders would deadlock (each costing
-	// deadlock_timeout, 1 s).
+	// deadlock_timeout, 1 s). Deployments before gateways, as a gateway's
+	// deletion takes them (DeleteGateway), and with the lock the UPDATE
+	// itself takes (FOR NO KEY UPDATE): a deploy's new rows take a key-share
+	// lock on their gateway, which that one does not wait for.
 	type fetchRow struct {
 		A string `json:"a"`
 		G string `json:"g"`
@@ -679,7 +682,7 @@ func (db *DB) flushFetched(ctx context.Context) error {
 		if len(fetches) > 0 {
 			if tx.dialect == dialectPostgres {
 				if _, err := tx.ExecContext(ctx, `SELECT 1 FROM deployments d JOIN `+tx.rowSet(1, "a", "g")+`
-					ON d.api_id = j.a AND d.gateway_id = j.g ORDER BY d.api_id, d.gateway_id FOR UPDATE OF d`, fset); err != nil {
+					ON d.api_id = j.a AND d.gateway_id = j.g ORDER BY d.api_id, d.gateway_id FOR NO KEY UPDATE OF d`, fset); err != nil {
 					return err
 				}
 			}
@@ -691,7 +694,7 @@ func (db *DB) flushFetched(ctx context.Context) error {
 		if len(seens) > 0 {
 			if tx.dialect == dialectPostgres {
 				if _, err := tx.ExecContext(ctx, `SELECT 1 FROM gateways g JOIN `+tx.rowSet(1, "g")+`
-					ON g.id = j.g ORDER BY g.id FOR UPDATE OF g`, sset); err != nil {
+					ON g.id = j.g ORDER BY g.id FOR NO KEY UPDATE OF g`, sset); err != nil {
 					return err
 				}
 			}

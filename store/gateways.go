@@ -143,6 +143,18 @@ func (db *DB) UpdateGateway(ctx context.Context, orgID, id string, change func(*
 func (db *DB) DeleteGateway(ctx context.Context, orgID, id string) (*Change, error) {
 	var change *Change
 	err := db.writeTx(ctx, func(tx *Tx, now time.Time) error {
+		// The gateway's deployment rows first, in key order, then its own
+		// row: the order in which the writers of fetch and last-seen times
+		// take them (flushFetched). Left to the cascade, the deletion took
+		// the gateway's row first and its deployments after, and deleting
+		// gateways while others' downloads were written deadlocked now and
+		// then (each a second lost to deadlock_timeout).
+		if tx.dialect == dialectPostgres {
+			if _, err := tx.ExecContext(ctx, `SELECT 1 FROM deployments d JOIN gateways g ON g.id = d.gateway_id
+				WHERE d.gateway_id = $1 AND g.organization_id = $2 ORDER BY d.api_id FOR UPDATE OF d`, id, orgID); err != nil {
+				return fmt.Errorf("delete gateway: %w", err)
+			}
+		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM gateways WHERE id = $1 AND organization_id = $2`, id, orgID)
 		if err != nil {
 			return fmt.Errorf("delete gateway: %w", err)
