@@ -99,6 +99,10 @@ type Report struct {
 	DeliveryP50 float64 `json:"deliveryP50Ms"`
 	DeliveryP99 float64 `json:"deliveryP99Ms"`
 	DeliveryMax float64 `json:"deliveryMaxMs"`
+	// The same over every deployment after the first (which may land
+	// within the generation grace of a fleet that just connected).
+	DeliveryLaterP50 float64 `json:"deliveryAfterFirstP50Ms,omitempty"`
+	DeliveryLaterP99 float64 `json:"deliveryAfterFirstP99Ms,omitempty"`
 	// With several targets, the same split by whether the gateway's
 	// connection was on the replica that handled the deploy request.
 	DeliverySameP50  float64 `json:"deliverySameReplicaP50Ms,omitempty"`
@@ -150,8 +154,12 @@ type DeploymentReport struct {
 	RevisionID string `json:"revisionId"`
 	// Target is the target that handled the deploy request (several
 	// targets only).
-	Target        string  `json:"target,omitempty"`
-	RequestMs     float64 `json:"requestMs"`
+	Target    string  `json:"target,omitempty"`
+	RequestMs float64 `json:"requestMs"`
+	// Delivery latency of this deployment (request sent -> api.deployed
+	// received), in milliseconds.
+	DeliveryP50   float64 `json:"deliveryP50Ms"`
+	DeliveryP99   float64 `json:"deliveryP99Ms"`
 	Delivered     int     `json:"delivered"` // items the server answered delivered to a live connection
 	Churned       int     `json:"churned"`
 	ConvergenceMs float64 `json:"convergenceMs"`
@@ -306,7 +314,7 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		rep.DesiredState, rep.ReconnectConvergeMs = ds, ds.Reconnect.ConvergeMs
 	}
 
-	var lat latencies
+	var lat, later latencies
 	var answers []float64
 	var lastRev string
 	rep.AllDelivered, rep.AllConverged = true, true
@@ -321,8 +329,12 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 			now := r.serverCPU()
 			d.ServerCPUSeconds, cpu = now-cpu, now
 		}
+		d.DeliveryP50, d.DeliveryP99, _ = percentiles(dl.all)
 		rep.Deployments = append(rep.Deployments, d)
 		lat.add(dl)
+		if i > 0 {
+			later.add(dl)
+		}
 		if d.RevisionID != "" {
 			lastRev = d.RevisionID
 		}
@@ -363,6 +375,7 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 		}
 	}
 	rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax = percentiles(lat.all)
+	rep.DeliveryLaterP50, rep.DeliveryLaterP99, _ = percentiles(later.all)
 	if opt.ServerPID > 0 {
 		var err error
 		if rep.ServerRSSKiB, rep.ServerPeakRSSKiB, err = processMemory(opt.ServerPID); err != nil {
@@ -695,6 +708,9 @@ func (rep *Report) WriteTable(w io.Writer) {
 		fmt.Fprintf(w, "deployments       none (-deploys 0): nothing was deployed to measure\n")
 	} else {
 		fmt.Fprintf(w, "delivery latency  p50 %.1f ms   p99 %.1f ms   max %.1f ms\n", rep.DeliveryP50, rep.DeliveryP99, rep.DeliveryMax)
+		if rep.Deploys > 1 {
+			fmt.Fprintf(w, "  after the first p50 %.1f ms   p99 %.1f ms\n", rep.DeliveryLaterP50, rep.DeliveryLaterP99)
+		}
 	}
 	if strings.Contains(rep.Target, ",") && rep.Deploys > 0 {
 		fmt.Fprintf(w, "  same replica    p50 %.1f ms   p99 %.1f ms   max %.1f ms (connection on the replica that took the deploy request)\n",
@@ -720,10 +736,10 @@ func (rep *Report) WriteTable(w io.Writer) {
 			rep.ServerCPUPerDeployment, rep.ServerRSSKiB, rep.ServerPeakRSSKiB)
 	}
 	if len(rep.Deployments) > 0 {
-		fmt.Fprintf(w, "\n%-4s %-38s %10s %10s %8s %14s %s\n", "#", "revision", "request", "delivered", "churned", "convergence", "ok")
+		fmt.Fprintf(w, "\n%-4s %-38s %10s %10s %10s %10s %8s %14s %s\n", "#", "revision", "request", "p50", "p99", "delivered", "churned", "convergence", "ok")
 	}
 	for i, d := range rep.Deployments {
-		fmt.Fprintf(w, "%-4d %-38s %8.1fms %10d %8d %12.1fms %v\n", i+1, d.RevisionID, d.RequestMs, d.Delivered, d.Churned, d.ConvergenceMs, d.Converged)
+		fmt.Fprintf(w, "%-4d %-38s %8.1fms %8.1fms %8.1fms %10d %8d %12.1fms %v\n", i+1, d.RevisionID, d.RequestMs, d.DeliveryP50, d.DeliveryP99, d.Delivered, d.Churned, d.ConvergenceMs, d.Converged)
 		if d.Answered != nil {
 			fmt.Fprintf(w, "     answered %s; ended %s\n", statusCounts(d.Answered), statusCounts(d.Final))
 		}
