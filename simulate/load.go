@@ -317,37 +317,19 @@ func (l *loader) prepare(ctx context.Context, rep *LoadReport) (string, int, err
 	if missing := l.opt.APIs - total; missing > 0 {
 		start := time.Now()
 		newReq := l.createRequests(project)
-		var left, done, failed atomic.Int64
-		left.Store(int64(missing))
-		var wg sync.WaitGroup
-		for range min(fillClients, missing) {
-			wg.Go(func() {
-				var buf bytes.Buffer
-				for left.Add(-1) >= 0 && ctx.Err() == nil {
-					req, err := newReq(ctx)
-					if err == nil {
-						_, err = l.do(req, http.StatusCreated, &buf, true)
-					}
-					if err == nil {
-						err = l.keepCreated(buf.Bytes())
-					}
-					if err != nil {
-						failed.Add(1)
-						l.fail("create API for the list project: %v", err)
-						continue
-					}
-					if k := done.Add(1); k%100 == 0 {
-						l.progress("creating APIs in the list project %d/%d", k, missing)
-					}
-				}
-			})
-		}
-		wg.Wait()
-		if err := ctx.Err(); err != nil {
+		err := l.parallel(ctx, missing, "creating APIs in the list project", func(int) error {
+			req, err := newReq(ctx)
+			if err != nil {
+				return err
+			}
+			var buf bytes.Buffer
+			if _, err := l.do(req, http.StatusCreated, &buf, true); err != nil {
+				return err
+			}
+			return l.keepCreated(buf.Bytes())
+		})
+		if err != nil {
 			return "", 0, err
-		}
-		if n := failed.Load(); n > 0 {
-			return "", 0, fmt.Errorf("%d of %d APIs could not be created in the list project; first error: %s", n, missing, l.errors[0])
 		}
 		rep.Filled, rep.FillSec = missing, time.Since(start).Seconds()
 		if total, err = l.countAPIs(ctx, project); err != nil {
@@ -356,6 +338,41 @@ func (l *loader) prepare(ctx context.Context, rep *LoadReport) (string, int, err
 	}
 	rep.Project, rep.APIs = project, total
 	return project, total, nil
+}
+
+// parallel runs fn for 0..n-1 on fillClients goroutines, reporting
+// progress; it fails when any call did, with the first error.
+func (l *loader) parallel(ctx context.Context, n int, what string, fn func(i int) error) error {
+	var next, done, failed atomic.Int64
+	var first error
+	var once sync.Once
+	var wg sync.WaitGroup
+	for range min(fillClients, n) {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := fn(i); err != nil {
+					failed.Add(1)
+					once.Do(func() { first = err })
+					continue
+				}
+				if k := done.Add(1); k%100 == 0 {
+					l.progress("%s %d/%d", what, k, n)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if k := failed.Load(); k > 0 {
+		return fmt.Errorf("%s: %d of %d failed; first error: %w", what, k, n, first)
+	}
+	return nil
 }
 
 // countAPIs returns how many APIs the project holds.

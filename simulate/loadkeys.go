@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -158,41 +156,6 @@ func (l *loader) deployTo(ctx context.Context, rep *LoadReport, apis []string, g
 	})
 	rep.DeploySec = time.Since(start).Seconds()
 	return err
-}
-
-// parallel runs fn for 0..n-1 on fillClients goroutines, reporting
-// progress; it fails when any call did, with the first error.
-func (l *loader) parallel(ctx context.Context, n int, what string, fn func(i int) error) error {
-	var next, done, failed atomic.Int64
-	var first error
-	var once sync.Once
-	var wg sync.WaitGroup
-	for range min(fillClients, n) {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				if err := fn(i); err != nil {
-					failed.Add(1)
-					once.Do(func() { first = err })
-					continue
-				}
-				if k := done.Add(1); k%100 == 0 {
-					l.progress("%s %d/%d", what, k, n)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if k := failed.Load(); k > 0 {
-		return fmt.Errorf("%s: %d of %d failed; first error: %w", what, k, n, first)
-	}
-	return nil
 }
 
 // keyRequests returns a maker of key create requests on the API, each
