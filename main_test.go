@@ -433,6 +433,8 @@ func commandJSON(t *testing.T, token string, args ...string) []byte {
 // each page before measuring it), and what the run created is deleted,
 // leaving the organization its default project only. With -project, the
 // run fills an existing project and leaves it, emptied of what it added.
+// The keys scenario pulls every key it made through its gateway, and
+// deletes that gateway too.
 func TestLoad(t *testing.T) {
 	base, dir := startServer(t, nil)
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
@@ -461,17 +463,21 @@ func TestLoad(t *testing.T) {
 		name, scenario string
 		existing       bool     // read the default project (-project)
 		phases         []string // name:offset
+		extra          []string // more flags (the last of a flag wins)
 	}{
 		{name: "Create", scenario: "create", phases: []string{"create:0"}},
 		{name: "List", scenario: "list", phases: []string{"list:0"}},
 		{name: "Get", scenario: "get", phases: []string{"get:0"}},
 		{name: "All", scenario: "all", phases: []string{"create:0", "list:0", "list:20", "get:0"}},
 		{name: "ExistingProject", scenario: "list", existing: true, phases: []string{"list:0"}},
+		{name: "Keys", scenario: "keys", phases: []string{"key-page:0", "key-pull:0", "key-create:0"},
+			extra: []string{"-apis", "3", "-keys-per-api", "2"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			token := mintToken(t, dir)
 			args := []string{"load", "-target", base, "-insecure", "-json", "-scenario", tc.scenario,
 				"-clients", "2", "-duration", "300ms", "-warmup", "50ms", "-apis", "120"}
+			args = append(args, tc.extra...)
 			var defaultProject string
 			if tc.existing {
 				var projects page
@@ -488,6 +494,9 @@ func TestLoad(t *testing.T) {
 				CreatedAPIs, DeletedAPIs int
 				CreatedProjects          []string
 				DeletedProjects          int
+				Keys                     int
+				CreatedGateways          int
+				DeletedGateways          int
 				Errors                   []string
 			}
 			if err := json.Unmarshal(out, &rep); err != nil {
@@ -504,7 +513,19 @@ func TestLoad(t *testing.T) {
 				rep.CreatedAPIs == 0 || rep.DeletedAPIs != rep.CreatedAPIs || rep.DeletedProjects != len(rep.CreatedProjects) {
 				t.Fatalf("report: %s", out)
 			}
-			if tc.scenario != "create" && rep.APIs != 120 {
+			if tc.scenario == "keys" {
+				// 3 APIs of 2 keys, all pulled; the gateway deleted.
+				for _, ph := range rep.Phases {
+					if ph.Name == "key-pull" && ph.Keys != 6 || ph.APIs != 3 {
+						t.Errorf("phase %+v", ph)
+					}
+				}
+				var gws page
+				call(t, token, "GET", "/api/v1/gateways", "", 200, &gws)
+				if rep.APIs != 3 || rep.Keys != 6 || rep.CreatedGateways != 1 || rep.DeletedGateways != 1 || len(gws.List) != 0 {
+					t.Fatalf("keys report: %s; gateways left %+v", out, gws.List)
+				}
+			} else if tc.scenario != "create" && rep.APIs != 120 {
 				t.Fatalf("the project holds %d APIs, want 120", rep.APIs)
 			}
 			var projects, apis page
@@ -524,6 +545,7 @@ func TestLoad(t *testing.T) {
 type loadPhase struct {
 	Name                  string
 	Offset, Requests      int
+	APIs, Keys            int
 	PerSec                float64 `json:"perSecond"`
 	P50                   float64 `json:"p50Ms"`
 	ResponseBytes, Errors int

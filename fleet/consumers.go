@@ -34,6 +34,16 @@ package fleet
 // connection's generation is unknown wait for it (the initial state); a
 // connection that falls maxConsumerBacklog events behind is dropped, and
 // converges when it reconnects.
+//
+// Room in the queue. Consumer events come in bursts (a portal importing
+// hundreds of keys in a second) that a gateway reading steadily cannot
+// take as fast as they are made; the hub drops a connection whose queue is
+// full. So they take at most half the connection's queue (the rest stays
+// for deployment events, which do disconnect when they find no room), and
+// what finds no room waits on the connection, in order, sent by one
+// goroutine as room frees (consumerConn.out). Everything a connection is
+// sent here goes through that one line, snapshots included, so nothing
+// overtakes what was routed before it.
 
 import (
 	"context"
@@ -56,8 +66,13 @@ type ConsumerSource interface {
 }
 
 // maxConsumerBacklog is how many events a connection may owe while a
-// snapshot is read or its generation is unknown.
+// snapshot is read or its generation is unknown, and how many routed
+// events may wait for room in its queue.
 const maxConsumerBacklog = 4096
+
+// consumerShare is the part of a connection's queue consumer events may
+// fill (a half): the rest is room for deployment events.
+func consumerShare(queueSize int) int { return max(1, queueSize/2) }
 
 // consumerReadTimeout bounds one snapshot's reads.
 const consumerReadTimeout = 30 * time.Second
@@ -97,6 +112,17 @@ type consumerConn struct {
 	// pulled: the gateway's key pull was answered since this connection
 	// began; pullHold: the events wait for it (one of holds).
 	pulled, pullHold bool
+	// out are the events to send that found no room in the queue, or
+	// came after one that did, in the order they are to go out; sending
+	// is set while a goroutine (sendOut) sends them, and whenever out is
+	// not empty. outRouted counts those routed straight here (at most
+	// maxConsumerBacklog); a snapshot and the events held meanwhile are
+	// bounded on their own.
+	out       []outEvent
+	outRouted int
+	sending   bool
+	// limit is how many frames consumer events may leave in the queue.
+	limit int
 }
 
 // pullWait bounds how long a new connection's events wait for its
@@ -122,7 +148,8 @@ func (cs *consumers) get(c *hub.Conn) *consumerConn {
 	if v, ok := cs.conns.Load(c); ok {
 		return v.(*consumerConn)
 	}
-	cc := &consumerConn{c: c, awaiting: map[string]bool{}, ready: map[string]bool{}}
+	cc := &consumerConn{c: c, awaiting: map[string]bool{}, ready: map[string]bool{},
+		limit: consumerShare(cs.f.hub.QueueSize())}
 	if c.Context().Err() != nil {
 		return cc // ended: not kept
 	}
@@ -166,8 +193,59 @@ func (cc *consumerConn) routeLocked(ev *hub.Event) {
 	case cc.holds > 0:
 		cc.held = cc.keep(cc.held, ev)
 	default:
-		cc.c.Send(ev)
+		cc.sendLocked(ev, true)
 	}
+}
+
+// outEvent is an event waiting in consumerConn.out; routed: it was routed
+// there (counted in outRouted).
+type outEvent struct {
+	ev     *hub.Event
+	routed bool
+}
+
+// sendLocked queues ev on the connection if nothing waits before it and
+// the queue has room for it, and otherwise puts it in out, behind what
+// waits there, for sendOut. It never blocks. routed events count against
+// maxConsumerBacklog: beyond it the connection is dropped. cc.mu must be
+// held.
+func (cc *consumerConn) sendLocked(ev *hub.Event, routed bool) {
+	if !cc.sending && !cc.c.SendBelow(ev, cc.limit) {
+		return
+	}
+	if routed {
+		if cc.outRouted >= maxConsumerBacklog {
+			cc.c.Drop("too many consumer events owed")
+			return
+		}
+		cc.outRouted++
+	}
+	cc.out = append(cc.out, outEvent{ev, routed})
+	if !cc.sending {
+		cc.sending = true
+		go cc.sendOut()
+	}
+}
+
+// sendOut sends the events in out, in order, each once the connection's
+// queue has room for it (waiting at most the write timeout for a frame to
+// leave it: a gateway that takes none that long is dropped), and returns
+// when none is left or the connection has ended.
+func (cc *consumerConn) sendOut() {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	for len(cc.out) > 0 && cc.c.Context().Err() == nil {
+		o := cc.out[0]
+		cc.out[0] = outEvent{}
+		cc.out = cc.out[1:]
+		if o.routed {
+			cc.outRouted--
+		}
+		cc.mu.Unlock()
+		cc.c.SendWait(o.ev, cc.limit)
+		cc.mu.Lock()
+	}
+	cc.out, cc.outRouted, cc.sending = nil, 0, false
 }
 
 // keep appends ev to a backlog, or drops the connection when it is full.
@@ -303,21 +381,20 @@ func (cs *consumers) afterPull(c *hub.Conn) {
 }
 
 // release sends a snapshot's events, then, when no other snapshot is being
-// read, the events held meanwhile. It runs off the publisher's path, so it
-// waits for room in the connection's queue (a snapshot may be long), with
-// the lock released: events that come meanwhile are held behind. A
-// snapshot that could not be read drops the connection: its gateway
-// converges when it reconnects.
+// read, the events held meanwhile; both go behind what waits for room
+// already (sendLocked), so it does not wait itself. A snapshot that could
+// not be read drops the connection: its gateway converges when it
+// reconnects.
 func (cc *consumerConn) release(evs []*store.ConsumerEvent, err error) {
 	if err != nil {
 		cc.c.Drop("could not read consumer state")
 	}
-	for _, ev := range evs {
-		cc.c.SendWait(hubEvent(ev))
-	}
 	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	for _, ev := range evs {
+		cc.sendLocked(hubEvent(ev), false)
+	}
 	cc.unholdLocked()
-	cc.mu.Unlock()
 }
 
 // endPullHold ends the wait of a new connection's events for its key pull.
@@ -330,24 +407,18 @@ func (cc *consumerConn) endPullHold() {
 	}
 }
 
-// unholdLocked ends one hold; the last one sends the events held. It waits
-// for room in the queue with cc.mu released (events that come meanwhile
-// are held behind). cc.mu must be held; it is held again on return.
+// unholdLocked ends one hold; the last one sends the events held (behind
+// what waits for room already). cc.mu must be held.
 func (cc *consumerConn) unholdLocked() {
-	if cc.holds > 1 {
-		cc.holds--
+	cc.holds--
+	if cc.holds > 0 {
 		return
 	}
-	for len(cc.held) > 0 {
-		held := cc.held
-		cc.held = nil
-		cc.mu.Unlock()
-		for _, ev := range held {
-			cc.c.SendWait(ev)
-		}
-		cc.mu.Lock()
+	held := cc.held
+	cc.held = nil
+	for _, ev := range held {
+		cc.sendLocked(ev, false)
 	}
-	cc.holds--
 }
 
 // ConsumersPulled tells the gateway's connections, on every replica, that

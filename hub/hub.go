@@ -193,7 +193,7 @@ type Conn struct {
 	// closed once the socket is closed.
 	finishing bool
 	finished  chan struct{}
-	// room, when not nil, is closed when a frame leaves a full queue
+	// room, when not nil, is closed when a frame leaves the queue
 	// (SendWait waits on it).
 	room chan struct{}
 	// lastPing is when the hub's ticker last pinged (its goroutine only).
@@ -695,14 +695,62 @@ func (c *Conn) encodeAlone(ev *Event) ([]byte, *eventCount, bool) {
 	return frame, count, true
 }
 
-// SendWait is Send for bulk state sent off the publisher's path: it waits
-// for room in the queue, at most the write timeout, rather than
-// disconnecting a gateway at once for a full queue.
-func (c *Conn) SendWait(ev *Event) bool {
+// SendBelow is Send for events that can wait for room: it queues ev only
+// while fewer than limit frames (at most QueueSize) wait on the
+// connection. Otherwise it reports full and does nothing else: the
+// connection stays, and the caller keeps ev and sends it later
+// (SendWait), so that a burst of such events neither disconnects a
+// gateway that reads steadily nor takes the room live deployment events
+// need. It never blocks. full is false when ev was queued or there was
+// nothing to send (as for Send).
+func (c *Conn) SendBelow(ev *Event, limit int) (full bool) {
 	frame, count, ok := c.encodeAlone(ev)
 	if !ok {
 		return false
 	}
+	c.wmu.Lock()
+	switch {
+	case c.ctx.Err() != nil:
+		c.wmu.Unlock()
+		count.dropped.Add(1)
+		return false
+	case len(c.queue) >= c.limit(limit):
+		c.wmu.Unlock()
+		return true
+	}
+	c.queue = append(c.queue, frame)
+	c.kickLocked()
+	c.wmu.Unlock()
+	count.queued.Add(1)
+	if ev.Sent != nil {
+		ev.Sent(c)
+	}
+	return false
+}
+
+// limit is the most frames a caller allowing limit may leave waiting:
+// QueueSize when limit is 0 or more than that.
+func (c *Conn) limit(limit int) int {
+	if limit <= 0 || limit > c.hub.cfg.QueueSize {
+		return c.hub.cfg.QueueSize
+	}
+	return limit
+}
+
+// QueueSize is how many frames may wait for one connection.
+func (h *Hub) QueueSize() int { return h.cfg.QueueSize }
+
+// SendWait is Send for bulk state sent off the publisher's path: it waits
+// until fewer than limit frames (the whole QueueSize when limit is 0) wait
+// in the queue, at most the write timeout, rather than disconnecting a
+// gateway at once for a full queue. A gateway that takes no frame for the
+// write timeout is disconnected.
+func (c *Conn) SendWait(ev *Event, limit int) bool {
+	frame, count, ok := c.encodeAlone(ev)
+	if !ok {
+		return false
+	}
+	limit = c.limit(limit)
 	timer := time.NewTimer(c.hub.cfg.WriteTimeout)
 	defer timer.Stop()
 	for {
@@ -711,7 +759,7 @@ func (c *Conn) SendWait(ev *Event) bool {
 			c.wmu.Unlock()
 			break
 		}
-		if len(c.queue) < c.hub.cfg.QueueSize {
+		if len(c.queue) < limit {
 			c.queue = append(c.queue, frame)
 			c.kickLocked()
 			c.wmu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +27,7 @@ type keyGateway struct {
 	seen    []string            // consumer event types, in order
 	userIDs map[string]bool     // of apikey.created
 	appsAt  int                 // index in seen of the last application.updated
+	created []string            // names of apikey.created, in order
 	// pullVia, when set, is the replica the gateway pulls from (its
 	// channel is on e's).
 	pullVia *testEnv
@@ -125,6 +127,7 @@ func (g *keyGateway) apply(ev map[string]any) {
 			return
 		}
 		g.userIDs[user] = true
+		g.created = append(g.created, str("name"))
 		g.keys[api+"/"+str("name")] = heldKey{uuid: str("uuid"), hash: hash(), userID: user}
 	case "apikey.updated":
 		k := g.keys[api+"/"+str("keyName")]
@@ -457,4 +460,97 @@ func TestDeployNeedsGatewayPolicies(t *testing.T) {
 	f.deploy(t, "", 1) // first generation
 	manifest(`{"name":"cors","version":"v1"},{"name":"api-key-auth","version":"v1.0.0"}`)
 	f.deploy(t, "", 0, 1)
+}
+
+// TestKeyBurstKeepsSlowGateway: a portal import creates hundreds of keys on
+// one API in a burst while a connected gateway reads at half the pace they
+// are made. Their events filled the connection's queue (32 frames) and the
+// hub dropped the gateway, which then reconnected and pulled everything
+// again. Now they wait on the connection for room, in commit order, and
+// leave half the queue to deployment events: the gateway stays on its
+// first connection, hears every key in the order made and a deployment
+// made at the height of the burst, and ends with exactly the keys made.
+func TestKeyBurstKeepsSlowGateway(t *testing.T) {
+	const n = 300
+	// The contract's hub (a queue of 32, pings every 20 s), over a slow
+	// link: small socket buffers on both ends.
+	e := newEnvListener(t, nil, nil, 4096)
+	f := newFleet(t, e, 1)
+	g := newKeyGateway(t, e, f.keys[0], f.gws[0].ID)
+	g.readBuffer = 4096 // what it has not read stays on the server
+	g.run()
+	f.deploy(t, "", 0)
+	waitFor(t, func() bool {
+		g.gen2Gateway.mu.Lock()
+		defer g.gen2Gateway.mu.Unlock()
+		_, ok := g.held[f.api]
+		return ok
+	})
+
+	// The gateway reads one frame for every two keys made, then, once the
+	// burst is over, as fast as it can.
+	pace := make(chan struct{}, n)
+	g.c.gate.Store(&pace)
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(pace)
+		}
+	}
+	t.Cleanup(release)
+	want := map[string]string{}
+	var names []string
+	for i := range n {
+		k := f.createKey(t, map[string]any{"name": fmt.Sprintf("import-%03d", i)})
+		want[f.api+"/"+k.Name] = sha(k.APIKey)
+		names = append(names, k.Name)
+		if i%2 == 1 {
+			pace <- struct{}{}
+		}
+	}
+	// The API deployed again at the height of the burst: its api.deployed
+	// finds room in the queue (consumer events leave half of it).
+	f.deploy(t, "", 0)
+	release()
+	deadline := time.Now().Add(10 * time.Second)
+	for !maps.Equal(g.hashes(), want) {
+		select {
+		case <-g.c.ended:
+			t.Fatalf("the gateway's connection ended (%v) with %d of the %d keys", g.c.endErr, len(g.hashes()), n)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway holds %d keys, want the %d made", len(g.hashes()), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The keys sent again after the second api.deployed (the API's state)
+	// follow those sent first.
+	g.mu.Lock()
+	var created []string
+	seen := map[string]bool{}
+	for _, name := range g.created {
+		if !seen[name] {
+			seen[name] = true
+			created = append(created, name)
+		}
+	}
+	g.mu.Unlock()
+	if !slices.Equal(created, names) {
+		t.Fatalf("apikey.created came in the order %v, want %v", created, names)
+	}
+	waitFor(t, func() bool {
+		g.gen2Gateway.mu.Lock()
+		defer g.gen2Gateway.mu.Unlock()
+		return len(g.applied) == 2
+	})
+	select {
+	case <-g.c.ended:
+		t.Fatalf("the gateway's connection ended: %v", g.c.endErr)
+	default:
+	}
+	if d := e.api.Hub().Dropped.Load(); d != 0 {
+		t.Fatalf("%d connections dropped", d)
+	}
 }

@@ -49,6 +49,8 @@ type gen2Gateway struct {
 	// patient: handleAll waits for events as long as the connection lasts,
 	// not 10 s at most (a long run may leave a gateway quiet for longer).
 	patient bool
+	// readBuffer, when set, is its socket's receive buffer in bytes.
+	readBuffer int
 }
 
 func newGen2(t testing.TB, e *testEnv, key, gatewayID string) *gen2Gateway {
@@ -65,7 +67,7 @@ func (g *gen2Gateway) connect() map[string]any {
 			`{"version":"1.2.0","functionalityType":"regular","policies":[{"name":"cors","version":"v1","parameters":{"type":"object"}},{"name":"rate-limit","version":"v2"},{"name":"api-key-auth","version":"v1"}]}`)
 		posted <- code
 	}()
-	c, ack := mustDial(g.t, g.e.srv.URL, g.key)
+	c, ack := mustDialBuffer(g.t, g.e.srv.URL, g.key, g.readBuffer)
 	g.mu.Lock()
 	g.c = c
 	g.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -50,6 +51,15 @@ func newEnvWith(t testing.TB, mod func(*Options)) *testEnv {
 // newEnvStore is newEnvWith with a changed store configuration too.
 func newEnvStore(t testing.TB, storeMod func(*store.Config), mod func(*Options)) *testEnv {
 	t.Helper()
+	return newEnvListener(t, storeMod, mod, 0)
+}
+
+// newEnvListener is newEnvStore whose accepted connections have a send
+// buffer of writeBuffer bytes (the system's when 0): with a small one,
+// what a slow gateway has not read stays in the server's queue, as over a
+// slow link, rather than in the kernel.
+func newEnvListener(t testing.TB, storeMod func(*store.Config), mod func(*Options), writeBuffer int) *testEnv {
+	t.Helper()
 	dir := t.TempDir()
 	db, dsn := storetest.Open(t, storeMod)
 	key, err := auth.LoadOrCreateSigningKey(filepath.Join(dir, "jwt.pem"))
@@ -73,6 +83,9 @@ func newEnvStore(t testing.TB, storeMod func(*store.Config), mod func(*Options))
 	}
 	s := New(opts)
 	srv := httptest.NewUnstartedServer(s)
+	if writeBuffer > 0 {
+		srv.Listener = sendBufferListener{srv.Listener, writeBuffer}
+	}
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	ops := httptest.NewServer(s.Ops())
@@ -85,6 +98,20 @@ func newEnvStore(t testing.TB, storeMod func(*store.Config), mod func(*Options))
 		s.Close()
 	})
 	return &testEnv{t: t, srv: srv, db: db, key: key, client: srv.Client(), api: s, dsn: dsn, ops: ops}
+}
+
+// sendBufferListener sets the send buffer of the connections it accepts.
+type sendBufferListener struct {
+	net.Listener
+	size int
+}
+
+func (l sendBufferListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(l.size)
+	}
+	return c, err
 }
 
 type testWriter struct{ t testing.TB }

@@ -34,6 +34,10 @@ type wsClient struct {
 	conn   net.Conn
 	br     *bufio.Reader
 	noPong atomic.Bool // do not answer pings
+	// gate, when set, paces the reader goroutine: it takes a value from
+	// the channel before each frame it reads (a closed one lets it read
+	// freely again), as a gateway slower than the server reads.
+	gate atomic.Pointer[chan struct{}]
 
 	wmu    sync.Mutex    // one writer at a time: the test and the pong answers
 	frames chan wsFrame  // the frames the reader hands over, when it runs
@@ -61,9 +65,26 @@ const (
 // For a refused handshake it returns the HTTP response and a nil client.
 func dialWS(t testing.TB, baseURL, apiKey string) (*wsClient, *http.Response) {
 	t.Helper()
+	return dialWSBuffer(t, baseURL, apiKey, 0)
+}
+
+// dialWSBuffer is dialWS with the socket's receive buffer set to
+// readBuffer bytes (the system's when 0): a small one
+// keeps the kernel from absorbing what a slow gateway has not read.
+func dialWSBuffer(t testing.TB, baseURL, apiKey string, readBuffer int) (*wsClient, *http.Response) {
+	t.Helper()
 	u, _ := url.Parse(baseURL)
-	conn, err := tls.Dial("tcp", u.Host, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	raw, err := net.Dial("tcp", u.Host)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if readBuffer > 0 {
+		if err := raw.(*net.TCPConn).SetReadBuffer(readBuffer); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err := conn.Handshake(); err != nil {
 		t.Fatal(err)
 	}
 	key := make([]byte, 16)
@@ -105,6 +126,9 @@ func (c *wsClient) answerPings() {
 	go func() {
 		defer close(c.ended)
 		for {
+			if gate := c.gate.Load(); gate != nil {
+				<-*gate
+			}
 			op, payload, err := c.readRaw(0)
 			if err != nil {
 				c.endErr = err
@@ -130,7 +154,14 @@ func (c *wsClient) answerPings() {
 // mustDial connects and returns the client with its ack.
 func mustDial(t testing.TB, baseURL, apiKey string) (*wsClient, map[string]any) {
 	t.Helper()
-	c, resp := dialWS(t, baseURL, apiKey)
+	return mustDialBuffer(t, baseURL, apiKey, 0)
+}
+
+// mustDialBuffer is mustDial with a receive buffer of readBuffer bytes
+// (dialWSBuffer).
+func mustDialBuffer(t testing.TB, baseURL, apiKey string, readBuffer int) (*wsClient, map[string]any) {
+	t.Helper()
+	c, resp := dialWSBuffer(t, baseURL, apiKey, readBuffer)
 	if c == nil {
 		body, _ := io.ReadAll(resp.Body)
 		t.Fatalf("handshake refused: %d %s", resp.StatusCode, body)

@@ -27,8 +27,10 @@ type LoadOptions struct {
 	Token    string // bearer JWT of the organization to work in
 	// Scenario is what is measured: "create" (APIs of 10 operations and 2
 	// backends), "list" (a page of 100 full APIs), "get" (one API by id),
-	// or "all": create, list at offset 0, list of the last page, get (the
-	// APIs of create are deleted before the list phases, unless Keep).
+	// "all": create, list at offset 0, list of the last page, get (the
+	// APIs of create are deleted before the list phases, unless Keep), or
+	// "keys" (loadkeys.go): a page of keys, a gateway's key pull, key
+	// creates, in a project of APIs with KeysPerAPI keys each.
 	Scenario string
 	Clients  int           // concurrent clients (default 8)
 	Duration time.Duration // measured time of each phase (default 10s)
@@ -38,6 +40,9 @@ type LoadOptions struct {
 	APIs int
 	// Offset is the page offset of the list scenario (default 0).
 	Offset int
+	// KeysPerAPI is how many keys the keys scenario creates on each API
+	// before measuring (default 10).
+	KeysPerAPI int
 	// Project is the id of an existing project for list and get; empty for
 	// a new one. The create phase of "all" writes to a project of its own,
 	// so the list figures see exactly the APIs asked for; the create
@@ -59,11 +64,17 @@ type LoadReport struct {
 	DurationSec float64 `json:"durationSeconds"`
 	// The project read by list and get, the APIs it held, and how many of
 	// them the run created (in FillSec) to reach -apis.
-	Project string      `json:"projectId,omitempty"`
-	APIs    int         `json:"apis,omitempty"`
-	Filled  int         `json:"filled,omitempty"`
-	FillSec float64     `json:"fillSeconds,omitempty"`
-	Phases  []LoadPhase `json:"phases"`
+	Project string  `json:"projectId,omitempty"`
+	APIs    int     `json:"apis,omitempty"`
+	Filled  int     `json:"filled,omitempty"`
+	FillSec float64 `json:"fillSeconds,omitempty"`
+	// The keys scenario: keys created on the APIs (in KeysFillSec), and the
+	// gateway every API was deployed to (in DeploySec).
+	Keys        int         `json:"keys,omitempty"`
+	KeysFillSec float64     `json:"keysFillSeconds,omitempty"`
+	Gateway     string      `json:"gatewayId,omitempty"`
+	DeploySec   float64     `json:"deploySeconds,omitempty"`
+	Phases      []LoadPhase `json:"phases"`
 	// What the run created (in every phase and the set-up), and what it
 	// deleted at the end (nothing with -keep).
 	CreatedAPIs     int      `json:"createdApis"`
@@ -71,6 +82,8 @@ type LoadReport struct {
 	Kept            bool     `json:"kept"`
 	DeletedAPIs     int      `json:"deletedApis"`
 	DeletedProjects int      `json:"deletedProjects"`
+	CreatedGateways int      `json:"createdGateways,omitempty"`
+	DeletedGateways int      `json:"deletedGateways,omitempty"`
 	CleanupSec      float64  `json:"cleanupSeconds"`
 	// Errors are failures outside the measured requests: set-up, the check
 	// of each list page, clean-up.
@@ -79,10 +92,12 @@ type LoadReport struct {
 
 // LoadPhase is one measured kind of request.
 type LoadPhase struct {
-	Name    string `json:"name"` // create, list or get
+	Name    string `json:"name"` // create, list, get, key-page, key-pull or key-create
 	Project string `json:"projectId"`
-	APIs    int    `json:"apis,omitempty"` // list and get: APIs in the project
+	APIs    int    `json:"apis,omitempty"` // list, get and key phases: APIs in the project
 	Offset  int    `json:"offset"`         // list: the page's offset
+	// Keys: in the project (key-page, key-create), or pulled (key-pull).
+	Keys int `json:"keys,omitempty"`
 	// Requests answered as expected (201 for create, 200 otherwise) within
 	// the measured time, and their rate.
 	Requests int     `json:"requests"`
@@ -125,10 +140,12 @@ type loader struct {
 	mu       sync.Mutex
 	created  []string // APIs created, deleted at the end unless Keep
 	projects []string // projects created, deleted after their APIs
-	// cleaned and cleanedProjects count the leading APIs and projects
-	// already deleted (or being deleted) by a clean-up.
-	cleaned, cleanedProjects int
-	errors                   []string
+	gateways []string // gateways registered (keys), deleted after the APIs
+	// cleaned, cleanedProjects and cleanedGateways count the leading APIs,
+	// projects and gateways already deleted (or being deleted) by a
+	// clean-up.
+	cleaned, cleanedProjects, cleanedGateways int
+	errors                                    []string
 }
 
 // Load runs a load scenario and returns the report. An error means the run
@@ -143,9 +160,14 @@ func Load(ctx context.Context, opt LoadOptions) (*LoadReport, error) {
 	if opt.APIs == 0 {
 		opt.APIs = 1000
 	}
+	if opt.KeysPerAPI == 0 {
+		opt.KeysPerAPI = keysDefaultPerAPI
+	}
 	switch {
-	case !slices.Contains([]string{"create", "list", "get", "all"}, opt.Scenario):
-		return nil, fmt.Errorf("-scenario must be create, list, get or all, not %q", opt.Scenario)
+	case !slices.Contains([]string{"create", "list", "get", "all", "keys"}, opt.Scenario):
+		return nil, fmt.Errorf("-scenario must be create, list, get, all or keys, not %q", opt.Scenario)
+	case opt.KeysPerAPI < 1 || opt.KeysPerAPI > 100_000:
+		return nil, errors.New("-keys-per-api must be from 1 to 100000")
 	case opt.Clients < 1 || opt.Clients > 1000:
 		return nil, errors.New("-clients must be from 1 to 1000")
 	case opt.Duration < 0 || opt.Warmup < 0:
@@ -164,6 +186,7 @@ func Load(ctx context.Context, opt LoadOptions) (*LoadReport, error) {
 		WarmupSec: opt.Warmup.Seconds(), DurationSec: opt.Duration.Seconds(), Phases: []LoadPhase{}}
 	err = l.run(ctx, rep)
 	rep.CreatedAPIs, rep.CreatedProjects, rep.Kept = len(l.created), append([]string{}, l.projects...), opt.Keep
+	rep.CreatedGateways = len(l.gateways)
 	if !opt.Keep {
 		l.cleanup(rep)
 	}
@@ -196,6 +219,9 @@ func (l *loader) run(ctx context.Context, rep *LoadReport) error {
 		return err
 	}
 	sc := l.opt.Scenario
+	if sc == "keys" {
+		return l.runKeys(ctx, rep)
+	}
 	if sc == "create" || sc == "all" {
 		project := l.opt.Project
 		if project == "" || sc == "all" {
@@ -291,37 +317,19 @@ func (l *loader) prepare(ctx context.Context, rep *LoadReport) (string, int, err
 	if missing := l.opt.APIs - total; missing > 0 {
 		start := time.Now()
 		newReq := l.createRequests(project)
-		var left, done, failed atomic.Int64
-		left.Store(int64(missing))
-		var wg sync.WaitGroup
-		for range min(fillClients, missing) {
-			wg.Go(func() {
-				var buf bytes.Buffer
-				for left.Add(-1) >= 0 && ctx.Err() == nil {
-					req, err := newReq(ctx)
-					if err == nil {
-						_, err = l.do(req, http.StatusCreated, &buf, true)
-					}
-					if err == nil {
-						err = l.keepCreated(buf.Bytes())
-					}
-					if err != nil {
-						failed.Add(1)
-						l.fail("create API for the list project: %v", err)
-						continue
-					}
-					if k := done.Add(1); k%100 == 0 {
-						l.progress("creating APIs in the list project %d/%d", k, missing)
-					}
-				}
-			})
-		}
-		wg.Wait()
-		if err := ctx.Err(); err != nil {
+		err := l.parallel(ctx, missing, "creating APIs in the list project", func(int) error {
+			req, err := newReq(ctx)
+			if err != nil {
+				return err
+			}
+			var buf bytes.Buffer
+			if _, err := l.do(req, http.StatusCreated, &buf, true); err != nil {
+				return err
+			}
+			return l.keepCreated(buf.Bytes())
+		})
+		if err != nil {
 			return "", 0, err
-		}
-		if n := failed.Load(); n > 0 {
-			return "", 0, fmt.Errorf("%d of %d APIs could not be created in the list project; first error: %s", n, missing, l.errors[0])
 		}
 		rep.Filled, rep.FillSec = missing, time.Since(start).Seconds()
 		if total, err = l.countAPIs(ctx, project); err != nil {
@@ -330,6 +338,41 @@ func (l *loader) prepare(ctx context.Context, rep *LoadReport) (string, int, err
 	}
 	rep.Project, rep.APIs = project, total
 	return project, total, nil
+}
+
+// parallel runs fn for 0..n-1 on fillClients goroutines, reporting
+// progress; it fails when any call did, with the first error.
+func (l *loader) parallel(ctx context.Context, n int, what string, fn func(i int) error) error {
+	var next, done, failed atomic.Int64
+	var first error
+	var once sync.Once
+	var wg sync.WaitGroup
+	for range min(fillClients, n) {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := fn(i); err != nil {
+					failed.Add(1)
+					once.Do(func() { first = err })
+					continue
+				}
+				if k := done.Add(1); k%100 == 0 {
+					l.progress("%s %d/%d", what, k, n)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if k := failed.Load(); k > 0 {
+		return fmt.Errorf("%s: %d of %d failed; first error: %w", what, k, n, first)
+	}
+	return nil
 }
 
 // countAPIs returns how many APIs the project holds.
@@ -584,6 +627,7 @@ func (l *loader) cleanup(rep *LoadReport) {
 	}
 	wg.Wait()
 	rep.DeletedAPIs += int(deleted.Load())
+	l.cleanupGateways(ctx, rep)
 	for _, p := range projects {
 		if err := l.call(ctx, "DELETE", "/api/v1/projects/"+p, nil, nil, 204); err != nil {
 			l.fail("clean-up: %v", err)
@@ -606,7 +650,11 @@ func (rep *LoadReport) WriteTable(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "\n%-7s %7s %7s %9s %9s %8s %8s %8s %8s %10s %7s\n",
+	if rep.Keys > 0 {
+		fmt.Fprintf(w, "keys       %d on the project's APIs (%d each, created in %.1f s); gateway %s, every API deployed to it in %.1f s\n",
+			rep.Keys, rep.Keys/max(1, rep.APIs), rep.KeysFillSec, rep.Gateway, rep.DeploySec)
+	}
+	fmt.Fprintf(w, "\n%-10s %7s %7s %9s %9s %8s %8s %8s %8s %10s %7s\n",
 		"phase", "apis", "offset", "answered", "per s", "p50 ms", "p90 ms", "p99 ms", "max ms", "bytes each", "errors")
 	for _, ph := range rep.Phases {
 		apis, offset := "-", "-"
@@ -616,14 +664,15 @@ func (rep *LoadReport) WriteTable(w io.Writer) {
 		if ph.Name == "list" {
 			offset = strconv.Itoa(ph.Offset)
 		}
-		fmt.Fprintf(w, "%-7s %7s %7s %9d %9.1f %8.1f %8.1f %8.1f %8.1f %10d %7d\n", ph.Name, apis, offset,
+		fmt.Fprintf(w, "%-10s %7s %7s %9d %9.1f %8.1f %8.1f %8.1f %8.1f %10d %7d\n", ph.Name, apis, offset,
 			ph.Requests, ph.PerSec, ph.P50, ph.P90, ph.P99, ph.Max, ph.ResponseBytes, ph.Errors)
 	}
 	if rep.Kept {
 		fmt.Fprintf(w, "\nkept %d APIs and the projects %v\n", rep.CreatedAPIs, rep.CreatedProjects)
 	} else {
-		fmt.Fprintf(w, "\ndeleted %d of %d APIs and %d of %d projects created, in %.1f s\n",
-			rep.DeletedAPIs, rep.CreatedAPIs, rep.DeletedProjects, len(rep.CreatedProjects), rep.CleanupSec)
+		fmt.Fprintf(w, "\ndeleted %d of %d APIs, %d of %d projects and %d of %d gateways created, in %.1f s\n",
+			rep.DeletedAPIs, rep.CreatedAPIs, rep.DeletedProjects, len(rep.CreatedProjects), rep.DeletedGateways,
+			rep.CreatedGateways, rep.CleanupSec)
 	}
 	errs := len(rep.Errors)
 	for _, ph := range rep.Phases {

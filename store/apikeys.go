@@ -568,12 +568,27 @@ func (s ConsumerKeySource) APIState(ctx context.Context, orgID, apiID string) ([
 				apps = append(apps, k.ApplicationID)
 			}
 		}
-		appEvs, err := applicationEvents(ctx, tx, orgID, now, nil, apps...)
+		appEvs, err := applicationStates(ctx, tx, orgID, now, apps...)
 		evs = append(evs, appEvs...)
 		return err
 	})
 	return evs, err
 }
+
+// appsOfGatewayQuery reads the applications with an active key on an API
+// deployed to the gateway ($1, of organization $2; $3 is now), starting
+// from the gateway: its deployments, their APIs' keys (by the API's
+// index), so that its cost follows what is deployed to the gateway, not
+// the organization's keys. SQLite joins CROSS JOINs in the order written
+// (PostgreSQL plans them freely, from its statistics); the organization
+// is checked on the gateway, since a filter on the keys' organization
+// would offer SQLite the organization's index for them.
+const appsOfGatewayQuery = `SELECT DISTINCT k.application_id
+	FROM gateways g CROSS JOIN deployments d CROSS JOIN api_keys k
+	WHERE g.id = $1 AND g.organization_id = $2
+		AND d.gateway_id = g.id AND d.state = 'deployed'
+		AND k.api_id = d.api_id AND k.application_id IS NOT NULL AND (k.expires_at IS NULL OR k.expires_at > $3)
+	ORDER BY k.application_id`
 
 // AfterKeysPulled is application.updated for every application with an
 // active key on an API deployed to the gateway.
@@ -581,10 +596,7 @@ func (s ConsumerKeySource) AfterKeysPulled(ctx context.Context, orgID, gatewayID
 	var evs []*ConsumerEvent
 	err := s.DB.readTx(ctx, func(tx *Tx) error {
 		now := s.DB.Now()
-		ids, err := queryStrings(ctx, tx, `SELECT DISTINCT k.application_id FROM api_keys k
-			JOIN deployments d ON d.api_id = k.api_id AND d.gateway_id = $1 AND d.state = 'deployed'
-			WHERE k.organization_id = $2 AND k.application_id IS NOT NULL AND (k.expires_at IS NULL OR k.expires_at > $3)
-			ORDER BY k.application_id`, gatewayID, orgID, formatTime(now))
+		ids, err := queryStrings(ctx, tx, appsOfGatewayQuery, gatewayID, orgID, formatTime(now))
 		if err != nil {
 			return err
 		}
@@ -592,7 +604,7 @@ func (s ConsumerKeySource) AfterKeysPulled(ctx context.Context, orgID, gatewayID
 		for i := range ids {
 			apps[i] = &ids[i]
 		}
-		evs, err = applicationEvents(ctx, tx, orgID, now, nil, apps...)
+		evs, err = applicationStates(ctx, tx, orgID, now, apps...)
 		return err
 	})
 	return evs, err

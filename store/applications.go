@@ -241,6 +241,17 @@ func applicationEvent(a *Application, keys []string) (*ConsumerEvent, error) {
 // to the gateways its keys' APIs are deployed to and those of extraAPIs
 // (APIs it may have just lost a key of).
 func applicationEvents(ctx context.Context, tx *Tx, orgID string, now time.Time, extraAPIs []string, apps ...*string) ([]*ConsumerEvent, error) {
+	return appEvents(ctx, tx, orgID, now, true, extraAPIs, apps)
+}
+
+// applicationStates is applicationEvents for a snapshot, which goes to one
+// connection: without targets, whose read grows with the gateways the
+// application's APIs are deployed to.
+func applicationStates(ctx context.Context, tx *Tx, orgID string, now time.Time, apps ...*string) ([]*ConsumerEvent, error) {
+	return appEvents(ctx, tx, orgID, now, false, nil, apps)
+}
+
+func appEvents(ctx context.Context, tx *Tx, orgID string, now time.Time, targets bool, extraAPIs []string, apps []*string) ([]*ConsumerEvent, error) {
 	var evs []*ConsumerEvent
 	for _, id := range sortedUnique(apps) {
 		a, err := findApplication(ctx, tx, orgID, id, false)
@@ -259,8 +270,10 @@ func applicationEvents(ctx context.Context, tx *Tx, orgID string, now time.Time,
 		if err != nil {
 			return nil, err
 		}
-		if ev.Gateways, err = applicationTargets(ctx, tx, id, extraAPIs); err != nil {
-			return nil, err
+		if targets {
+			if ev.Gateways, err = applicationTargets(ctx, tx, id, extraAPIs); err != nil {
+				return nil, err
+			}
 		}
 		evs = append(evs, ev)
 	}
