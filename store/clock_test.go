@@ -255,7 +255,8 @@ func TestLastSeenOnTheDatabaseClock(t *testing.T) {
 // lease renewal, moves the conversion by that reading's error.)
 func TestClockAtIsStable(t *testing.T) {
 	db := MustOpen(t)
-	pauseBackground(db)                                         // no lease renewal: the clock reading stays the one taken at open
+	// No lease renewal: the clock reading stays the one taken at open.
+	pauseBackground(db)
 	at := time.Unix(0, time.Now().Add(-time.Second).UnixNano()) // as the hub stamps activity
 	first := db.ClockAt(at)
 	if lag := db.clock().Sub(first); lag < time.Second || lag > time.Second+100*time.Millisecond {
