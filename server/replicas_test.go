@@ -85,6 +85,10 @@ func TestReplicasDeliverEverywhere(t *testing.T) {
 	c1, _ := mustDial(t, rs[2].srv.URL, f.keys[1])
 	waitRemote(t, rs[0], f.gws[0].ID, 3)
 	waitRemote(t, rs[0], f.gws[1].ID, 1)
+	// Replica 0 counts its own connection itself: that it wrote its row,
+	// which replica 1's status answer below reads, only another replica
+	// sees (under load, that answer came before the write: 2 connections).
+	waitRemote(t, rs[1], f.gws[0].ID, 3)
 	// A connection still learning its generation (PLATFORM_WS_GENERATION_GRACE
 	// after its connect) gets the deployment in its initial state, and the
 	// answer counts only the ready ones: the answer's count is about ready
