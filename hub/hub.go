@@ -235,6 +235,16 @@ func (c *Conn) SetGeneration(gen int) bool {
 // GenerationKnown is closed once the generation is set.
 func (c *Conn) GenerationKnown() <-chan struct{} { return c.genKnown }
 
+// InitialStateSent is closed once the connection's initial state (OnConnect)
+// has been handed to its writer, or the connection ended first. Until
+// then, a change committed just before OnConnect read the state may reach
+// the gateway twice: in the initial state, and as its live event when that
+// was queued after the initial state's frame went out (the same
+// deployment again: a second-generation gateway ignores it, as not newer;
+// a first-generation one applies it again). A change committed once this
+// is closed reaches the connection as a live event only (until a Resync).
+func (c *Conn) InitialStateSent() <-chan struct{} { return c.initial }
+
 // Context ends when the connection does.
 func (c *Conn) Context() context.Context { return c.ctx }
 
@@ -962,6 +972,7 @@ func (h *Hub) start(ctx context.Context, t Transport, id Identity) *Conn {
 		cancel:      cancel,
 		finished:    make(chan struct{}),
 		genKnown:    make(chan struct{}),
+		initial:     make(chan struct{}), // made before registration: InitialStateSent reads it
 	}
 	c.lastPing = time.Now()
 	if h.cfg.OnConnect == nil {
@@ -989,7 +1000,6 @@ func (h *Hub) start(ctx context.Context, t Transport, id Identity) *Conn {
 	h.Accepted.Add(1)
 	c.logger().Info("gateway connected")
 	go c.writeLoop() // the ack; c.writing was set with it
-	c.initial = make(chan struct{})
 	go func() { defer close(c.initial); c.sendInitialState() }()
 	return c
 }

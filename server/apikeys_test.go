@@ -412,7 +412,7 @@ func TestAPIKeysAcrossReplicas(t *testing.T) {
 	g := newKeyGateway(t, rs[1], f.keys[0], f.gws[0].ID)
 	g.pullVia = rs[0]
 	g.run()
-	waitGenerations(t, rs[1], f.gws[0].ID)
+	waitReady(t, rs[1], f.gws[0].ID)
 	f.deploy(t, "", 0)
 	want := map[string]string{f.api + "/first": sha(k1.APIKey)}
 	g.waitKeys(t, want)

@@ -146,7 +146,7 @@ func TestAckAndFanOut(t *testing.T) {
 	// after its connect) gets the deployment in its initial state, and the
 	// answer counts only the ready ones: the answer's count is about ready
 	// connections, so wait until every one is.
-	waitGenerations(t, e, f.gws[0].ID)
+	waitReady(t, e, f.gws[0].ID)
 
 	out := f.deploy(t, "", 0)
 	if out[0].Status != "DELIVERED" || out[0].DeliveredConnections != 2 || out[0].RevisionID == "" {
@@ -291,7 +291,7 @@ func TestStalledClientDoesNotDelayOthers(t *testing.T) {
 	}
 	// A connection still learning its generation would get the last
 	// deployment in its initial state, not every one live.
-	waitGenerations(t, e, f.gws[1].ID)
+	waitReady(t, e, f.gws[1].ID)
 	const deploys = 20
 	start := time.Now()
 	for range deploys {
@@ -343,18 +343,27 @@ func TestReconnectConverges(t *testing.T) {
 	})
 }
 
-// waitGenerations waits until every connection of the gateway knows its
-// generation (live events pass by those that do not).
-func waitGenerations(t *testing.T, e *testEnv, gatewayID string) {
+// waitReady waits until every connection of the gateways knows its
+// generation (live events pass by those that do not) and has had its
+// initial state handed over (hub.Conn.InitialStateSent): a change committed
+// while a connection's initial state is read may reach it twice, in that
+// state and as its live event. A test that counts the events of the
+// changes it makes waits for this first.
+func waitReady(t *testing.T, e *testEnv, gatewayIDs ...string) {
 	t.Helper()
-	waitFor(t, func() bool {
-		for _, c := range e.api.Hub().Conns(gatewayID) {
-			if c.Generation() == hub.GenUnknown {
-				return false
+	timeout := time.After(5 * time.Second)
+	for _, id := range gatewayIDs {
+		for _, c := range e.api.Hub().Conns(id) {
+			for _, ch := range []<-chan struct{}{c.GenerationKnown(), c.InitialStateSent()} {
+				select {
+				case <-ch:
+				case <-c.Context().Done(): // ended: it takes no event
+				case <-timeout:
+					t.Fatalf("a connection of gateway %s was not ready within 5s (generation %d)", id, c.Generation())
+				}
 			}
 		}
-		return true
-	})
+	}
 }
 
 // waitFor polls cond until it holds, failing after 5 seconds.

@@ -3,6 +3,7 @@ package server
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -80,10 +82,25 @@ type importAnswer struct {
 // buffers up to its flow-control window), so the heap shows the server's
 // side alone.
 func (e *testEnv) http1Client() *http.Client {
+	return e.http1ClientBuffer(0)
+}
+
+// http1ClientBuffer is http1Client with a socket receive buffer of
+// readBuffer bytes (the system's when 0), set as each connection is made.
+func (e *testEnv) http1ClientBuffer(readBuffer int) *http.Client {
 	tr := e.client.Transport.(*http.Transport).Clone()
 	tr.ForceAttemptHTTP2 = false
 	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	if readBuffer > 0 {
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				err = c.(*net.TCPConn).SetReadBuffer(readBuffer)
+			}
+			return c, err
+		}
+	}
 	return &http.Client{Transport: tr}
 }
 
@@ -186,15 +203,28 @@ func TestGatewayDocumentAnswersAreStreamed(t *testing.T) {
 // with 429 (this gateway) or 503 (the server), Retry-After and a JSON
 // error that says to retry, never fatal to a second-generation gateway;
 // once one ends, the next is served.
+//
+// An answer holds its slot until the server has written it all, so the
+// answers held here must not fit in what lies between the server and a
+// client that does not read: socket buffers, which the kernel grows (on
+// loopback, the server's send buffer to megabytes), and the client's and
+// server's own buffers (a TLS record, a few KiB each). The test failed
+// now and then on a loaded machine: an unread answer of ~400 KiB went
+// into those buffers whole, its handler ended, and the next request that
+// was to be refused was served. So both ends' socket buffers are fixed
+// at 16 KiB (the kernel doubles them: 64 KiB in all, with ~40 KiB of
+// buffers in the processes), far below the answers' ~400 KiB (8 documents
+// of 64 KiB of incompressible text).
 func TestGatewayDocumentAnswersAreBounded(t *testing.T) {
-	e := newEnvWith(t, func(o *Options) { fastHub(o); o.MaxDocumentAnswers = 3; o.MaxDocumentAnswersPerGateway = 2 })
+	const socketBuffer = 16 << 10
+	e := newEnvListener(t, nil, func(o *Options) { fastHub(o); o.MaxDocumentAnswers = 3; o.MaxDocumentAnswersPerGateway = 2 }, socketBuffer)
 	f := newFleet(t, e, 2)
 	for i, key := range f.keys {
 		if code, res, data := importArtifacts(t, e, key, fmt.Sprintf("g%d", i), 8, 64<<10); code != 200 || res.Success != 8 {
 			t.Fatalf("import: %d %.300s", code, data)
 		}
 	}
-	c := e.http1Client()
+	c := e.http1ClientBuffer(socketBuffer)
 	held := func(key string) *http.Response {
 		resp := startDownload(t, c, e, key, "GET", "/api/internal/v1/apis", "")
 		if resp.StatusCode != 200 {

@@ -199,7 +199,7 @@ func TestReplicasAllAcknowledge(t *testing.T) {
 	// after its connect) gets the deployment in its initial state, and the
 	// answer counts only the ready ones: the answer's count is about ready
 	// connections, so wait until every one is.
-	waitGenerations(t, e, f.gws[0].ID)
+	waitReady(t, e, f.gws[0].ID)
 	var out []fleet.Result
 	e.must(200, "POST", "/api/v1/apis/"+f.api+"/deploy-revision", f.tok, []map[string]string{{"gatewayId": f.gws[0].ID}}, &out)
 	if out[0].Status != store.StatusDeploying || out[0].DeliveredConnections != 2 {
@@ -262,6 +262,9 @@ func TestUndeployDeleteAndTombstones(t *testing.T) {
 	old, _ := mustDial(t, e.srv.URL, f.keys[1])
 	away := newGen2(t, e, f.keys[2], f.gws[2].ID)
 	away.connect()
+	// Each connection is told of each deploy below once, as a live event:
+	// not also in its initial state, read while the deploy commits.
+	waitReady(t, e, f.gws[0].ID, f.gws[1].ID, f.gws[2].ID)
 	for _, api := range []string{f.api, other} {
 		e.must(200, "POST", "/api/v1/apis/"+api+"/deploy-revision", f.tok,
 			[]map[string]string{{"gatewayId": f.gws[0].ID}, {"gatewayId": f.gws[1].ID}, {"gatewayId": f.gws[2].ID}}, nil)

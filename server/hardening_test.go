@@ -319,7 +319,7 @@ func TestEventsInCommitOrder(t *testing.T) {
 	e := newEnvWith(t, fastHub)
 	f := newFleet(t, e, 1)
 	c, _ := mustDial(t, e.srv.URL, f.keys[0])
-	waitGenerations(t, e, f.gws[0].ID) // its initial state is written before the hook is set
+	waitReady(t, e, f.gws[0].ID) // its initial state is written before the hook is set
 	f.deploy(t, "", 0)
 	if ev := c.next(2 * time.Second); ev["type"] != "api.deployed" {
 		t.Fatalf("first event %v", ev)

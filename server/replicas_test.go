@@ -85,13 +85,17 @@ func TestReplicasDeliverEverywhere(t *testing.T) {
 	c1, _ := mustDial(t, rs[2].srv.URL, f.keys[1])
 	waitRemote(t, rs[0], f.gws[0].ID, 3)
 	waitRemote(t, rs[0], f.gws[1].ID, 1)
+	// Replica 0 counts its own connection itself: that it wrote its row,
+	// which replica 1's status answer below reads, only another replica
+	// sees (under load, that answer came before the write: 2 connections).
+	waitRemote(t, rs[1], f.gws[0].ID, 3)
 	// A connection still learning its generation (PLATFORM_WS_GENERATION_GRACE
 	// after its connect) gets the deployment in its initial state, and the
 	// answer counts only the ready ones: the answer's count is about ready
 	// connections, so wait until every one is.
 	for _, r := range rs {
-		waitGenerations(t, r, f.gws[0].ID)
-		waitGenerations(t, r, f.gws[1].ID)
+		waitReady(t, r, f.gws[0].ID)
+		waitReady(t, r, f.gws[1].ID)
 	}
 
 	var out []fleet.Result
@@ -183,7 +187,7 @@ func TestReplicasAcknowledge(t *testing.T) {
 	// answer counts only the ready ones: the answer's count is about ready
 	// connections, so wait until every one is.
 	for _, r := range rs {
-		waitGenerations(t, r, f.gws[0].ID)
+		waitReady(t, r, f.gws[0].ID)
 	}
 	var out []fleet.Result
 	rs[0].must(200, "POST", "/api/v1/apis/"+f.api+"/deploy-revision", f.tok, []map[string]string{{"gatewayId": f.gws[0].ID}}, &out)
@@ -242,7 +246,7 @@ func TestReplicaResyncsAfterAnUnreadableChange(t *testing.T) {
 	f := newFleet(t, rs[0], 1)
 	c, _ := mustDial(t, rs[1].srv.URL, f.keys[0])
 	waitRemote(t, rs[0], f.gws[0].ID, 1)
-	waitGenerations(t, rs[1], f.gws[0].ID)
+	waitReady(t, rs[1], f.gws[0].ID)
 	var mu sync.Mutex
 	failed := 0
 	rs[1].db.SetChangeReadFault(func(k store.ChangeKind) error {
@@ -396,7 +400,7 @@ func TestPeerConnectionGetsWhatTheOtherAcknowledged(t *testing.T) {
 	f := newFleet(t, rs[0], 1)
 	first := newGen2(t, rs[0], f.keys[0], f.gws[0].ID)
 	first.connect()
-	waitGenerations(t, rs[0], f.gws[0].ID)
+	waitReady(t, rs[0], f.gws[0].ID)
 	out := f.deploy(t, "", 0)
 	if ev := first.next(5 * time.Second); ev["type"] != "api.deployed" {
 		t.Fatalf("first instance got %v", ev)

@@ -392,8 +392,8 @@ func TestRolloutFirstGeneration(t *testing.T) {
 	f := newFleet(t, e, 2)
 	c0, _ := mustDial(t, e.srv.URL, f.keys[0])
 	c1, _ := mustDial(t, e.srv.URL, f.keys[1])
-	waitGenerations(t, e, f.gws[0].ID)
-	waitGenerations(t, e, f.gws[1].ID)
+	waitReady(t, e, f.gws[0].ID)
+	waitReady(t, e, f.gws[1].ID)
 	var r api.Rollout
 	e.must(201, "POST", "/api/v1/apis/"+f.api+"/rollouts", f.tok,
 		map[string]any{"gatewayIds": []string{f.gws[0].ID, f.gws[1].ID}, "waves": []int{50, 100}}, &r)

@@ -65,14 +65,21 @@ func (db *DB) clockFrom(now time.Time) time.Time {
 // skewed clock is), so it cancels out. Read twice, it was off by the tens
 // of nanoseconds between the readings, and a gateway's lastSeenAt, shown
 // live and then stored on disconnect, went back a microsecond now and then.
+//
+// Whether the replica's clock is this process's is told by reading it
+// between two readings of time.Now: this process's falls between them
+// however long the process was descheduled meanwhile. (A bound of 1 ms on
+// the difference of two readings told it before: on a loaded machine the
+// process was descheduled longer between them now and then, and the moment
+// converted to times milliseconds apart.)
 func (db *DB) ClockAt(t time.Time) time.Time {
 	if t.IsZero() {
 		return t
 	}
 	now := time.Now().Round(0) // wall readings only, as t (time.Unix) is
 	local := db.Now().Round(0)
-	if d := local.Sub(now); d > -time.Millisecond && d < time.Millisecond {
-		local = now
+	if after := time.Now().Round(0); !local.Before(now) && !local.After(after) {
+		local = now // the same clock
 	}
 	return db.clockFrom(local).Add(-now.Sub(t))
 }
